@@ -34,7 +34,11 @@ class Event:
 
     @property
     def room_id(self) -> str:
-        return self.json["room_id"]
+        room_id = self.json.get("room_id")
+        if room_id is None and self.room_version.room_id_from_create_event and self.type == "m.room.create":
+            # Room version 12: the create event carries no room id; the id is its hash.
+            return "!" + self.event_id[1:]
+        return room_id
 
     @property
     def type(self) -> str:

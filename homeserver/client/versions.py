@@ -1,0 +1,59 @@
+"""Server discovery and capabilities: /versions, /.well-known, /capabilities."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from homeserver.client.base import V3, requester, services
+from homeserver.http import json_response
+from homeserver.protocol.room_versions import DEFAULT_ROOM_VERSION, KNOWN_ROOM_VERSIONS
+
+routes = web.RouteTableDef()
+
+SUPPORTED_VERSIONS = [
+    "r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10",
+    "v1.11", "v1.12", "v1.13", "v1.14", "v1.15", "v1.16", "v1.17", "v1.18", "v1.19",
+]
+
+
+@routes.get("/_matrix/client/versions")
+async def versions(request: web.Request) -> web.Response:
+    return json_response({"versions": SUPPORTED_VERSIONS, "unstable_features": {}})
+
+
+@routes.get("/.well-known/matrix/client")
+async def well_known_client(request: web.Request) -> web.Response:
+    config = services(request).config
+    base_url = config.well_known.client_base_url or config.public_baseurl
+    if not base_url:
+        return json_response({"errcode": "M_NOT_FOUND", "error": "No client base URL configured"}, 404)
+    return json_response({"m.homeserver": {"base_url": base_url}})
+
+
+@routes.get("/.well-known/matrix/server")
+async def well_known_server(request: web.Request) -> web.Response:
+    config = services(request).config
+    if not config.well_known.server:
+        return json_response({"errcode": "M_NOT_FOUND", "error": "No delegation configured"}, 404)
+    return json_response({"m.server": config.well_known.server})
+
+
+@routes.get(V3 + "/capabilities")
+async def capabilities(request: web.Request) -> web.Response:
+    await requester(request)
+    return json_response({
+        "capabilities": {
+            "m.change_password": {"enabled": True},
+            "m.room_versions": {
+                "default": DEFAULT_ROOM_VERSION.identifier,
+                "available": {
+                    v.identifier: "stable" if v.stable else "unstable" for v in KNOWN_ROOM_VERSIONS.values()
+                },
+            },
+            "m.set_displayname": {"enabled": True},
+            "m.set_avatar_url": {"enabled": True},
+            "m.3pid_changes": {"enabled": False},
+            "m.get_login_token": {"enabled": False},
+            "m.profile_fields": {"enabled": True},
+        }
+    })

@@ -1,0 +1,188 @@
+"""The configuration file: one YAML document validated by pydantic.
+
+An invalid file stops the start with a message naming the key and the problem.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from homeserver.protocol import ids
+
+DATABASE_ENV = "HOMESERVER_DATABASE"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which key and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListenConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8008, ge=1, le=65535)
+
+
+class RegistrationConfig(_Section):
+    # Closed unless the admin opens it: strangers must not create accounts.
+    enabled: bool = False
+    # With enabled, also require a registration token (m.login.registration_token).
+    require_token: bool = False
+    # For Synapse-compatible shared-secret registration (/_synapse/admin/v1/register).
+    shared_secret: str | None = None
+
+
+class RateLimit(_Section):
+    per_second: float = Field(0.2, gt=0)
+    burst: int = Field(5, ge=1)
+
+
+class RateLimitsConfig(_Section):
+    login: RateLimit = RateLimit(per_second=0.2, burst=5)
+    registration: RateLimit = RateLimit(per_second=0.1, burst=3)
+
+
+class LimitsConfig(_Section):
+    # JSON request bodies larger than this are refused with 413 before they are read.
+    max_request_body_bytes: int = Field(1_048_576, ge=65_536)
+
+
+class WellKnownConfig(_Section):
+    # What /.well-known/matrix/client advertises; defaults to public_baseurl.
+    client_base_url: str | None = None
+    # What /.well-known/matrix/server advertises ("host:port"); omitted when unset.
+    server: str | None = None
+
+
+class Config(_Section):
+    server_name: str
+    public_baseurl: str | None = None
+    listen: ListenConfig = ListenConfig()
+    data_dir: Path = Path("data")
+    # A PostgreSQL DSN; none means an embedded PostgreSQL in data_dir/postgres.
+    database: str | None = None
+    signing_key_path: Path | None = None
+    registration: RegistrationConfig = RegistrationConfig()
+    rate_limits: RateLimitsConfig = RateLimitsConfig()
+    limits: LimitsConfig = LimitsConfig()
+    well_known: WellKnownConfig = WellKnownConfig()
+    # bcrypt cost factor: 12 takes about a quarter of a second per hash.
+    password_hash_rounds: int = Field(12, ge=4, le=31)
+    log_level: str = "INFO"
+    database_pool_size: int = Field(10, ge=2, le=100)
+
+    @field_validator("server_name")
+    @classmethod
+    def _valid_server_name(cls, value: str) -> str:
+        if not ids.is_valid_server_name(value):
+            raise ValueError("not a valid Matrix server name (host name, IP or [IPv6], optional :port)")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _valid_log_level(cls, value: str) -> str:
+        value = value.upper()
+        if value not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return value
+
+    @property
+    def signing_key_file(self) -> Path:
+        return self.signing_key_path or self.data_dir / "signing.key"
+
+    @property
+    def database_dsn(self) -> str | None:
+        return os.environ.get(DATABASE_ENV) or self.database
+
+
+def load_config(path: Path) -> Config:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file (create one with `homeserver generate-config`)")
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the file must be a YAML mapping of keys to values")
+    config = parse_config(raw, source=str(path))
+    if not config.data_dir.is_absolute():
+        # Relative paths are relative to the configuration file, not the working directory.
+        config = config.model_copy(update={"data_dir": (path.parent / config.data_dir).resolve()})
+    if config.signing_key_path and not config.signing_key_path.is_absolute():
+        config = config.model_copy(
+            update={"signing_key_path": (path.parent / config.signing_key_path).resolve()}
+        )
+    return config
+
+
+def parse_config(raw: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        problems = []
+        for error in e.errors():
+            key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+            message = error["msg"]
+            if error["type"] == "extra_forbidden":
+                message = "unknown key"
+            problems.append(f"  {key}: {message}")
+        raise ConfigError(f"{source} is invalid:\n" + "\n".join(problems))
+
+
+def render_default_config(server_name: str, data_dir: str = "data") -> str:
+    """A commented configuration file with fresh secrets."""
+    shared_secret = secrets.token_urlsafe(32)
+    return f"""\
+# Homeserver configuration. Every key is documented in docs/configuration.md.
+
+# The name in your users' ids (@alice:{server_name}). It cannot change later.
+server_name: "{server_name}"
+
+# The URL clients reach this server at, through your reverse proxy.
+# public_baseurl: "https://matrix.{server_name}/"
+
+# Where the server listens. Keep 127.0.0.1 behind a reverse proxy (nginx, Caddy).
+listen:
+  host: 127.0.0.1
+  port: 8008
+
+# Signing key, media and the embedded database live here (relative to this file).
+data_dir: "{data_dir}"
+
+# PostgreSQL to use, e.g. "postgresql://synapse:secret@127.0.0.1/homeserver".
+# Leave unset to run an embedded PostgreSQL inside data_dir. The environment
+# variable {DATABASE_ENV} overrides this.
+# database: null
+
+registration:
+  # Anyone may register when true. Keep false and create accounts with
+  # `homeserver register-user`, or also set require_token: true and hand out tokens.
+  enabled: false
+  require_token: false
+  # For admin tools that register users with a shared secret. Keep it secret.
+  shared_secret: "{shared_secret}"
+
+# Login and registration attempts allowed per client address.
+rate_limits:
+  login: {{per_second: 0.2, burst: 5}}
+  registration: {{per_second: 0.1, burst: 3}}
+
+limits:
+  max_request_body_bytes: 1048576
+
+# What /.well-known/matrix/client and /.well-known/matrix/server announce.
+# well_known:
+#   client_base_url: "https://matrix.{server_name}/"
+#   server: "matrix.{server_name}:443"
+
+password_hash_rounds: 12
+log_level: INFO
+"""

@@ -1,0 +1,69 @@
+"""Starting and stopping: database (external or embedded), migrations, services, HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from homeserver.app import create_app
+from homeserver.config import Config
+from homeserver.services.container import Services, build_services
+from homeserver.signing_key import load_or_create_signing_key
+from homeserver.storage.db import Database, EmbeddedPostgres, ensure_database, run_migrations
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def open_database(config: Config) -> AsyncIterator[Database]:
+    """Connect to the configured PostgreSQL, or start the embedded one; migrate; yield."""
+    embedded = None
+    dsn = config.database_dsn
+    if dsn is None:
+        embedded = EmbeddedPostgres(config.data_dir / "postgres")
+        log.info("starting embedded PostgreSQL in %s", embedded.directory)
+        dsn = await asyncio.to_thread(embedded.start)
+    else:
+        await ensure_database(dsn)
+    try:
+        db = await Database.connect(dsn, max_size=config.database_pool_size)
+        try:
+            async with db.pool.acquire() as conn:
+                applied = await run_migrations(conn)
+            if applied:
+                log.info("applied migrations %s", applied)
+            yield db
+        finally:
+            await db.close()
+    finally:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+
+
+@contextlib.asynccontextmanager
+async def open_services(config: Config) -> AsyncIterator[Services]:
+    signing_key = load_or_create_signing_key(config.signing_key_file)
+    async with open_database(config) as db:
+        yield await build_services(config, db, signing_key)
+
+
+async def serve(config: Config) -> None:
+    async with open_services(config) as services:
+        app = create_app(services)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, config.listen.host, config.listen.port)
+        await site.start()
+        log.info("listening on http://%s:%d as %s", config.listen.host, config.listen.port, config.server_name)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down")
+        await runner.cleanup()

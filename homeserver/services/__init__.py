@@ -1,0 +1,1 @@
+"""Domain logic: the event pipeline, sync, rooms, accounts. Knows storage and protocol, not HTTP."""

@@ -1,0 +1,24 @@
+"""Account data: client-defined JSON per user, global or per room, reported by /sync."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homeserver.services.notifier import Notifier
+from homeserver.storage.account_data import GLOBAL, AccountDataStore
+from homeserver.storage.streams import StreamIdGenerator
+
+
+class AccountDataService:
+    def __init__(self, store: AccountDataStore, stream: StreamIdGenerator, notifier: Notifier):
+        self.store = store
+        self.stream = stream
+        self.notifier = notifier
+
+    async def put(self, user_id: str, room_id: str | None, data_type: str, content: dict[str, Any]) -> None:
+        with self.stream.allocate() as position:
+            await self.store.put(user_id, room_id or GLOBAL, data_type, content, position)
+        self.notifier.notify_users([user_id])
+
+    async def get(self, user_id: str, room_id: str | None, data_type: str) -> dict[str, Any] | None:
+        return await self.store.get(user_id, room_id or GLOBAL, data_type)

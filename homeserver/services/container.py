@@ -1,0 +1,120 @@
+"""Explicit wiring of stores and services (STYLE.md habit 5): built once, handed to routes."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from homeserver.config import Config
+from homeserver.protocol.events import Event
+from homeserver.services.account_data import AccountDataService
+from homeserver.services.accounts import AccountService
+from homeserver.services.auth import PasswordHasher, TokenAuthenticator
+from homeserver.services.event_views import EventViews
+from homeserver.services.membership import MembershipService
+from homeserver.services.notifier import Notifier
+from homeserver.services.pipeline import EventPipeline
+from homeserver.services.profiles import ProfileService
+from homeserver.services.ratelimit import RateLimiter
+from homeserver.services.room_creation import RoomCreator
+from homeserver.services.room_events import RoomEventsService
+from homeserver.services.sync import SyncService
+from homeserver.services.uia import UserInteractiveAuth
+from homeserver.storage.account_data import AccountDataStore
+from homeserver.storage.db import Database
+from homeserver.storage.devices import DeviceStore
+from homeserver.storage.events import EventStore
+from homeserver.storage.filters import FilterStore
+from homeserver.storage.registration import RegistrationStore
+from homeserver.storage.rooms import RoomStore
+from homeserver.storage.state import StateStore
+from homeserver.storage.streams import StreamChangeCache, StreamIdGenerator
+from homeserver.storage.users import UserStore
+
+
+@dataclasses.dataclass
+class Services:
+    config: Config
+    db: Database
+    signing_key: Any
+    users: UserStore
+    devices: DeviceStore
+    events: EventStore
+    state: StateStore
+    rooms: RoomStore
+    filters: FilterStore
+    registration: RegistrationStore
+    notifier: Notifier
+    tokens: TokenAuthenticator
+    accounts: AccountService
+    uia: UserInteractiveAuth
+    pipeline: EventPipeline
+    membership: MembershipService
+    room_creator: RoomCreator
+    room_events: RoomEventsService
+    views: EventViews
+    sync: SyncService
+    account_data: AccountDataService
+    profiles: ProfileService
+    login_limiter: RateLimiter
+    registration_limiter: RateLimiter
+
+    @property
+    def server_name(self) -> str:
+        return self.config.server_name
+
+
+async def build_services(config: Config, db: Database, signing_key: Any) -> Services:
+    server_name = config.server_name
+    users = UserStore(db)
+    devices = DeviceStore(db)
+    events = EventStore(db)
+    state = StateStore(db)
+    rooms = RoomStore(db)
+    registration = RegistrationStore(db)
+    account_data_store = AccountDataStore(db)
+    notifier = Notifier()
+    event_stream = await StreamIdGenerator.load(db, "events", "stream_ordering")
+    account_data_stream = await StreamIdGenerator.load(db, "account_data", "stream_id")
+    room_changes = StreamChangeCache(event_stream.current())
+
+    def on_persisted(event: Event, users_to_wake: set[str]) -> None:
+        notifier.notify_users(users_to_wake)
+
+    tokens = TokenAuthenticator(devices)
+    accounts = AccountService(server_name, users, devices, PasswordHasher(config.password_hash_rounds), tokens)
+    pipeline = EventPipeline(
+        server_name, signing_key, db, events, state, rooms, event_stream, room_changes, on_persisted
+    )
+    views = EventViews(events, state)
+    membership = MembershipService(server_name, pipeline, events, state, rooms, users)
+    limits = config.rate_limits
+    return Services(
+        config=config,
+        db=db,
+        signing_key=signing_key,
+        users=users,
+        devices=devices,
+        events=events,
+        state=state,
+        rooms=rooms,
+        filters=FilterStore(db),
+        registration=registration,
+        notifier=notifier,
+        tokens=tokens,
+        accounts=accounts,
+        uia=UserInteractiveAuth(registration, accounts),
+        pipeline=pipeline,
+        membership=membership,
+        room_creator=RoomCreator(server_name, pipeline, rooms, membership),
+        room_events=RoomEventsService(pipeline, events, state, rooms, views, membership, event_stream),
+        views=views,
+        sync=SyncService(
+            events, state, rooms, account_data_store, views, notifier, event_stream,
+            account_data_stream, room_changes,
+        ),
+        account_data=AccountDataService(account_data_store, account_data_stream, notifier),
+        profiles=ProfileService(users, state, events, pipeline),
+        login_limiter=RateLimiter(limits.login.per_second, limits.login.burst),
+        registration_limiter=RateLimiter(limits.registration.per_second, limits.registration.burst),
+    )

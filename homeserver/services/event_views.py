@@ -1,0 +1,74 @@
+"""What a user may see of a room's events, and in which form.
+
+History visibility: https://spec.matrix.org/v1.19/client-server-api/#history-visibility
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from homeserver.protocol.client_format import client_event
+from homeserver.protocol.events import Event
+from homeserver.services.clock import now_ms
+from homeserver.storage.events import EventStore
+from homeserver.storage.state import StateStore
+
+
+class EventViews:
+    def __init__(self, events: EventStore, state: StateStore):
+        self.events = events
+        self.state = state
+
+    async def visible_to(self, user_id: str, events: list[Event], currently_joined: bool) -> list[Event]:
+        """The events of one room the user may see, in the given order."""
+        # Collect the visibility and membership events in force before each event.
+        needed: set[str] = set()
+        at_event: list[tuple[str | None, str | None]] = []
+        for event in events:
+            state = await self.state.get_state(event.internal.get("state_group_before"))
+            hv_id = state.get(("m.room.history_visibility", ""))
+            member_id = state.get(("m.room.member", user_id))
+            at_event.append((hv_id, member_id))
+            needed.update(i for i in (hv_id, member_id) if i)
+        loaded = await self.events.get_events(needed)
+
+        visible = []
+        for event, (hv_id, member_id) in zip(events, at_event):
+            hv_event = loaded.get(hv_id) if hv_id else None
+            visibility = hv_event.content.get("history_visibility", "shared") if hv_event else "shared"
+            if event.type == "m.room.member" and event.state_key == user_id:
+                # Users always see their own membership changes.
+                visible.append(event)
+                continue
+            member_event = loaded.get(member_id) if member_id else None
+            membership = member_event.membership if member_event else None
+            if visibility == "world_readable" or membership == "join":
+                visible.append(event)
+            elif visibility == "shared" and currently_joined:
+                visible.append(event)
+            elif visibility == "invited" and membership == "invite":
+                visible.append(event)
+        return visible
+
+    async def serialize(
+        self,
+        events: Iterable[Event],
+        for_device: tuple[str, str] | None = None,
+        include_room_id: bool = True,
+    ) -> list[dict]:
+        events = list(events)
+        redaction_ids = [e.internal["redacted_by"] for e in events if e.internal.get("redacted_by")]
+        redactions = await self.events.get_events(redaction_ids) if redaction_ids else {}
+        now = now_ms()
+        out = []
+        for event in events:
+            redacted_by = event.internal.get("redacted_by")
+            out.append(
+                client_event(
+                    event, now,
+                    redaction=redactions.get(redacted_by) if redacted_by else None,
+                    include_room_id=include_room_id,
+                    for_device=for_device,
+                )
+            )
+        return out

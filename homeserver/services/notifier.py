@@ -1,0 +1,42 @@
+"""Wakes waiting /sync long polls when something for their user is committed.
+
+A waiter takes ``token_for(user)`` before it looks for news, and waits on it
+only if it found none: a change committed in between has already resolved the
+token, so no wake-up is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Iterable
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._futures: dict[str, asyncio.Future[None]] = {}
+
+    def token_for(self, user_id: str) -> asyncio.Future[None]:
+        future = self._futures.get(user_id)
+        if future is None or future.done():
+            future = asyncio.get_running_loop().create_future()
+            self._futures[user_id] = future
+        return future
+
+    def notify_users(self, user_ids: Iterable[str]) -> None:
+        for user_id in user_ids:
+            future = self._futures.pop(user_id, None)
+            if future is not None and not future.done():
+                future.set_result(None)
+
+    async def wait(self, token: asyncio.Future[None], timeout_s: float) -> bool:
+        """Wait until the token resolves or the timeout passes; True if woken."""
+        if token.done():
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(token), timeout_s)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def waiting_users(self) -> int:
+        return sum(1 for f in self._futures.values() if not f.done())

@@ -1,0 +1,62 @@
+"""Profiles: display name, avatar and further fields; changes reach every joined room.
+
+Spec: https://spec.matrix.org/v1.19/client-server-api/#profiles
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from homeserver.errors import MatrixError, not_found
+from homeserver.services.pipeline import EventDraft, EventPipeline
+from homeserver.storage.events import EventStore
+from homeserver.storage.state import StateStore
+from homeserver.storage.users import UserStore
+
+log = logging.getLogger(__name__)
+
+MAX_DISPLAYNAME_LENGTH = 256
+MAX_FIELD_BYTES = 65_536
+
+
+class ProfileService:
+    def __init__(self, users: UserStore, state: StateStore, events: EventStore, pipeline: EventPipeline):
+        self.users = users
+        self.state = state
+        self.events = events
+        self.pipeline = pipeline
+
+    async def get(self, user_id: str) -> dict[str, Any]:
+        profile = await self.users.get_profile(user_id)
+        if profile is None:
+            raise not_found("Profile not found")
+        return profile
+
+    async def set_field(self, user_id: str, field: str, value: Any) -> None:
+        if field == "displayname" and isinstance(value, str) and len(value) > MAX_DISPLAYNAME_LENGTH:
+            raise MatrixError(400, "M_TOO_LARGE", "Display name is too long")
+        if field in ("displayname", "avatar_url") and value is not None and not isinstance(value, str):
+            raise MatrixError(400, "M_BAD_JSON", f"{field} must be a string")
+        if len(field.encode()) > 255:
+            raise MatrixError(400, "M_TOO_LARGE", "Profile field name is too long")
+        await self.users.set_profile_field(user_id, field, value)
+        if field in ("displayname", "avatar_url"):
+            await self._update_room_memberships(user_id, field, value)
+
+    async def _update_room_memberships(self, user_id: str, field: str, value: Any) -> None:
+        """Send a new join event with the new profile into every joined room, as Synapse does."""
+        rooms = await self.state.get_rooms_for_user(user_id)
+        for room_id, (membership, event_id) in rooms.items():
+            if membership != "join":
+                continue
+            current = await self.events.get_event(event_id)
+            content = dict(current.content) if current else {"membership": "join"}
+            if value is None:
+                content.pop(field, None)
+            else:
+                content[field] = value
+            try:
+                await self.pipeline.send(room_id, EventDraft("m.room.member", user_id, content, state_key=user_id))
+            except MatrixError as e:
+                log.warning("could not update profile of %s in %s: %s", user_id, room_id, e)

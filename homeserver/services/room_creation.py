@@ -1,0 +1,164 @@
+"""POST /createRoom: the sequence of initial events of a new room.
+
+Spec: https://spec.matrix.org/v1.19/client-server-api/#creation
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from homeserver.errors import MatrixError, invalid_param
+from homeserver.protocol import ids
+from homeserver.protocol.room_versions import RoomVersion
+from homeserver.services.membership import MembershipService
+from homeserver.services.pipeline import EventDraft, EventPipeline
+from homeserver.storage.rooms import RoomStore
+
+PRESETS = {
+    "private_chat": {"join_rule": "invite", "history_visibility": "shared", "guest_access": "can_join"},
+    "trusted_private_chat": {"join_rule": "invite", "history_visibility": "shared", "guest_access": "can_join"},
+    "public_chat": {"join_rule": "public", "history_visibility": "shared", "guest_access": None},
+}
+
+
+@dataclasses.dataclass
+class CreateRoomRequest:
+    version: RoomVersion
+    preset: str
+    is_public: bool
+    name: str | None = None
+    topic: str | None = None
+    alias_localpart: str | None = None
+    invite: list[str] = dataclasses.field(default_factory=list)
+    is_direct: bool = False
+    creation_content: dict[str, Any] = dataclasses.field(default_factory=dict)
+    initial_state: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    power_level_content_override: dict[str, Any] | None = None
+
+
+class RoomCreator:
+    def __init__(self, server_name: str, pipeline: EventPipeline, rooms: RoomStore, membership: MembershipService):
+        self.server_name = server_name
+        self.pipeline = pipeline
+        self.rooms = rooms
+        self.membership = membership
+
+    async def create(self, creator: str, request: CreateRoomRequest) -> tuple[str, str | None]:
+        """Create the room; returns (room id, canonical alias)."""
+        version = request.version
+        alias = None
+        if request.alias_localpart is not None:
+            alias = f"#{request.alias_localpart}:{self.server_name}"
+            if not ids.is_valid_room_alias(alias) or ":" in request.alias_localpart:
+                raise invalid_param("Invalid room alias name")
+            if await self.rooms.get_alias(alias) is not None:
+                raise MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken")
+        for user_id in request.invite:
+            if not ids.is_valid_user_id(user_id):
+                raise invalid_param(f"Invalid user id to invite: {user_id}")
+        preset = PRESETS[request.preset]
+        trusted_invitees = request.invite if request.preset == "trusted_private_chat" else []
+
+        # 1. m.room.create
+        create_content = dict(request.creation_content)
+        create_content["room_version"] = version.identifier
+        if not version.implicit_room_creator:
+            create_content["creator"] = creator
+        if version.privileged_creators and trusted_invitees:
+            # Room version 12: trusted private chats make the invitees co-creators (as Synapse does).
+            extra = [u for u in trusted_invitees if u != creator]
+            create_content["additional_creators"] = list(
+                dict.fromkeys(list(create_content.get("additional_creators", [])) + extra)
+            )
+        create = await self.pipeline.create_room(
+            version, EventDraft("m.room.create", creator, create_content, state_key=""), request.is_public
+        )
+        room_id = create.room_id
+
+        async def send_state(event_type: str, content: dict[str, Any], state_key: str = "") -> None:
+            await self.pipeline.send(room_id, EventDraft(event_type, creator, content, state_key=state_key))
+
+        # 2. the creator joins
+        await self.membership.join_as_creator(room_id, creator)
+
+        # 3. power levels, with the preset's and the request's overrides
+        power_levels = default_power_levels(creator, version, request.preset, trusted_invitees)
+        override = request.power_level_content_override or {}
+        initial_pl = next(
+            (s for s in request.initial_state if s.get("type") == "m.room.power_levels" and s.get("state_key", "") == ""),
+            None,
+        )
+        power_levels.update(override)
+        await send_state("m.room.power_levels", power_levels)
+
+        # 4. canonical alias
+        if alias is not None:
+            if not await self.rooms.create_alias(alias, room_id, creator):
+                raise MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken")
+            await send_state("m.room.canonical_alias", {"alias": alias})
+
+        # 5. preset state: join rules, history visibility, guest access
+        initial_keys = {(s.get("type"), s.get("state_key", "")) for s in request.initial_state}
+        join_rule = "public" if request.preset == "public_chat" else preset["join_rule"]
+        if ("m.room.join_rules", "") not in initial_keys:
+            await send_state("m.room.join_rules", {"join_rule": join_rule})
+        if ("m.room.history_visibility", "") not in initial_keys:
+            await send_state("m.room.history_visibility", {"history_visibility": preset["history_visibility"]})
+        if preset["guest_access"] and ("m.room.guest_access", "") not in initial_keys:
+            await send_state("m.room.guest_access", {"guest_access": preset["guest_access"]})
+
+        # 6. initial_state (a power levels event there was already folded in above)
+        for state in request.initial_state:
+            if state is initial_pl:
+                continue
+            await send_state(state["type"], state.get("content", {}), state.get("state_key", ""))
+        if initial_pl is not None:
+            await send_state("m.room.power_levels", {**power_levels, **initial_pl.get("content", {}), **override})
+
+        # 7. name and topic
+        if request.name is not None:
+            await send_state("m.room.name", {"name": request.name})
+        if request.topic is not None:
+            await send_state(
+                "m.room.topic",
+                {"topic": request.topic, "m.topic": [{"mimetype": "text/plain", "body": request.topic}]},
+            )
+
+        # 8. invites
+        for user_id in request.invite:
+            await self.membership.invite(creator, room_id, user_id, is_direct=request.is_direct)
+        return room_id, alias
+
+
+def default_power_levels(
+    creator: str, version: RoomVersion, preset: str, trusted_invitees: list[str]
+) -> dict[str, Any]:
+    users: dict[str, int] = {}
+    if not version.privileged_creators:
+        # Before room version 12 creators are ordinary users with power 100.
+        users[creator] = 100
+        for invitee in trusted_invitees:
+            users[invitee] = 100
+    return {
+        "users": users,
+        "users_default": 0,
+        "events": {
+            "m.room.name": 50,
+            "m.room.power_levels": 100,
+            "m.room.history_visibility": 100,
+            "m.room.canonical_alias": 50,
+            "m.room.avatar": 50,
+            "m.room.tombstone": 150 if version.privileged_creators else 100,
+            "m.room.server_acl": 100,
+            "m.room.encryption": 100,
+        },
+        "events_default": 0,
+        "state_default": 50,
+        "ban": 50,
+        "kick": 50,
+        "redact": 50,
+        "invite": 50 if preset == "public_chat" else 0,
+        "historical": 100,
+        "notifications": {"room": 50},
+    }

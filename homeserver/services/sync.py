@@ -1,0 +1,255 @@
+"""GET /sync: initial and incremental, with long polling.
+
+An incremental sync reads only rows after its token (DESIGN.md); rooms with
+nothing new since the token are skipped without a query, thanks to the
+stream change cache.
+Spec: https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3sync
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from typing import Any
+
+from homeserver.protocol.client_format import stripped_state_event
+from homeserver.protocol.events import Event, StateKey
+from homeserver.protocol.filters import SyncFilter
+from homeserver.services.auth import Requester
+from homeserver.services.event_views import EventViews
+from homeserver.services.notifier import Notifier
+from homeserver.services.tokens import SyncToken, pagination_token
+from homeserver.storage.account_data import GLOBAL, AccountDataStore
+from homeserver.storage.events import EventFilterSql, EventStore
+from homeserver.storage.rooms import RoomStore
+from homeserver.storage.state import StateStore
+from homeserver.storage.streams import StreamChangeCache, StreamIdGenerator
+
+DEFAULT_TIMELINE_LIMIT = 10
+MAX_TIMELINE_LIMIT = 1000
+# How many rooms are computed at once; bounded by the database pool.
+ROOM_CONCURRENCY = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class SyncRequest:
+    requester: Requester
+    since: SyncToken | None
+    timeout_ms: int
+    full_state: bool
+    filter: SyncFilter
+
+
+class SyncService:
+    def __init__(
+        self, events: EventStore, state: StateStore, rooms: RoomStore, account_data: AccountDataStore,
+        views: EventViews, notifier: Notifier, event_stream: StreamIdGenerator,
+        account_data_stream: StreamIdGenerator, room_changes: StreamChangeCache,
+    ):
+        self.events = events
+        self.state = state
+        self.rooms = rooms
+        self.account_data = account_data
+        self.views = views
+        self.notifier = notifier
+        self.event_stream = event_stream
+        self.account_data_stream = account_data_stream
+        self.room_changes = room_changes
+
+    def current_token(self) -> SyncToken:
+        return SyncToken(self.event_stream.current(), self.account_data_stream.current())
+
+    async def sync(self, request: SyncRequest) -> dict[str, Any]:
+        user_id = request.requester.user_id
+        deadline = time.monotonic() + request.timeout_ms / 1000
+        while True:
+            wake = self.notifier.token_for(user_id)
+            result, has_news = await self._sync_once(request)
+            remaining = deadline - time.monotonic()
+            if has_news or request.since is None or request.full_state or remaining <= 0:
+                return result
+            if not await self.notifier.wait(wake, remaining):
+                return result
+
+    async def _sync_once(self, request: SyncRequest) -> tuple[dict[str, Any], bool]:
+        user_id = request.requester.user_id
+        since = request.since
+        now = self.current_token()
+        room_filter = request.filter.room
+        memberships = await self.state.get_rooms_for_user(user_id)
+        forgotten = await self.rooms.forgotten_rooms(user_id)
+
+        changed_membership: dict[str, int] = {}
+        if since is not None:
+            for room_id, _event_id, position in await self.events.membership_changes(user_id, since.events, now.events):
+                changed_membership[room_id] = position
+
+        account_data: dict[str, dict[str, dict[str, Any]]] = await self.account_data.changed_since(
+            user_id, since.account_data if since else 0, now.account_data
+        )
+
+        semaphore = asyncio.Semaphore(ROOM_CONCURRENCY)
+        join: dict[str, Any] = {}
+        invite: dict[str, Any] = {}
+        leave: dict[str, Any] = {}
+        knock: dict[str, Any] = {}
+
+        async def one_room(room_id: str, membership: str, event_id: str) -> None:
+            async with semaphore:
+                if membership == "join":
+                    newly = since is not None and room_id in changed_membership and not await self._was_joined_at(
+                        room_id, user_id, since.events)
+                    if since is None or request.full_state or newly or self.room_changes.maybe_changed_since(
+                            room_id, since.events) or room_id in account_data:
+                        section = await self._room_section(
+                            request, room_id, since if not newly else None, now.events, None,
+                            account_data.get(room_id, {}), currently_joined=True,
+                        )
+                        if section is not None:
+                            join[room_id] = section
+                elif membership in ("invite", "knock"):
+                    if since is None or room_id in changed_membership:
+                        event = await self.events.get_event(event_id)
+                        if event is not None:
+                            stripped = list(event.internal.get("invite_room_state" if membership == "invite"
+                                                               else "knock_room_state", []))
+                            stripped.append(stripped_state_event(event))
+                            if membership == "invite":
+                                invite[room_id] = {"invite_state": {"events": stripped}}
+                            else:
+                                knock[room_id] = {"knock_state": {"events": stripped}}
+                elif membership in ("leave", "ban"):
+                    if room_id in forgotten:
+                        return
+                    if since is None and not room_filter.include_leave:
+                        return
+                    if since is not None and room_id not in changed_membership:
+                        return
+                    event = await self.events.get_event(event_id)
+                    if event is None:
+                        return
+                    section = await self._room_section(
+                        request, room_id, since, event.internal["stream_ordering"], event,
+                        account_data.get(room_id, {}), currently_joined=False,
+                    )
+                    if section is not None:
+                        section.pop("unread_notifications", None)
+                        section.pop("ephemeral", None)
+                        section.pop("summary", None)
+                        leave[room_id] = section
+
+        await asyncio.gather(*(
+            one_room(room_id, membership, event_id)
+            for room_id, (membership, event_id) in memberships.items()
+            if room_filter.allows_room(room_id)
+        ))
+
+        global_data = account_data.get(GLOBAL, {})
+        account_events = [
+            {"type": t, "content": c} for t, c in global_data.items()
+            if request.filter.account_data.allows_type(t)
+        ]
+        response: dict[str, Any] = {
+            "next_batch": now.serialize(),
+            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
+            "account_data": {"events": account_events},
+            "presence": {"events": []},
+            "to_device": {"events": []},
+            "device_lists": {"changed": [], "left": []},
+            "device_one_time_keys_count": {},
+        }
+        has_news = bool(join or invite or leave or knock or account_events)
+        return response, has_news
+
+    async def _room_section(
+        self, request: SyncRequest, room_id: str, since: SyncToken | None, up_to: int,
+        leave_event: Event | None, room_account_data: dict[str, dict[str, Any]], currently_joined: bool,
+    ) -> dict[str, Any] | None:
+        user_id = request.requester.user_id
+        room_filter = request.filter.room
+        timeline_filter = room_filter.timeline
+        limit = min(timeline_filter.limit or DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT)
+        lower = since.events if since is not None else 0
+        sql_filter = EventFilterSql(
+            types=timeline_filter.types, not_types=timeline_filter.not_types,
+            senders=timeline_filter.senders, not_senders=timeline_filter.not_senders,
+        )
+        ids = await self.events.room_event_ids(room_id, lower, up_to, limit + 1, True, sql_filter)
+        limited = len(ids) > limit
+        ids = list(reversed(ids[:limit]))
+        loaded = await self.events.get_events(ids)
+        timeline = [loaded[i] for i in ids if i in loaded]
+        timeline = await self.views.visible_to(user_id, timeline, currently_joined)
+        timeline = [e for e in timeline if timeline_filter.allows(e)]
+
+        account_events = [
+            {"type": t, "content": c} for t, c in room_account_data.items()
+            if room_filter.account_data.allows_type(t)
+        ]
+        if since is not None and not timeline and not account_events and not request.full_state and leave_event is None:
+            return None
+
+        # State up to the start of the timeline.
+        if timeline:
+            start_group = timeline[0].internal.get("state_group_before")
+            prev_batch = pagination_token(timeline[0].internal["stream_ordering"] - 1)
+        else:
+            found = await self.events.last_event_at(room_id, up_to)
+            start_group = found[1] if found else None
+            prev_batch = pagination_token(up_to)
+        state_at_start = await self.state.get_state(start_group)
+        if since is None or request.full_state:
+            state_ids: dict[StateKey, str] = dict(state_at_start)
+        else:
+            found = await self.events.last_event_at(room_id, since.events)
+            state_at_since = await self.state.get_state(found[1] if found else None)
+            state_ids = {k: v for k, v in state_at_start.items() if state_at_since.get(k) != v}
+        timeline_ids = {e.event_id for e in timeline}
+        state_filter = room_filter.state
+        if state_filter.lazy_load_members or timeline_filter.lazy_load_members:
+            wanted_members = {e.sender for e in timeline} | {user_id}
+            state_ids = {
+                k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in wanted_members
+            }
+        state_loaded = await self.events.get_events(v for v in state_ids.values() if v not in timeline_ids)
+        state_events = [e for e in state_loaded.values() if state_filter.allows(e)]
+        state_events.sort(key=lambda e: e.internal["stream_ordering"])
+
+        for_device = (user_id, request.requester.device_id)
+        section: dict[str, Any] = {
+            "timeline": {
+                "events": await self.views.serialize(timeline, for_device, include_room_id=False),
+                "limited": limited,
+                "prev_batch": prev_batch,
+            },
+            "state": {"events": await self.views.serialize(state_events, include_room_id=False)},
+            "account_data": {"events": account_events},
+            "ephemeral": {"events": []},
+            "unread_notifications": {"notification_count": 0, "highlight_count": 0},
+        }
+        if since is None or any(e.type == "m.room.member" for e in timeline + state_events):
+            section["summary"] = await self._summary(room_id, user_id)
+        return section
+
+    async def _summary(self, room_id: str, user_id: str) -> dict[str, Any]:
+        members = await self.state.get_members(room_id)
+        joined = sorted(u for u, m in members.items() if m == "join")
+        invited = sorted(u for u, m in members.items() if m == "invite")
+        heroes = [u for u in joined + invited if u != user_id][:5]
+        return {
+            "m.heroes": heroes,
+            "m.joined_member_count": len(joined),
+            "m.invited_member_count": len(invited),
+        }
+
+    async def _was_joined_at(self, room_id: str, user_id: str, position: int) -> bool:
+        found = await self.events.last_event_at(room_id, position)
+        if found is None:
+            return False
+        state = await self.state.get_state(found[1])
+        member_id = state.get(("m.room.member", user_id))
+        if member_id is None:
+            return False
+        event = await self.events.get_event(member_id)
+        return event is not None and event.membership == "join"

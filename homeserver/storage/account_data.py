@@ -1,0 +1,42 @@
+"""Account data, global (room_id '') and per room, on its own stream."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from homeserver.storage.db import Database
+
+GLOBAL = ""
+
+
+class AccountDataStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    async def put(self, user_id: str, room_id: str, data_type: str, content: dict[str, Any], stream_id: int) -> None:
+        await self.db.execute(
+            "INSERT INTO account_data (user_id, room_id, type, content, stream_id) VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (user_id, room_id, type) DO UPDATE"
+            " SET content = EXCLUDED.content, stream_id = EXCLUDED.stream_id",
+            user_id, room_id, data_type, json.dumps(content), stream_id,
+        )
+
+    async def get(self, user_id: str, room_id: str, data_type: str) -> dict[str, Any] | None:
+        content = await self.db.fetchval(
+            "SELECT content FROM account_data WHERE user_id = $1 AND room_id = $2 AND type = $3",
+            user_id, room_id, data_type,
+        )
+        return json.loads(content) if content is not None else None
+
+    async def changed_since(self, user_id: str, after: int, up_to: int) -> dict[str, dict[str, dict[str, Any]]]:
+        """room id ('' for global) -> type -> content, for data changed in the window."""
+        rows = await self.db.fetch(
+            "SELECT room_id, type, content FROM account_data"
+            " WHERE user_id = $1 AND stream_id > $2 AND stream_id <= $3",
+            user_id, after, up_to,
+        )
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for row in rows:
+            out.setdefault(row["room_id"], {})[row["type"]] = json.loads(row["content"])
+        return out

@@ -1,0 +1,158 @@
+"""Connection pool, transactions, the migration runner and the embedded PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from pathlib import Path
+from typing import AsyncIterator
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+_MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+# An arbitrary constant: the advisory lock that serialises migration runs.
+_MIGRATION_LOCK_ID = 0x6D617472
+
+
+class Database:
+    """An asyncpg pool with helpers for one-statement calls and transactions."""
+
+    def __init__(self, pool: asyncpg.Pool):
+        self.pool = pool
+
+    @classmethod
+    async def connect(cls, dsn: str, max_size: int = 10) -> "Database":
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size)
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                yield conn
+
+    async def fetch(self, query: str, *args):
+        return await self.pool.fetch(query, *args)
+
+    async def fetchrow(self, query: str, *args):
+        return await self.pool.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args):
+        return await self.pool.fetchval(query, *args)
+
+    async def execute(self, query: str, *args) -> str:
+        return await self.pool.execute(query, *args)
+
+
+def migration_files(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, Path]]:
+    files = []
+    for path in sorted(directory.glob("*.sql")):
+        match = _MIGRATION_NAME.match(path.name)
+        if not match:
+            raise RuntimeError(f"migration file {path.name} is not named NNNN_name.sql")
+        files.append((int(match.group(1)), path))
+    versions = [v for v, _ in files]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError("two migration files share a number")
+    return files
+
+
+async def run_migrations(conn: asyncpg.Connection, directory: Path = MIGRATIONS_DIR) -> list[int]:
+    """Apply every migration not yet recorded, in order, under an advisory lock.
+
+    Several processes may start at once against one database: the lock makes
+    the second wait and then find nothing left to do.
+    """
+    applied_now = []
+    await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK_ID)
+    try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version INTEGER PRIMARY KEY,
+                   name TEXT NOT NULL,
+                   applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"""
+        )
+        done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, path in migration_files(directory):
+            if version in done:
+                continue
+            log.info("applying migration %s", path.name)
+            async with conn.transaction():
+                await conn.execute(path.read_text())
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, path.name
+                )
+            applied_now.append(version)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK_ID)
+    return applied_now
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server inside the data directory, via the pgserver package.
+
+    Started with the homeserver and stopped with it. If the homeserver was
+    killed, the next start finds the old postmaster and reuses or restarts it.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self._server = None
+
+    def start(self) -> str:
+        import pgserver  # imported here: only needed when no database is configured
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._server = pgserver.get_server(self.directory, cleanup_mode="stop")
+        dsn = self._server.get_uri()
+        return dsn
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+async def ensure_database(dsn: str) -> str:
+    """Create the database named in the DSN if it does not exist; return the DSN."""
+    try:
+        conn = await asyncpg.connect(dsn)
+    except asyncpg.InvalidCatalogNameError:
+        name = _database_name(dsn)
+        admin = await asyncpg.connect(dsn, database="postgres")
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        return dsn
+    await conn.close()
+    return dsn
+
+
+def _database_name(dsn: str) -> str:
+    from urllib.parse import urlparse
+
+    name = urlparse(dsn).path.lstrip("/")
+    if not re.fullmatch(r"[A-Za-z0-9_]+", name or ""):
+        raise RuntimeError(f"cannot create database {name!r}: unusual name, create it by hand")
+    return name
+
+
+async def wait_for_database(dsn: str, attempts: int = 30) -> None:
+    for attempt in range(attempts):
+        try:
+            conn = await asyncpg.connect(dsn)
+            await conn.close()
+            return
+        except (OSError, asyncpg.CannotConnectNowError):
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.5)

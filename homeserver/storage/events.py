@@ -1,0 +1,214 @@
+"""Events: stored as the exact canonical JSON text they were signed as, plus edges and positions."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Iterable, Sequence
+
+import asyncpg
+
+from homeserver.protocol.events import Event
+from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
+from homeserver.storage.cache import LruCache
+from homeserver.storage.db import Database
+
+
+@dataclasses.dataclass(frozen=True)
+class EventFilterSql:
+    """The parts of a client event filter that are applied in SQL."""
+
+    types: Sequence[str] | None = None
+    not_types: Sequence[str] = ()
+    senders: Sequence[str] | None = None
+    not_senders: Sequence[str] = ()
+
+
+class EventStore:
+    def __init__(self, db: Database, cache_size: int = 5000):
+        self.db = db
+        self._cache: LruCache[str, Event] = LruCache(cache_size)
+        self._room_versions: dict[str, RoomVersion] = {}
+
+    # Reading
+
+    async def get_room_version(self, room_id: str) -> RoomVersion | None:
+        version = self._room_versions.get(room_id)
+        if version is None:
+            identifier = await self.db.fetchval("SELECT room_version FROM rooms WHERE room_id = $1", room_id)
+            if identifier is None:
+                return None
+            version = KNOWN_ROOM_VERSIONS[identifier]
+            self._room_versions[room_id] = version
+        return version
+
+    async def get_events(self, event_ids: Iterable[str]) -> dict[str, Event]:
+        """The events we have of those ids (missing ones are left out)."""
+        found: dict[str, Event] = {}
+        missing = []
+        for event_id in event_ids:
+            event = self._cache.get(event_id)
+            if event is None:
+                missing.append(event_id)
+            else:
+                found[event_id] = event
+        if missing:
+            rows = await self.db.fetch(
+                "SELECT e.event_id, e.json, e.stream_ordering, e.state_group_before,"
+                " e.state_group_after, e.rejected_reason, e.internal_json, r.room_version,"
+                " (SELECT red.event_id FROM redactions red WHERE red.redacts = e.event_id"
+                "  ORDER BY red.event_id LIMIT 1) AS redacted_by"
+                " FROM events e JOIN rooms r USING (room_id) WHERE e.event_id = ANY($1::text[])",
+                missing,
+            )
+            for row in rows:
+                event = Event(json.loads(row["json"]), row["event_id"], KNOWN_ROOM_VERSIONS[row["room_version"]])
+                event.internal.update(json.loads(row["internal_json"]))
+                event.internal["stream_ordering"] = row["stream_ordering"]
+                event.internal["state_group_before"] = row["state_group_before"]
+                event.internal["state_group_after"] = row["state_group_after"]
+                event.internal["rejected"] = row["rejected_reason"]
+                event.internal["redacted_by"] = row["redacted_by"]
+                self._cache.set(event.event_id, event)
+                found[event.event_id] = event
+        return found
+
+    async def get_event(self, event_id: str) -> Event | None:
+        return (await self.get_events([event_id])).get(event_id)
+
+    async def get_forward_extremities(self, room_id: str) -> list[str]:
+        rows = await self.db.fetch("SELECT event_id FROM forward_extremities WHERE room_id = $1", room_id)
+        return [row["event_id"] for row in rows]
+
+    async def get_txn_event_id(self, user_id: str, device_id: str, txn_id: str) -> str | None:
+        return await self.db.fetchval(
+            "SELECT event_id FROM event_txn_ids WHERE user_id = $1 AND device_id = $2 AND txn_id = $3",
+            user_id, device_id, txn_id,
+        )
+
+    async def room_event_ids(
+        self,
+        room_id: str,
+        after: int,
+        up_to: int,
+        limit: int,
+        newest_first: bool,
+        event_filter: EventFilterSql | None = None,
+    ) -> list[str]:
+        """Ids of the room's events with after < stream_ordering <= up_to, in stream order."""
+        f = event_filter or EventFilterSql()
+        rows = await self.db.fetch(
+            "SELECT event_id FROM events"
+            " WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3"
+            " AND NOT outlier AND rejected_reason IS NULL"
+            " AND ($5::text[] IS NULL OR type LIKE ANY($5::text[]))"
+            " AND NOT (type LIKE ANY($6::text[]))"
+            " AND ($7::text[] IS NULL OR sender = ANY($7::text[]))"
+            " AND NOT (sender = ANY($8::text[]))"
+            f" ORDER BY stream_ordering {'DESC' if newest_first else 'ASC'} LIMIT $4",
+            room_id, after, up_to, limit,
+            _like_patterns(f.types), _like_patterns(f.not_types) or [],
+            list(f.senders) if f.senders is not None else None, list(f.not_senders),
+        )
+        return [row["event_id"] for row in rows]
+
+    async def rooms_with_events_between(self, room_ids: list[str], after: int, up_to: int) -> set[str]:
+        rows = await self.db.fetch(
+            "SELECT DISTINCT room_id FROM events WHERE room_id = ANY($1::text[])"
+            " AND stream_ordering > $2 AND stream_ordering <= $3",
+            room_ids, after, up_to,
+        )
+        return {row["room_id"] for row in rows}
+
+    async def last_event_at(self, room_id: str, position: int) -> tuple[str, int] | None:
+        """(event id, state group after it) of the room's last event at or before a position."""
+        row = await self.db.fetchrow(
+            "SELECT event_id, state_group_after FROM events"
+            " WHERE room_id = $1 AND stream_ordering <= $2 AND NOT outlier AND rejected_reason IS NULL"
+            " ORDER BY stream_ordering DESC LIMIT 1",
+            room_id, position,
+        )
+        return (row["event_id"], row["state_group_after"]) if row else None
+
+    async def membership_changes(self, user_id: str, after: int, up_to: int) -> list[tuple[str, str, int]]:
+        """(room id, event id, position) of the user's membership events in a stream window."""
+        rows = await self.db.fetch(
+            "SELECT room_id, event_id, stream_ordering FROM events"
+            " WHERE type = 'm.room.member' AND state_key = $1"
+            " AND stream_ordering > $2 AND stream_ordering <= $3 AND NOT outlier AND rejected_reason IS NULL"
+            " ORDER BY stream_ordering",
+            user_id, after, up_to,
+        )
+        return [(r["room_id"], r["event_id"], r["stream_ordering"]) for r in rows]
+
+    # Writing (inside the pipeline's transaction)
+
+    async def insert_event(
+        self,
+        conn: asyncpg.Connection,
+        event: Event,
+        canonical_json: str,
+        stream_ordering: int,
+        state_group_before: int | None,
+        state_group_after: int | None,
+        internal: dict[str, Any],
+    ) -> None:
+        await conn.execute(
+            "INSERT INTO events (event_id, room_id, stream_ordering, depth, type, state_key, sender,"
+            " origin_server_ts, json, state_group_before, state_group_after, internal_json)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            event.event_id, event.room_id, stream_ordering, event.depth, event.type, event.state_key,
+            event.sender, event.origin_server_ts, canonical_json, state_group_before,
+            state_group_after, json.dumps(internal),
+        )
+        if event.prev_event_ids:
+            await conn.executemany(
+                "INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                [(event.event_id, prev) for prev in event.prev_event_ids],
+            )
+        if event.auth_event_ids:
+            await conn.executemany(
+                "INSERT INTO event_auth (event_id, auth_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                [(event.event_id, auth) for auth in event.auth_event_ids],
+            )
+
+    async def set_forward_extremities(self, conn: asyncpg.Connection, room_id: str, replaced: list[str], new: str) -> None:
+        await conn.execute(
+            "DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = ANY($2::text[])",
+            room_id, replaced,
+        )
+        await conn.execute(
+            "INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)", room_id, new
+        )
+
+    async def insert_txn_id(
+        self, conn: asyncpg.Connection, user_id: str, device_id: str, txn_id: str, event_id: str, now: int
+    ) -> None:
+        await conn.execute(
+            "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id, created_ts)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            user_id, device_id, txn_id, event_id, now,
+        )
+
+    async def insert_redaction(self, conn: asyncpg.Connection, event_id: str, redacts: str) -> None:
+        await conn.execute(
+            "INSERT INTO redactions (event_id, redacts) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            event_id, redacts,
+        )
+
+    def invalidate(self, event_id: str) -> None:
+        self._cache.pop(event_id)
+
+    def remember_room_version(self, room_id: str, version: RoomVersion) -> None:
+        self._room_versions[room_id] = version
+
+
+def _like_patterns(patterns: Sequence[str] | None) -> list[str] | None:
+    """Filter types allow a trailing '*' wildcard; turn them into LIKE patterns."""
+    if patterns is None:
+        return None
+    out = []
+    for pattern in patterns:
+        escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        out.append(escaped.replace("*", "%"))
+    return out

@@ -1,0 +1,137 @@
+"""Room state: state groups stored as deltas, and the materialised current state.
+
+A state group is the full state of a room at some point. Each group stores only
+its difference from a parent group; after MAX_CHAIN_LENGTH deltas a full
+snapshot starts a new chain, so reading a group touches a bounded number of
+rows and space grows with the changes, not with events x state.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import asyncpg
+
+from homeserver.protocol.events import StateKey
+from homeserver.storage.cache import LruCache
+from homeserver.storage.db import Database
+
+StateMap = Mapping[StateKey, str]
+
+MAX_CHAIN_LENGTH = 50
+
+
+class StateStore:
+    def __init__(self, db: Database, cache_size: int = 500):
+        self.db = db
+        # group id -> (state map, chain length)
+        self._groups: LruCache[int, tuple[dict[StateKey, str], int]] = LruCache(cache_size)
+
+    async def get_state(self, group: int | None) -> dict[StateKey, str]:
+        """The full state map of a group. Callers must not modify it."""
+        if group is None:
+            return {}
+        return (await self._load(group))[0]
+
+    async def _load(self, group: int) -> tuple[dict[StateKey, str], int]:
+        cached = self._groups.get(group)
+        if cached is not None:
+            return cached
+        rows = await self.db.fetch(
+            """
+            WITH RECURSIVE chain (id, prev_group, distance) AS (
+                SELECT id, prev_group, 0 FROM state_groups WHERE id = $1
+                UNION ALL
+                SELECT g.id, g.prev_group, c.distance + 1
+                FROM state_groups g JOIN chain c ON g.id = c.prev_group
+            )
+            SELECT DISTINCT ON (e.type, e.state_key) e.type, e.state_key, e.event_id
+            FROM state_group_entries e JOIN chain c ON e.state_group = c.id
+            ORDER BY e.type, e.state_key, c.distance
+            """,
+            group,
+        )
+        chain_length = await self.db.fetchval("SELECT chain_length FROM state_groups WHERE id = $1", group)
+        state = {(r["type"], r["state_key"]): r["event_id"] for r in rows if r["event_id"] is not None}
+        self._groups.set(group, (state, chain_length or 0))
+        return state, chain_length or 0
+
+    async def store_group(
+        self,
+        conn: asyncpg.Connection,
+        room_id: str,
+        prev_group: int | None,
+        delta: Mapping[StateKey, str | None],
+        full_state: dict[StateKey, str],
+    ) -> int:
+        """Store a new group equal to ``full_state``, as a delta from ``prev_group`` if short enough."""
+        prev_chain = (await self._load(prev_group))[1] if prev_group is not None else None
+        if prev_chain is not None and prev_chain < MAX_CHAIN_LENGTH:
+            parent, chain_length, entries = prev_group, prev_chain + 1, dict(delta)
+        else:
+            parent, chain_length, entries = None, 0, dict(full_state)
+        group = await conn.fetchval(
+            "INSERT INTO state_groups (room_id, prev_group, chain_length) VALUES ($1, $2, $3) RETURNING id",
+            room_id, parent, chain_length,
+        )
+        if entries:
+            await conn.executemany(
+                "INSERT INTO state_group_entries (state_group, type, state_key, event_id)"
+                " VALUES ($1, $2, $3, $4)",
+                [(group, t, k, e) for (t, k), e in entries.items()],
+            )
+        # Cached only after commit would be safer; a rolled-back id is never referenced again.
+        self._groups.set(group, (full_state, chain_length))
+        return group
+
+    # Current state
+
+    async def get_current_state_ids(self, room_id: str) -> dict[StateKey, str]:
+        rows = await self.db.fetch(
+            "SELECT type, state_key, event_id FROM current_state WHERE room_id = $1", room_id
+        )
+        return {(r["type"], r["state_key"]): r["event_id"] for r in rows}
+
+    async def get_current_state_event_id(self, room_id: str, event_type: str, state_key: str) -> str | None:
+        return await self.db.fetchval(
+            "SELECT event_id FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3",
+            room_id, event_type, state_key,
+        )
+
+    async def update_current_state(
+        self, conn: asyncpg.Connection, room_id: str, key: StateKey, event_id: str, membership: str | None
+    ) -> None:
+        await conn.execute(
+            "INSERT INTO current_state (room_id, type, state_key, event_id, membership)"
+            " VALUES ($1, $2, $3, $4, $5)"
+            " ON CONFLICT (room_id, type, state_key) DO UPDATE"
+            " SET event_id = EXCLUDED.event_id, membership = EXCLUDED.membership",
+            room_id, key[0], key[1], event_id, membership,
+        )
+
+    async def get_membership(self, room_id: str, user_id: str) -> tuple[str, str] | None:
+        """(membership, event id) of a user's current membership in a room."""
+        row = await self.db.fetchrow(
+            "SELECT membership, event_id FROM current_state"
+            " WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2",
+            room_id, user_id,
+        )
+        return (row["membership"], row["event_id"]) if row else None
+
+    async def get_rooms_for_user(self, user_id: str) -> dict[str, tuple[str, str]]:
+        """room id -> (membership, membership event id) for every room the user has a membership in."""
+        rows = await self.db.fetch(
+            "SELECT room_id, membership, event_id FROM current_state"
+            " WHERE type = 'm.room.member' AND state_key = $1",
+            user_id,
+        )
+        return {r["room_id"]: (r["membership"], r["event_id"]) for r in rows}
+
+    async def get_members(self, room_id: str, membership: str | None = None) -> dict[str, str]:
+        """user id -> membership for the room's current members (optionally of one membership)."""
+        rows = await self.db.fetch(
+            "SELECT state_key, membership FROM current_state"
+            " WHERE room_id = $1 AND type = 'm.room.member' AND ($2::text IS NULL OR membership = $2)",
+            room_id, membership,
+        )
+        return {r["state_key"]: r["membership"] for r in rows}
