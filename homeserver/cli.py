@@ -75,6 +75,8 @@ def _generate_config(path: Path, server_name: str, data_dir: str) -> int:
 
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # pgserver narrates every command it runs; its warnings are what an admin needs.
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
 def _run(path: Path) -> int:
