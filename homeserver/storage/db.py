@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import re
 from pathlib import Path
 from typing import AsyncIterator
@@ -111,9 +113,25 @@ class EmbeddedPostgres:
         import pgserver  # imported here: only needed when no database is configured
 
         self.directory.mkdir(parents=True, exist_ok=True)
+        self._forget_dead_handles()
         self._server = pgserver.get_server(self.directory, cleanup_mode="stop")
         dsn = self._server.get_uri()
         return dsn
+
+    def _forget_dead_handles(self) -> None:
+        """Drop the pids of killed homeservers from pgserver's list of handle holders.
+
+        pgserver stops PostgreSQL when its last holder exits; a holder killed with
+        -9 never leaves the list, and PostgreSQL would then outlive every later run.
+        """
+        handles = self.directory / ".handle_pids.json"
+        try:
+            pids = json.loads(handles.read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        alive = [pid for pid in pids if isinstance(pid, int) and _process_exists(pid)]
+        if alive != pids:
+            handles.write_text(json.dumps(alive))
 
     def stop(self) -> None:
         if self._server is not None:
@@ -156,3 +174,13 @@ async def wait_for_database(dsn: str, attempts: int = 30) -> None:
             if attempt == attempts - 1:
                 raise
             await asyncio.sleep(0.5)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
