@@ -6,7 +6,8 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#filtering
 from __future__ import annotations
 
 import dataclasses
-import fnmatch
+import functools
+import re
 from typing import Any, Mapping
 
 from homeserver.protocol.events import Event
@@ -85,7 +86,13 @@ class SyncFilter:
 
 
 def _matches_any(value: str, patterns: tuple[str, ...]) -> bool:
-    return any(fnmatch.fnmatchcase(value, p) if "*" in p else value == p for p in patterns)
+    return any(_wildcard(p).fullmatch(value) if "*" in p else value == p for p in patterns)
+
+
+@functools.lru_cache(maxsize=1024)
+def _wildcard(pattern: str) -> re.Pattern[str]:
+    # The spec's only wildcard is '*'; fnmatch would also treat '?' and '[...]' as patterns.
+    return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
 
 
 def _str_list(raw: Mapping[str, Any], key: str, path: str) -> tuple[str, ...] | None:
