@@ -81,12 +81,13 @@ async def register(request: web.Request) -> web.Response:
         raise forbidden("Registration is disabled on this server")
     svc.registration_limiter.check(client_ip(request))
     body = parse_model(RegisterBody, await read_json_object(request))
-    if body.username is not None:
-        svc.accounts.check_new_localpart(body.username.lower())
+    await svc.accounts.check_registration(body.username.lower() if body.username is not None else None,
+                                          body.password)
+    # A first request without auth only asks for the flows; any later one must be complete.
+    if body.auth is not None and body.password is None:
+        raise missing_param("Missing password")
     flows = [[REGISTRATION_TOKEN]] if svc.config.registration.require_token else [[DUMMY]]
     results = await svc.uia.authenticate(body.auth, flows, "register")
-    if body.password is None:
-        raise missing_param("Missing password")
     localpart = body.username.lower() if body.username else await _free_localpart(svc)
     user_id = await svc.accounts.create_account(localpart, body.password)
     if "registration_token" in results:

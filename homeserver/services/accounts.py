@@ -56,6 +56,17 @@ class AccountService:
         user_id = self.check_new_localpart(localpart)
         return not await self.users.find_user_case_insensitive(user_id)
 
+    async def check_registration(self, localpart: str | None, password: str | None) -> None:
+        """Refuse early what create_account would refuse.
+
+        The spec asks for M_USER_IN_USE and M_INVALID_USERNAME before user-interactive
+        auth; checking first also keeps a refused request from spending a registration token.
+        """
+        if localpart is not None and not await self.is_available(localpart):
+            raise MatrixError(400, "M_USER_IN_USE", "User ID already taken")
+        if password is not None and len(password) > MAX_PASSWORD_LENGTH:
+            raise invalid_param("Password is too long")
+
     async def create_account(
         self, localpart: str, password: str | None, is_admin: bool = False, displayname: str | None = None
     ) -> str:
