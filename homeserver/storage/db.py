@@ -29,7 +29,7 @@ class Database:
 
     @classmethod
     async def connect(cls, dsn: str, max_size: int = 10) -> "Database":
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size)
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, reset=_keep_session)
         return cls(pool)
 
     async def close(self) -> None:
@@ -52,6 +52,11 @@ class Database:
 
     async def execute(self, query: str, *args) -> str:
         return await self.pool.execute(query, *args)
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's reset on release: a round trip per query, and no code here
+    changes session state (no SET, LISTEN or temporary tables on pooled connections)."""
 
 
 def migration_files(directory: Path = MIGRATIONS_DIR) -> list[tuple[int, Path]]:

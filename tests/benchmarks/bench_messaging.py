@@ -1,0 +1,174 @@
+"""Messaging benchmark: prints figures, asserts nothing.
+
+    .venv/bin/python -m tests.benchmarks.bench_messaging [--database DSN]
+
+Starts the real server process (on a fresh database in the given PostgreSQL, or
+the embedded one) and measures:
+  - messages per second sent by 20 concurrent clients into 5 rooms;
+  - send -> other user's long-poll /sync return latency (median, p99, 200 messages);
+  - initial /sync time for a user in 50 rooms with 200 messages each;
+  - the server's resident memory idle and after the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlparse, urlunparse
+
+import aiohttp
+import asyncpg
+
+from tests.e2e.server_process import ServerProcess
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Client:
+    def __init__(self, session: aiohttp.ClientSession, base: str):
+        self.session = session
+        self.base = base + "/_matrix/client/v3"
+        self.token = ""
+        self.user_id = ""
+        self._txn = 0
+
+    async def call(self, method: str, path: str, body=None, params=None):
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with self.session.request(method, self.base + path, json=body, params=params, headers=headers) as r:
+            data = json.loads(await r.text())
+            if r.status != 200:
+                raise RuntimeError(f"{method} {path}: {r.status} {data}")
+            return data
+
+    async def register(self, name: str) -> None:
+        data = await self.call("POST", "/register", {
+            "username": name, "password": "benchmark password", "auth": {"type": "m.login.dummy"}})
+        self.token, self.user_id = data["access_token"], data["user_id"]
+
+    async def send(self, room_id: str, body: str) -> str:
+        self._txn += 1
+        data = await self.call("PUT", f"/rooms/{room_id}/send/m.room.message/b{self._txn}",
+                               {"msgtype": "m.text", "body": body})
+        return data["event_id"]
+
+
+async def throughput(session, base: str, messages_per_client: int) -> float:
+    clients = [Client(session, base) for _ in range(20)]
+    await asyncio.gather(*(c.register(f"tp{i}") for i, c in enumerate(clients)))
+    rooms = []
+    for r in range(5):
+        owner = clients[r * 4]
+        room = (await owner.call("POST", "/createRoom", {"preset": "public_chat"}))["room_id"]
+        rooms.append(room)
+        for c in clients[r * 4 + 1:(r + 1) * 4]:
+            await c.call("POST", f"/join/{room}", {})
+
+    async def run(i: int, c: Client) -> None:
+        for n in range(messages_per_client):
+            await c.send(rooms[i // 4], f"message {n}")
+
+    start = time.perf_counter()
+    await asyncio.gather(*(run(i, c) for i, c in enumerate(clients)))
+    elapsed = time.perf_counter() - start
+    return 20 * messages_per_client / elapsed
+
+
+async def latency(session, base: str, count: int) -> list[float]:
+    alice, bob = Client(session, base), Client(session, base)
+    await alice.register("lat_alice")
+    await bob.register("lat_bob")
+    room = (await alice.call("POST", "/createRoom", {"invite": [bob.user_id]}))["room_id"]
+    await bob.call("POST", f"/join/{room}", {})
+    since = (await bob.call("GET", "/sync", params={"timeout": "0"}))["next_batch"]
+    samples = []
+    for n in range(count):
+        poll = asyncio.create_task(bob.call("GET", "/sync", params={"timeout": "30000", "since": since}))
+        await asyncio.sleep(0.005)  # let the long poll reach the server and wait
+        start = time.perf_counter()
+        event_id = await alice.send(room, f"ping {n}")
+        while True:
+            data = await poll
+            since = data["next_batch"]
+            events = data["rooms"]["join"].get(room, {}).get("timeline", {}).get("events", [])
+            if any(e["event_id"] == event_id for e in events):
+                break
+            poll = asyncio.create_task(bob.call("GET", "/sync", params={"timeout": "30000", "since": since}))
+        samples.append((time.perf_counter() - start) * 1000)
+    return samples
+
+
+async def initial_sync(session, base: str, rooms: int, per_room: int) -> list[float]:
+    user = Client(session, base)
+    await user.register("many_rooms")
+    room_ids = [(await user.call("POST", "/createRoom", {"name": f"room {i}"}))["room_id"] for i in range(rooms)]
+    sem = asyncio.Semaphore(16)
+
+    async def fill(room: str) -> None:
+        for n in range(per_room):
+            async with sem:
+                await user.send(room, f"history {n}")
+
+    await asyncio.gather(*(fill(r) for r in room_ids))
+    timings = []
+    for _ in range(5):
+        start = time.perf_counter()
+        data = await user.call("GET", "/sync", params={"timeout": "0"})
+        timings.append((time.perf_counter() - start) * 1000)
+        assert len(data["rooms"]["join"]) == rooms
+    return timings
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--database", help="PostgreSQL DSN of a server to create a fresh database in")
+    parser.add_argument("--messages-per-client", type=int, default=50)
+    args = parser.parse_args()
+
+    dsn = None
+    if args.database:
+        name = f"hs_bench_{uuid.uuid4().hex[:8]}"
+        admin = await asyncpg.connect(args.database)
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.close()
+        dsn = urlunparse(urlparse(args.database)._replace(path="/" + name))
+
+    with tempfile.TemporaryDirectory() as directory:
+        server = ServerProcess(Path(directory), dsn, server_name="bench.local")
+        server.start(timeout=120)
+        try:
+            await asyncio.sleep(1)
+            idle = rss_mb(server.process.pid)
+            async with aiohttp.ClientSession() as session:
+                rate = await throughput(session, server.base_url, args.messages_per_client)
+                samples = await latency(session, server.base_url, 200)
+                initial = await initial_sync(session, server.base_url, 50, 200)
+            after = rss_mb(server.process.pid)
+        finally:
+            server.stop()
+    samples.sort()
+    print(f"send throughput, 20 clients into 5 rooms: {rate:.0f} messages/s")
+    print(f"send -> long-poll /sync latency over {len(samples)} messages: "
+          f"median {statistics.median(samples):.1f} ms, p99 {samples[int(len(samples) * 0.99) - 1]:.1f} ms")
+    print(f"initial /sync, 50 rooms x 200 messages: median {statistics.median(initial):.0f} ms "
+          f"(min {min(initial):.0f}, max {max(initial):.0f}, 5 runs)")
+    print(f"server resident memory: idle {idle:.0f} MB, after the run {after:.0f} MB")
+
+    if args.database:
+        admin = await asyncpg.connect(args.database)
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
