@@ -55,6 +55,8 @@ async def login(request: web.Request) -> web.Response:
         raise MatrixError(400, "M_UNKNOWN", f"Unsupported login type {body.type}")
     user = _identifier_user(body.model_dump())
     if user is None:
+        if body.user is None and (body.identifier or {}).get("type") in (None, "m.id.user"):
+            raise missing_param("Missing identifier.user")
         raise MatrixError(400, "M_UNKNOWN", "Only m.id.user identifiers are supported")
     if body.password is None:
         raise missing_param("Missing password")

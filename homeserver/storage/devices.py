@@ -34,14 +34,14 @@ class DeviceStore:
         """Create (or reuse) a device and give it a new access token.
 
         Logging in again with the same device id replaces the device's old tokens,
-        as the spec asks.
+        as the spec asks, and keeps its display name: initial_device_display_name
+        is ignored for a known device.
         """
         async with self.db.transaction() as conn:
             await conn.execute(
                 "INSERT INTO devices (user_id, device_id, display_name, last_seen_ts)"
                 " VALUES ($1, $2, $3, $4)"
-                " ON CONFLICT (user_id, device_id) DO UPDATE"
-                " SET display_name = COALESCE(EXCLUDED.display_name, devices.display_name)",
+                " ON CONFLICT (user_id, device_id) DO NOTHING",
                 user_id, device_id, display_name, now,
             )
             await conn.execute(
