@@ -30,6 +30,7 @@ DEFAULT_TIMELINE_LIMIT = 10
 MAX_TIMELINE_LIMIT = 1000
 # How many rooms are computed at once; bounded by the database pool.
 ROOM_CONCURRENCY = 8
+MAX_HEROES = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +64,10 @@ class SyncService:
     async def sync(self, request: SyncRequest) -> dict[str, Any]:
         user_id = request.requester.user_id
         deadline = time.monotonic() + request.timeout_ms / 1000
+        if request.since is not None:
+            # A token ahead of our streams (e.g. given out before a database restore) would
+            # hide every new event until the streams caught up with it: read it as "now".
+            request = dataclasses.replace(request, since=request.since.capped_at(self.current_token()))
         while True:
             wake = self.notifier.token_for(user_id)
             result, has_news = await self._sync_once(request)
@@ -234,13 +239,17 @@ class SyncService:
 
     async def _summary(self, room_id: str, user_id: str) -> dict[str, Any]:
         members = await self.state.get_members(room_id)
-        joined = sorted(u for u, m in members.items() if m == "join")
-        invited = sorted(u for u, m in members.items() if m == "invite")
-        heroes = [u for u in joined + invited if u != user_id][:5]
+        joined = sum(1 for m in members.values() if m == "join")
+        invited = sum(1 for m in members.values() if m == "invite")
+        # Spec: the first 5 joined or invited members by stream order, never the user;
+        # the members who left or were banned only when there is no one else.
+        candidates = await self.state.get_member_ids_in_stream_order(room_id, user_id, MAX_HEROES)
+        present = [u for u, m in candidates if m in ("join", "invite")]
+        heroes = present or [u for u, m in candidates if m in ("leave", "ban")]
         return {
             "m.heroes": heroes,
-            "m.joined_member_count": len(joined),
-            "m.invited_member_count": len(invited),
+            "m.joined_member_count": joined,
+            "m.invited_member_count": invited,
         }
 
     async def _was_joined_at(self, room_id: str, user_id: str, position: int) -> bool:

@@ -9,8 +9,13 @@ sync token to /messages as Synapse allows.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from homeserver.errors import invalid_param
+
+# Stream positions are PostgreSQL bigints; a larger number in a token is not one of ours.
+MAX_POSITION = 2**63 - 1
+_TOKEN = re.compile(r"s[0-9]+(?:_[0-9]+)*")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +25,10 @@ class SyncToken:
 
     def serialize(self) -> str:
         return f"s{self.events}_{self.account_data}"
+
+    def capped_at(self, current: "SyncToken") -> "SyncToken":
+        """This token with no position past ``current`` (each stream separately)."""
+        return SyncToken(*(min(a, b) for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(current))))
 
     @classmethod
     def parse(cls, token: str) -> "SyncToken":
@@ -37,12 +46,10 @@ def pagination_token(position: int) -> str:
 
 
 def _parts(token: str) -> list[int]:
-    if not token.startswith("s"):
+    # ASCII digits only: int() would also take spaces, signs and other scripts' digits.
+    if not _TOKEN.fullmatch(token):
         raise invalid_param("Invalid token")
-    try:
-        parts = [int(p) for p in token[1:].split("_")]
-    except ValueError:
-        raise invalid_param("Invalid token")
-    if not parts or any(p < 0 for p in parts):
+    parts = [int(p) for p in token[1:].split("_")]
+    if any(p > MAX_POSITION for p in parts):
         raise invalid_param("Invalid token")
     return parts
