@@ -28,6 +28,8 @@ class DeleteManyBody(Body):
 
 
 def _device_json(device: Device) -> dict[str, Any]:
+    # The spec leaves unknown fields absent, but Synapse sends null and clients
+    # such as matrix-nio require all four keys, so unknown ones are null.
     return {
         "device_id": device.device_id,
         "display_name": device.display_name,
@@ -54,7 +56,13 @@ async def get_device(request: web.Request) -> web.Response:
 async def rename_device(request: web.Request) -> web.Response:
     who = await requester(request)
     body = parse_model(RenameBody, await read_json_object(request, allow_empty=True))
-    await services(request).accounts.rename_device(who.user_id, request.match_info["device_id"], body.display_name)
+    accounts = services(request).accounts
+    device_id = request.match_info["device_id"]
+    if "display_name" in body.model_fields_set:
+        await accounts.rename_device(who.user_id, device_id, body.display_name)
+    else:
+        # Without display_name the name is unchanged; an unknown device is still a 404.
+        await accounts.get_device(who.user_id, device_id)
     return json_response({})
 
 
@@ -63,7 +71,7 @@ async def delete_device(request: web.Request) -> web.Response:
     svc = services(request)
     who = await requester(request)
     device_id = request.match_info["device_id"]
-    await svc.accounts.get_device(who.user_id, device_id)  # 404 before asking for a password
+    # No 404 for an unknown device: the spec answers 200 for one "removed previously".
     body = parse_model(DeleteBody, await read_json_object(request, allow_empty=True))
     await svc.uia.authenticate(body.auth, [[PASSWORD]], f"delete_device:{who.user_id}", expected_user=who.user_id)
     await svc.accounts.delete_devices(who.user_id, [device_id])
