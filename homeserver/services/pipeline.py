@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import secrets
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from homeserver.errors import MatrixError, bad_json, forbidden, too_large
 from homeserver.protocol import signing
@@ -20,6 +20,7 @@ from homeserver.protocol.events import Event, StateKey
 from homeserver.protocol.pdu_checks import PduFormatError, check_pdu_format
 from homeserver.protocol.room_versions import EventFormat, RoomVersion
 from homeserver.services.clock import now_ms
+from homeserver.storage.cache import LruCache
 from homeserver.storage.db import Database
 from homeserver.storage.events import EventStore
 from homeserver.storage.rooms import RoomStore
@@ -76,6 +77,10 @@ class EventPipeline:
         self.room_changes = room_changes
         self.on_persisted = on_persisted
         self._room_locks: dict[str, asyncio.Lock] = {}
+        # The tip of each room and who is joined, kept here because this process
+        # is the rooms' only writer (see docs/architecture.md).
+        self._extremities: LruCache[str, list[str]] = LruCache(10_000)
+        self._joined_members: LruCache[str, frozenset[str]] = LruCache(10_000)
 
     def room_lock(self, room_id: str) -> asyncio.Lock:
         lock = self._room_locks.get(room_id)
@@ -108,7 +113,7 @@ class EventPipeline:
                     event = await self.events.get_event(existing)
                     if event is not None:
                         return event
-            prev_ids = (await self.events.get_forward_extremities(room_id))[:MAX_PREV_EVENTS]
+            prev_ids = (await self._forward_extremities(room_id))[:MAX_PREV_EVENTS]
             prevs = await self.events.get_events(prev_ids)
             if not prevs:
                 raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
@@ -195,7 +200,7 @@ class EventPipeline:
         state_before: dict[StateKey, str],
         new_room: tuple[RoomVersion, bool] | None = None,
     ) -> None:
-        # Step 3: one transaction for the event, its edges, state and position.
+        # Step 3: the event, its edges, state and position, atomically.
         room_id = event.room_id
         internal = dict(draft.internal)
         if draft.txn is not None:
@@ -210,56 +215,65 @@ class EventPipeline:
                     internal["prev_sender"] = prev.sender
         text = canonical_json_str(event.json)
         now = now_ms()
+        txn = (draft.sender, draft.txn[0], draft.txn[1], now) if draft.txn is not None else None
+        # Our cached view of the room's tip is only trusted again once the write succeeds.
+        self._extremities.pop(room_id)
         with self.stream.allocate() as position:
-            async with self.db.transaction() as conn:
-                # Serialises writers of one room across processes sharing the database.
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", room_id)
-                if new_room is not None:
-                    version, is_public = new_room
-                    await self.rooms.insert_room(conn, room_id, version.identifier, event.sender, now, is_public)
-                if event.is_state():
+            if event.is_state() or new_room is not None:
+                async with self.db.transaction() as conn:
+                    if new_room is not None:
+                        version, is_public = new_room
+                        await self.rooms.insert_room(conn, room_id, version.identifier, event.sender, now, is_public)
                     state_after = dict(state_before)
                     state_after[event.state_tuple] = event.event_id
                     group_after = await self.state.store_group(
                         conn, room_id, state_before_group, {event.state_tuple: event.event_id}, state_after
                     )
                     await self.state.update_current_state(
-                        conn, room_id, event.state_tuple, event.event_id, event.membership
-                        if event.type == "m.room.member" else None,
+                        conn, room_id, event.state_tuple, event.event_id,
+                        event.membership if event.type == "m.room.member" else None,
                     )
-                else:
-                    group_after = state_before_group
+                    await self.events.insert_event(
+                        conn, event, text, position, state_before_group, group_after, internal, prev_events, txn
+                    )
+                    if event.type == "m.room.member" and event.membership == "join":
+                        await self.rooms.unforget(conn, event.state_key, room_id)
+            else:
+                # A message is one statement: atomic and committed in a single round trip.
+                group_after = state_before_group
                 await self.events.insert_event(
-                    conn, event, text, position, state_before_group, group_after, internal
+                    self.db.pool, event, text, position, state_before_group, group_after, internal, prev_events, txn
                 )
-                await self.events.set_forward_extremities(conn, room_id, prev_events, event.event_id)
-                if draft.txn is not None:
-                    await self.events.insert_txn_id(conn, draft.sender, draft.txn[0], draft.txn[1], event.event_id, now)
-                if event.redacts is not None:
-                    await self.events.insert_redaction(conn, event.event_id, event.redacts)
-                if event.type == "m.room.member" and event.membership == "join":
-                    await self.rooms.unforget(conn, event.state_key, room_id)
             event.internal.update(internal)
             event.internal.update(
                 stream_ordering=position, state_group_before=state_before_group,
                 state_group_after=group_after, rejected=None, redacted_by=None,
             )
+            self._extremities.set(room_id, [event.event_id])
             if new_room is not None:
                 self.events.remember_room_version(room_id, new_room[0])
             if event.redacts is not None:
                 self.events.invalidate(event.redacts)
+            if event.type == "m.room.member":
+                self._joined_members.pop(room_id)
             self.room_changes.record(room_id, position)
         # Step 4: wake the local users who should see it.
         await self._notify(event)
 
+    async def _forward_extremities(self, room_id: str) -> list[str]:
+        cached = self._extremities.get(room_id)
+        if cached is None:
+            cached = await self.events.get_forward_extremities(room_id)
+            self._extremities.set(room_id, cached)
+        return cached
+
     async def _notify(self, event: Event) -> None:
-        members = await self.state.get_members(event.room_id)
-        to_wake = {user for user, membership in members.items() if membership == "join"}
+        joined = self._joined_members.get(event.room_id)
+        if joined is None:
+            members = await self.state.get_members(event.room_id, "join")
+            joined = frozenset(members)
+            self._joined_members.set(event.room_id, joined)
+        to_wake = set(joined)
         if event.type == "m.room.member" and event.state_key:
             to_wake.add(event.state_key)
         self.on_persisted(event, to_wake)
-
-
-def local_users(user_ids: Iterable[str], server_name: str) -> set[str]:
-    suffix = ":" + server_name
-    return {u for u in user_ids if u.endswith(suffix)}

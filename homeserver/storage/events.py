@@ -145,55 +145,59 @@ class EventStore:
 
     async def insert_event(
         self,
-        conn: asyncpg.Connection,
+        conn: asyncpg.Connection | asyncpg.Pool,
         event: Event,
         canonical_json: str,
         stream_ordering: int,
         state_group_before: int | None,
         state_group_after: int | None,
         internal: dict[str, Any],
+        replaced_extremities: list[str],
+        txn: tuple[str, str, str, int] | None,
     ) -> None:
+        """Write an event with its edges, the room's new forward extremity, its txn id and redaction.
+
+        One statement, so that outside a transaction it is still atomic and
+        costs a single round trip (the commit included).
+        """
+        txn_user, txn_device, txn_id, txn_ts = txn if txn is not None else (None, None, None, None)
         await conn.execute(
-            "INSERT INTO events (event_id, room_id, stream_ordering, depth, type, state_key, sender,"
-            " origin_server_ts, json, state_group_before, state_group_after, internal_json)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            """
+            WITH
+            ev AS (
+                INSERT INTO events (event_id, room_id, stream_ordering, depth, type, state_key, sender,
+                    origin_server_ts, json, state_group_before, state_group_after, internal_json)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+            ),
+            edges AS (
+                INSERT INTO event_edges (event_id, prev_event_id)
+                SELECT $1, p FROM unnest($13::text[]) AS p ON CONFLICT DO NOTHING
+            ),
+            auth AS (
+                INSERT INTO event_auth (event_id, auth_event_id)
+                SELECT $1, a FROM unnest($14::text[]) AS a ON CONFLICT DO NOTHING
+            ),
+            old_extremities AS (
+                DELETE FROM forward_extremities WHERE room_id = $2 AND event_id = ANY($15::text[])
+            ),
+            new_extremity AS (
+                INSERT INTO forward_extremities (room_id, event_id) VALUES ($2, $1)
+            ),
+            txn AS (
+                INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id, created_ts)
+                SELECT $16, $17, $18, $1, $19 WHERE $18::text IS NOT NULL
+            ),
+            redaction AS (
+                INSERT INTO redactions (event_id, redacts)
+                SELECT $1, $20 WHERE $20::text IS NOT NULL ON CONFLICT DO NOTHING
+            )
+            SELECT 1
+            """,
             event.event_id, event.room_id, stream_ordering, event.depth, event.type, event.state_key,
             event.sender, event.origin_server_ts, canonical_json, state_group_before,
             state_group_after, json.dumps(internal),
-        )
-        if event.prev_event_ids:
-            await conn.executemany(
-                "INSERT INTO event_edges (event_id, prev_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                [(event.event_id, prev) for prev in event.prev_event_ids],
-            )
-        if event.auth_event_ids:
-            await conn.executemany(
-                "INSERT INTO event_auth (event_id, auth_event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                [(event.event_id, auth) for auth in event.auth_event_ids],
-            )
-
-    async def set_forward_extremities(self, conn: asyncpg.Connection, room_id: str, replaced: list[str], new: str) -> None:
-        await conn.execute(
-            "DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = ANY($2::text[])",
-            room_id, replaced,
-        )
-        await conn.execute(
-            "INSERT INTO forward_extremities (room_id, event_id) VALUES ($1, $2)", room_id, new
-        )
-
-    async def insert_txn_id(
-        self, conn: asyncpg.Connection, user_id: str, device_id: str, txn_id: str, event_id: str, now: int
-    ) -> None:
-        await conn.execute(
-            "INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id, created_ts)"
-            " VALUES ($1, $2, $3, $4, $5)",
-            user_id, device_id, txn_id, event_id, now,
-        )
-
-    async def insert_redaction(self, conn: asyncpg.Connection, event_id: str, redacts: str) -> None:
-        await conn.execute(
-            "INSERT INTO redactions (event_id, redacts) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            event_id, redacts,
+            event.prev_event_ids, event.auth_event_ids, replaced_extremities,
+            txn_user, txn_device, txn_id, txn_ts, event.redacts,
         )
 
     def invalidate(self, event_id: str) -> None:
