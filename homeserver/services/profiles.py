@@ -5,10 +5,12 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#profiles
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from typing import Any
 
-from homeserver.errors import MatrixError, not_found
+from homeserver.errors import MatrixError, invalid_param, not_found
 from homeserver.services.pipeline import EventDraft, EventPipeline
 from homeserver.storage.events import EventStore
 from homeserver.storage.state import StateStore
@@ -17,7 +19,11 @@ from homeserver.storage.users import UserStore
 log = logging.getLogger(__name__)
 
 MAX_DISPLAYNAME_LENGTH = 256
-MAX_FIELD_BYTES = 65_536
+# The spec: "the total profile MUST be under 64 KiB"; keys at most 255 bytes.
+MAX_PROFILE_BYTES = 65_536
+MAX_KEY_BYTES = 255
+# The keyName pattern of profile.yaml: the defined keys or a namespaced identifier.
+_KEY_NAME = re.compile(r"avatar_url|displayname|m\.tz|[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
 
 
 class ProfileService:
@@ -38,8 +44,14 @@ class ProfileService:
             raise MatrixError(400, "M_TOO_LARGE", "Display name is too long")
         if field in ("displayname", "avatar_url") and value is not None and not isinstance(value, str):
             raise MatrixError(400, "M_BAD_JSON", f"{field} must be a string")
-        if len(field.encode()) > 255:
-            raise MatrixError(400, "M_TOO_LARGE", "Profile field name is too long")
+        if len(field.encode()) > MAX_KEY_BYTES:
+            raise MatrixError(400, "M_KEY_TOO_LARGE", "Profile field name is too long")
+        if not _KEY_NAME.fullmatch(field):
+            raise invalid_param("Invalid profile key")
+        if value is not None:
+            profile = {**await self.get(user_id), field: value}
+            if len(json.dumps(profile, ensure_ascii=False, separators=(",", ":")).encode()) >= MAX_PROFILE_BYTES:
+                raise MatrixError(400, "M_PROFILE_TOO_LARGE", "The profile would exceed 64 KiB")
         await self.users.set_profile_field(user_id, field, value)
         if field in ("displayname", "avatar_url"):
             await self._update_room_memberships(user_id, field, value)
