@@ -16,6 +16,7 @@ from homeserver.services.tokens import SyncToken
 routes = web.RouteTableDef()
 
 MAX_TIMEOUT_MS = 5 * 60 * 1000
+MAX_FILTER_ID = 2**63 - 1
 
 
 @routes.get(V3 + "/sync")
@@ -45,12 +46,21 @@ async def _sync_filter(request: web.Request, user_id: str) -> SyncFilter:
     try:
         if raw.lstrip().startswith("{"):
             return parse_sync_filter(json.loads(raw))
-        stored = await services(request).filters.get(user_id, int(raw))
-    except (ValueError, FilterError) as e:
+        filter_id = _filter_id(raw)
+        stored = await services(request).filters.get(user_id, filter_id) if filter_id is not None else None
+        if stored is None:
+            # A bad query parameter rather than a missing resource (as Synapse answers).
+            raise invalid_param("No such filter")
+        return parse_sync_filter(stored)
+    except (ValueError, RecursionError, FilterError) as e:  # RecursionError: absurdly nested JSON
         raise invalid_param(f"Invalid filter: {e}")
-    if stored is None:
-        raise not_found("No such filter")
-    return parse_sync_filter(stored)
+
+
+def _filter_id(raw: str) -> int | None:
+    """The filter id we handed out (a non-negative bigint), or None if it cannot be one."""
+    if not raw.isascii() or not raw.isdigit() or int(raw) > MAX_FILTER_ID:
+        return None
+    return int(raw)
 
 
 @routes.post(V3 + "/user/{user_id}/filter")
@@ -70,11 +80,8 @@ async def create_filter(request: web.Request) -> web.Response:
 async def get_filter(request: web.Request) -> web.Response:
     who = await requester(request)
     same_user(who, request.match_info["user_id"])
-    try:
-        filter_id = int(request.match_info["filter_id"])
-    except ValueError:
-        raise not_found("No such filter")
-    stored = await services(request).filters.get(who.user_id, filter_id)
+    filter_id = _filter_id(request.match_info["filter_id"])
+    stored = await services(request).filters.get(who.user_id, filter_id) if filter_id is not None else None
     if stored is None:
         raise not_found("No such filter")
     return json_response(stored)

@@ -204,19 +204,29 @@ class SyncService:
             start_group = found[1] if found else None
             prev_batch = pagination_token(up_to)
         state_at_start = await self.state.get_state(start_group)
+        state_filter = room_filter.state
+        lazy_members = state_filter.lazy_load_members or timeline_filter.lazy_load_members
+        senders = {e.sender for e in timeline}
         if since is None or request.full_state:
             state_ids: dict[StateKey, str] = dict(state_at_start)
+            if lazy_members:
+                # Lazy loading: only the timeline's senders and the user themself.
+                state_ids = {
+                    k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in senders | {user_id}
+                }
         else:
             found = await self.events.last_event_at(room_id, since.events)
             state_at_since = await self.state.get_state(found[1] if found else None)
             state_ids = {k: v for k, v in state_at_start.items() if state_at_since.get(k) != v}
+            if lazy_members:
+                # The delta keeps every membership change in the gap (the spec's MUST), and
+                # each sender's membership is added: we do not track which members a device
+                # already has, and redundant members are allowed.
+                for sender in senders:
+                    key = ("m.room.member", sender)
+                    if key in state_at_start:
+                        state_ids.setdefault(key, state_at_start[key])
         timeline_ids = {e.event_id for e in timeline}
-        state_filter = room_filter.state
-        if state_filter.lazy_load_members or timeline_filter.lazy_load_members:
-            wanted_members = {e.sender for e in timeline} | {user_id}
-            state_ids = {
-                k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in wanted_members
-            }
         state_loaded = await self.events.get_events(v for v in state_ids.values() if v not in timeline_ids)
         state_events = [e for e in state_loaded.values() if state_filter.allows(e)]
         state_events.sort(key=lambda e: e.internal["stream_ordering"])
