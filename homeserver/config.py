@@ -5,10 +5,11 @@ An invalid file stops the start with a message naming the key and the problem.
 
 from __future__ import annotations
 
+import datetime
 import os
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -55,6 +56,44 @@ class LimitsConfig(_Section):
     max_request_body_bytes: int = Field(1_048_576, ge=65_536)
 
 
+class ThumbnailSize(_Section):
+    width: int = Field(ge=1, le=4096)
+    height: int = Field(ge=1, le=4096)
+    method: Literal["crop", "scale"]
+
+
+class MediaConfig(_Section):
+    # Larger uploads are refused with 413 M_TOO_LARGE, before their body is read.
+    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)
+    # Disk the media store may use in all (uploads, thumbnails, cached remote
+    # media, each distinct file once); none means unlimited.
+    storage_quota_bytes: int | None = Field(None, ge=0)
+    # Where users are told to turn when the quota is full (a mailto: or https: URI).
+    admin_contact: str | None = None
+    # Uploads (and /create) allowed per user.
+    upload_rate_limit: RateLimit = RateLimit(per_second=1, burst=30)
+    # Ids from POST /_matrix/media/v1/create a user may hold before uploading to them.
+    max_pending_uploads: int = Field(10, ge=1)
+    # An id from /create not uploaded to within this time is forgotten (the spec suggests 24 h).
+    unused_upload_expiry_ms: int = Field(24 * 3600 * 1000, ge=1000)
+    # Made for every image at upload; other sizes are made when asked for.
+    thumbnail_sizes: list[ThumbnailSize] = [
+        ThumbnailSize(width=32, height=32, method="crop"),
+        ThumbnailSize(width=96, height=96, method="crop"),
+        ThumbnailSize(width=320, height=240, method="scale"),
+        ThumbnailSize(width=640, height=480, method="scale"),
+        ThumbnailSize(width=800, height=600, method="scale"),
+    ]
+    # Images with more pixels are never decoded (decompression bombs).
+    max_image_pixels: int = Field(32_000_000, ge=1)
+    # Thumbnails made at once, each in its own thread.
+    thumbnail_threads: int = Field(2, ge=1, le=32)
+    # The unauthenticated /_matrix/media/v3/download and /thumbnail routes are
+    # frozen (spec v1.11): they serve only media uploaded before this date (UTC).
+    # None: they serve nothing (404 M_NOT_FOUND).
+    legacy_unauthenticated_cutoff: datetime.date | None = None
+
+
 class WellKnownConfig(_Section):
     # What /.well-known/matrix/client advertises; defaults to public_baseurl.
     client_base_url: str | None = None
@@ -74,6 +113,7 @@ class Config(_Section):
     rate_limits: RateLimitsConfig = RateLimitsConfig()
     limits: LimitsConfig = LimitsConfig()
     well_known: WellKnownConfig = WellKnownConfig()
+    media: MediaConfig = MediaConfig()
     # bcrypt cost factor: 12 takes about a quarter of a second per hash.
     password_hash_rounds: int = Field(12, ge=4, le=31)
     log_level: str = "INFO"

@@ -25,6 +25,7 @@ from homeserver.storage.db import Database
 from homeserver.storage.devices import DeviceStore
 from homeserver.storage.events import EventStore
 from homeserver.storage.filters import FilterStore
+from homeserver.storage.media import MediaStore
 from homeserver.storage.registration import RegistrationStore
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
@@ -43,6 +44,7 @@ class Services:
     state: StateStore
     rooms: RoomStore
     filters: FilterStore
+    media: MediaStore
     registration: RegistrationStore
     notifier: Notifier
     tokens: TokenAuthenticator
@@ -99,6 +101,7 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         state=state,
         rooms=rooms,
         filters=FilterStore(db),
+        media=MediaStore(db),
         registration=registration,
         notifier=notifier,
         tokens=tokens,
