@@ -192,9 +192,13 @@ class RoomEventsService:
         else:
             lower = start
             upper = min(end_bound, ceiling) if end_bound is not None else ceiling
+        # One more than asked tells whether anything lies beyond this page: the spec
+        # leaves out `end` when nothing does.
         ids = await self.events.room_event_ids(
-            room_id, lower, upper, limit, newest_first=backwards, event_filter=sql_filter
+            room_id, lower, upper, limit + 1, newest_first=backwards, event_filter=sql_filter
         )
+        has_more = len(ids) > limit
+        ids = ids[:limit]
         loaded = await self.events.get_events(ids)
         chunk_events = [loaded[i] for i in ids if i in loaded]
         visible = await self.views.visible_to(requester.user_id, chunk_events, access.membership == "join")
@@ -203,10 +207,9 @@ class RoomEventsService:
             "start": from_token if from_token is not None else pagination_token(start),
             "chunk": await self.views.serialize(visible, (requester.user_id, requester.device_id)),
         }
-        if len(ids) == limit and ids:
-            last = loaded[ids[-1]].internal["stream_ordering"] if ids[-1] in loaded else None
-            if last is not None:
-                result["end"] = pagination_token(last - 1 if backwards else last)
+        if has_more and ids[-1] in loaded:
+            last = loaded[ids[-1]].internal["stream_ordering"]
+            result["end"] = pagination_token(last - 1 if backwards else last)
         if event_filter.lazy_load_members and visible:
             result["state"] = await self._member_state_for(visible, requester.user_id)
         return result
@@ -253,11 +256,20 @@ class RoomEventsService:
         }
 
     async def _member_state_for(self, events: list[Event], user_id: str) -> list[dict[str, Any]]:
-        senders = {e.sender for e in events} | {user_id}
-        state = await self.state.get_state(events[-1].internal.get("state_group_before"))
-        ids = [state[("m.room.member", s)] for s in senders if ("m.room.member", s) in state]
-        loaded = await self.events.get_events(ids)
-        return await self.views.serialize(loaded[i] for i in ids if i in loaded)
+        """Lazy-loaded members: each sender's membership as of their event in the chunk.
+
+        One state for the whole chunk would miss senders who joined within it when the
+        filter leaves their join out of the chunk.
+        """
+        member_ids: dict[str, str] = {}
+        for user, event in [*((e.sender, e) for e in events), (user_id, events[0])]:
+            if user in member_ids:
+                continue
+            state = await self.state.get_state(event.internal.get("state_group_before"))
+            if ("m.room.member", user) in state:
+                member_ids[user] = state[("m.room.member", user)]
+        loaded = await self.events.get_events(member_ids.values())
+        return await self.views.serialize(loaded[i] for i in member_ids.values() if i in loaded)
 
     async def _current_auth_state(self, room_id: str, user_id: str) -> dict[StateKey, Event]:
         state = await self.state.get_current_state_ids(room_id)
