@@ -240,7 +240,9 @@ class RoomEventsService:
         after = await self.views.visible_to(requester.user_id, [loaded[i] for i in after_ids if i in loaded], joined)
         start = loaded[before_ids[-1]].internal["stream_ordering"] - 1 if before_ids else position - 1
         end = loaded[after_ids[-1]].internal["stream_ordering"] if after_ids else position
-        state_ids = await self.state.get_state(event.internal["state_group_before"])
+        # Spec: "the state of the room at the last event returned".
+        last = after[-1] if after else event
+        state_ids = await self.state.get_state(last.internal["state_group_after"])
         if event_filter.lazy_load_members:
             senders = {e.sender for e in before + after + [event]}
             state_ids = {k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in senders}
