@@ -6,6 +6,7 @@ An invalid file stops the start with a message naming the key and the problem.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -62,6 +63,36 @@ class ThumbnailSize(_Section):
     method: Literal["crop", "scale"]
 
 
+class UrlPreviewConfig(_Section):
+    # Off unless the admin opts in: previews tell every linked site that someone
+    # here posted its URL, and make the server fetch URLs its users choose.
+    enabled: bool = False
+    # Address ranges (CIDR) that may be fetched although they are not public,
+    # e.g. "192.168.1.0/24" for a wiki on the home network. Loopback, private,
+    # link-local, CGNAT, multicast and reserved ranges are denied otherwise.
+    ip_range_allowlist: list[str] = []
+    # Further ranges to deny, on top of the non-public ones.
+    ip_range_denylist: list[str] = []
+    # A page or image larger than this is not read past the limit.
+    max_page_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    # Whole fetch of a page and its image, redirects included.
+    timeout_seconds: float = Field(10, gt=0, le=120)
+    max_redirects: int = Field(5, ge=0, le=20)
+    # How long a preview is served from the cache before the page is fetched again.
+    cache_seconds: int = Field(3600, ge=0, le=7 * 24 * 3600)
+    accept_language: str = "en"
+
+    @field_validator("ip_range_allowlist", "ip_range_denylist")
+    @classmethod
+    def _valid_ranges(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR range")
+        return value
+
+
 class MediaConfig(_Section):
     # Larger uploads are refused with 413 M_TOO_LARGE, before their body is read.
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1)
@@ -92,6 +123,8 @@ class MediaConfig(_Section):
     # frozen (spec v1.11): they serve only media uploaded before this date (UTC).
     # None: they serve nothing (404 M_NOT_FOUND).
     legacy_unauthenticated_cutoff: datetime.date | None = None
+    # GET /_matrix/client/v1/media/preview_url.
+    url_preview: UrlPreviewConfig = UrlPreviewConfig()
 
 
 class WellKnownConfig(_Section):
