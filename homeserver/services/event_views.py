@@ -5,7 +5,7 @@ History visibility: https://spec.matrix.org/v1.19/client-server-api/#history-vis
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 from homeserver.protocol.client_format import client_event
 from homeserver.protocol.events import Event
@@ -35,18 +35,16 @@ class EventViews:
         visible = []
         for event, (hv_id, member_id) in zip(events, at_event):
             hv_event = loaded.get(hv_id) if hv_id else None
-            visibility = hv_event.content.get("history_visibility", "shared") if hv_event else "shared"
-            if event.type == "m.room.member" and event.state_key == user_id:
-                # Users always see their own membership changes.
-                visible.append(event)
-                continue
             member_event = loaded.get(member_id) if member_id else None
-            membership = member_event.membership if member_event else None
-            if visibility == "world_readable" or membership == "join":
-                visible.append(event)
-            elif visibility == "shared" and currently_joined:
-                visible.append(event)
-            elif visibility == "invited" and membership == "invite":
+            visibilities = {_visibility(hv_event.content if hv_event else {})}
+            memberships = {member_event.membership if member_event else None}
+            # A visibility change, and a change of the user's own membership, may be seen
+            # if the value before *or* after it allows it (spec).
+            if event.type == "m.room.history_visibility" and event.state_key == "":
+                visibilities.add(_visibility(event.content))
+            if event.type == "m.room.member" and event.state_key == user_id:
+                memberships.add(event.membership)
+            if any(_allows(v, m, currently_joined) for v in visibilities for m in memberships):
                 visible.append(event)
         return visible
 
@@ -72,3 +70,23 @@ class EventViews:
                 )
             )
         return out
+
+
+KNOWN_VISIBILITIES = ("world_readable", "shared", "invited", "joined")
+
+
+def _visibility(content: Mapping[str, Any]) -> str:
+    # Spec: no value, or one not understood, is "shared".
+    value = content.get("history_visibility")
+    return value if value in KNOWN_VISIBILITIES else "shared"
+
+
+def _allows(visibility: str, membership: str | None, currently_joined: bool) -> bool:
+    """The spec's rules, given the visibility and the user's membership at an event."""
+    if visibility == "world_readable" or membership == "join":  # rules 1 and 2
+        return True
+    if visibility == "shared":
+        # Rule 3, "joined at any point after the event", read as Synapse and Dendrite do:
+        # the user is joined now.
+        return currently_joined
+    return visibility == "invited" and membership == "invite"  # rule 4

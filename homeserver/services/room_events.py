@@ -223,10 +223,11 @@ class RoomEventsService:
         if event is None or event.room_id != room_id:
             raise not_found("Event not found")
         joined = access.membership == "join"
-        if not await self.views.visible_to(requester.user_id, [event], joined):
-            raise not_found("Event not found")
         position = event.internal["stream_ordering"]
         ceiling = access.up_to if access.up_to is not None else self.stream.current()
+        # As in /messages, a former member reads nothing after they left.
+        if position > ceiling or not await self.views.visible_to(requester.user_id, [event], joined):
+            raise not_found("Event not found")
         sql_filter = EventFilterSql(
             types=event_filter.types, not_types=event_filter.not_types,
             senders=event_filter.senders, not_senders=event_filter.not_senders,

@@ -185,7 +185,11 @@ class SyncService:
         ids = list(reversed(ids[:limit]))
         loaded = await self.events.get_events(ids)
         timeline = [loaded[i] for i in ids if i in loaded]
-        timeline = await self.views.visible_to(user_id, timeline, currently_joined)
+        visible = {e.event_id for e in await self.views.visible_to(user_id, timeline, currently_joined)}
+        if leave_event is not None:
+            # The user always learns how they left, whatever the history visibility.
+            visible.add(leave_event.event_id)
+        timeline = [e for e in timeline if e.event_id in visible]
         timeline = [e for e in timeline if timeline_filter.allows(e)]
 
         account_events = [
