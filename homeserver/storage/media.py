@@ -124,9 +124,22 @@ class ContentTransaction:
         )
 
     async def insert_thumbnail(self, origin: str, media_id: str, thumbnail: Thumbnail, now: int) -> bool:
+        """Record a thumbnail of media that still exists; False when it is gone or the
+        same thumbnail was recorded meanwhile.
+
+        FOR KEY SHARE makes a concurrent delete of the media wait for this
+        transaction (and then delete this row too), or this insert wait for the
+        delete (and then find nothing): no thumbnail outlives its media.
+        """
+        parent = (
+            "SELECT 1 FROM media WHERE media_id = $2 AND sha256 IS NOT NULL FOR KEY SHARE"
+            if origin == LOCAL
+            else "SELECT 1 FROM remote_media WHERE origin = $1 AND media_id = $2 FOR KEY SHARE"
+        )
         status = await self.conn.execute(
             "INSERT INTO media_thumbnails (origin, media_id, width, height, method, content_type,"
-            " animated, sha256, size, created_ts) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+            " animated, sha256, size, created_ts)"
+            f" SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 WHERE EXISTS ({parent})"
             " ON CONFLICT DO NOTHING",
             origin, media_id, thumbnail.width, thumbnail.height, thumbnail.method,
             thumbnail.content_type, thumbnail.animated, thumbnail.sha256, thumbnail.size, now,
@@ -174,19 +187,24 @@ class MediaStore:
         # Written at most once per granularity, so that downloads are not all writes.
         await self.db.execute(
             "UPDATE media SET last_access_ts = $2 WHERE media_id = $1"
-            " AND (last_access_ts IS NULL OR last_access_ts < $2 - $3)",
+            " AND (last_access_ts IS NULL OR last_access_ts < $2::bigint - $3::bigint)",
             media_id, now, granularity_ms,
         )
 
-    async def delete_local(self, media_id: str) -> list[str]:
-        """Delete a local media item and its thumbnails; return the hashes they referenced."""
+    async def delete_local(self, media_id: str) -> list[str] | None:
+        """Delete a local media item and its thumbnails; return the hashes they referenced
+        (None when there was no such media)."""
         async with self.db.transaction() as conn:
+            # The media row first: this waits for thumbnails being recorded (see
+            # insert_thumbnail), so the next statement sees and deletes them.
+            deleted = await conn.fetchrow("DELETE FROM media WHERE media_id = $1 RETURNING sha256", media_id)
+            if deleted is None:
+                return None
             hashes = await conn.fetch(
                 "DELETE FROM media_thumbnails WHERE origin = $1 AND media_id = $2 RETURNING sha256",
                 LOCAL, media_id,
             )
-            own = await conn.fetchval("DELETE FROM media WHERE media_id = $1 RETURNING sha256", media_id)
-        return [row["sha256"] for row in hashes] + ([own] if own else [])
+        return [row["sha256"] for row in hashes] + ([deleted["sha256"]] if deleted["sha256"] else [])
 
     # Remote media cache.
 
@@ -199,13 +217,13 @@ class MediaStore:
     async def touch_remote(self, origin: str, media_id: str, now: int, granularity_ms: int = 3_600_000) -> None:
         await self.db.execute(
             "UPDATE remote_media SET last_access_ts = $3 WHERE origin = $1 AND media_id = $2"
-            " AND (last_access_ts IS NULL OR last_access_ts < $3 - $4)",
+            " AND (last_access_ts IS NULL OR last_access_ts < $3::bigint - $4::bigint)",
             origin, media_id, now, granularity_ms,
         )
 
-    async def purge_remote(self, accessed_before_ts: int) -> list[str]:
+    async def purge_remote(self, accessed_before_ts: int) -> tuple[int, list[str]]:
         """Drop cached remote media not used since the time (or fetched before it, if never
-        used), with their thumbnails; return the hashes they referenced."""
+        used), with their thumbnails; return how many items and the hashes they referenced."""
         async with self.db.transaction() as conn:
             purged = await conn.fetch(
                 "DELETE FROM remote_media WHERE COALESCE(last_access_ts, fetched_ts) < $1"
@@ -220,7 +238,7 @@ class MediaStore:
                     [row["origin"] for row in purged], [row["media_id"] for row in purged],
                 )
                 hashes += [row["sha256"] for row in thumbs]
-        return hashes
+        return len(purged), hashes
 
     # Thumbnails.
 

@@ -1,0 +1,20 @@
+"""Mounting the media repository on the app: its content store, service and routes."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from homeserver.services.container import Services
+from media import routes
+from media.app_keys import MEDIA
+from media.repository import MediaRepository
+from media.store import ContentStore
+
+
+def setup_media(app: web.Application, services: Services) -> MediaRepository:
+    content = ContentStore(services.config.data_dir / "media")
+    content.prepare()
+    repository = MediaRepository(services.config, services.media, content)
+    app[MEDIA] = repository
+    app.router.add_routes(routes.routes)
+    return repository
