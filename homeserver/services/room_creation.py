@@ -18,7 +18,8 @@ from homeserver.storage.rooms import RoomStore
 PRESETS = {
     "private_chat": {"join_rule": "invite", "history_visibility": "shared", "guest_access": "can_join"},
     "trusted_private_chat": {"join_rule": "invite", "history_visibility": "shared", "guest_access": "can_join"},
-    "public_chat": {"join_rule": "public", "history_visibility": "shared", "guest_access": None},
+    # The spec's table names "forbidden" explicitly (absence would mean the same to clients).
+    "public_chat": {"join_rule": "public", "history_visibility": "shared", "guest_access": "forbidden"},
 }
 
 
@@ -105,7 +106,7 @@ class RoomCreator:
             await send_state("m.room.join_rules", {"join_rule": join_rule})
         if ("m.room.history_visibility", "") not in initial_keys:
             await send_state("m.room.history_visibility", {"history_visibility": preset["history_visibility"]})
-        if preset["guest_access"] and ("m.room.guest_access", "") not in initial_keys:
+        if ("m.room.guest_access", "") not in initial_keys:
             await send_state("m.room.guest_access", {"guest_access": preset["guest_access"]})
 
         # 6. initial_state (a power levels event there was already folded in above)
