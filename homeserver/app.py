@@ -11,6 +11,7 @@ from homeserver.client import (
 from homeserver.errors import MatrixError
 from homeserver.http import error_response, matrix_middleware
 from homeserver.services.container import Services
+from media import preview as media_preview
 from media.app import setup_media
 
 CLIENT_ROUTE_MODULES = (versions, account, devices, profile, rooms, room_events, directory, sync, account_data)
@@ -24,7 +25,8 @@ def create_app(services: Services) -> web.Application:
     app[SERVICES] = services
     for module in CLIENT_ROUTE_MODULES:
         app.router.add_routes(module.routes)
-    setup_media(app, services)
+    repository = setup_media(app, services)
+    media_preview.install(app, repository)
     app.router.add_route("*", "/{tail:.*}", _unrecognized)
     return app
 
