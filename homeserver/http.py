@@ -11,6 +11,7 @@ import logging
 import secrets
 from typing import Any, Awaitable, Callable, TypeVar
 
+import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
@@ -59,6 +60,9 @@ async def matrix_middleware(request: web.Request, handler: Handler) -> web.Strea
         if e.status >= 400:
             return error_response(MatrixError(e.status, "M_UNKNOWN", e.reason or "Error"))
         raise
+    except (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError):
+        # JSON and URLs may carry U+0000, which PostgreSQL text cannot hold: bad input, not a crash.
+        return error_response(MatrixError(400, "M_INVALID_PARAM", "Text may not contain U+0000"))
     except Exception:
         request_id = secrets.token_hex(4)
         log.exception("request %s %s failed (id %s)", request.method, request.path, request_id)
@@ -78,6 +82,13 @@ async def read_json_object(request: web.Request, allow_empty: bool = False) -> d
         body = json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError):
         raise MatrixError(400, "M_NOT_JSON", "Content not JSON")
+    if b"\\ud" in raw or b"\\uD" in raw:
+        # An escaped lone surrogate parses but is no Unicode text: it could be neither
+        # stored nor sent on. Escaped surrogate pairs (emoji) pass this check.
+        try:
+            json.dumps(body, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise MatrixError(400, "M_NOT_JSON", "Content not JSON: lone surrogate in a string")
     if not isinstance(body, dict):
         raise bad_json("Request body must be a JSON object")
     return body

@@ -43,6 +43,16 @@ def new_device_id() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(10))
 
 
+# bcrypt reads only the first 72 bytes of a password. bcrypt >= 5 raises on longer
+# input instead of ignoring the rest, so cut it as bcrypt 4 and Synapse always did:
+# hashes made by either still verify.
+BCRYPT_MAX_BYTES = 72
+
+
+def _bcrypt_input(password: str) -> bytes:
+    return password.encode("utf-8")[:BCRYPT_MAX_BYTES]
+
+
 class PasswordHasher:
     def __init__(self, rounds: int):
         self.rounds = rounds
@@ -52,14 +62,14 @@ class PasswordHasher:
 
     async def hash(self, password: str) -> str:
         def work() -> str:
-            return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(self.rounds)).decode()
+            return bcrypt.hashpw(_bcrypt_input(password), bcrypt.gensalt(self.rounds)).decode()
 
         return await asyncio.to_thread(work)
 
     async def verify(self, password: str, password_hash: str | None) -> bool:
         def work() -> bool:
             try:
-                return bcrypt.checkpw(password.encode("utf-8"), (password_hash or self._dummy).encode())
+                return bcrypt.checkpw(_bcrypt_input(password), (password_hash or self._dummy).encode())
             except ValueError:
                 return False
 

@@ -183,7 +183,11 @@ class EventPipeline:
         try:
             check_pdu_format(event.json, event.room_version)
         except PduFormatError as e:
-            if len(canonical_json_str(event.json).encode()) > MAX_EVENT_BYTES:
+            try:
+                size = len(canonical_json_str(event.json).encode())
+            except ValueError:  # a value canonical JSON refuses (e.g. a huge integer): e names it
+                raise bad_json(str(e))
+            if size > MAX_EVENT_BYTES:
                 raise too_large(f"Event is too large (over {MAX_EVENT_BYTES} bytes)")
             raise bad_json(str(e))
         try:

@@ -194,6 +194,18 @@ async def test_password_and_token_are_stored_hashed(api):
     assert rows[0]["token_hash"] == hashlib.sha256(alice.access_token.encode()).digest()
 
 
+async def test_long_and_unusual_passwords(api):
+    # bcrypt reads 72 bytes; longer passwords (up to the 512 allowed) must still work.
+    for name, password in (("long", "p" * 100 + "é" * 50), ("nul", "a\u0000b"), ("emoji", "🔑 " * 30)):
+        user = await api.register(name, password=password)
+        r = await api.login(name, password=password)
+        assert r.status == 200, (name, r)
+        assert (await api.login(name, password="wrong")).status == 403
+        r = await user.post(PASSWORD, {"new_password": password + "!", "auth": _password_auth(name, password)})
+        assert r.status == 200, (name, r)
+        assert (await api.login(name, password=password + "!")).status == 200
+
+
 # Logout
 
 
