@@ -35,6 +35,7 @@ async def sync(request: web.Request) -> web.Response:
         timeout_ms=timeout_ms,
         full_state=query_bool(request, "full_state"),
         filter=sync_filter,
+        use_state_after=query_bool(request, "use_state_after"),
     ))
     return json_response(result)
 

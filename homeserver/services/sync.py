@@ -40,6 +40,7 @@ class SyncRequest:
     timeout_ms: int
     full_state: bool
     filter: SyncFilter
+    use_state_after: bool = False
 
 
 class SyncService:
@@ -196,44 +197,11 @@ class SyncService:
             {"type": t, "content": c} for t, c in room_account_data.items()
             if room_filter.account_data.allows_type(t)
         ]
-        if since is not None and not timeline and not account_events and not request.full_state and leave_event is None:
+        prev_batch = pagination_token(timeline[0].internal["stream_ordering"] - 1 if timeline else up_to)
+        state_events = await self._state_events(request, room_id, since, up_to, timeline)
+        if (since is not None and not timeline and not state_events and not account_events
+                and not request.full_state and leave_event is None):
             return None
-
-        # State up to the start of the timeline.
-        if timeline:
-            start_group = timeline[0].internal.get("state_group_before")
-            prev_batch = pagination_token(timeline[0].internal["stream_ordering"] - 1)
-        else:
-            found = await self.events.last_event_at(room_id, up_to)
-            start_group = found[1] if found else None
-            prev_batch = pagination_token(up_to)
-        state_at_start = await self.state.get_state(start_group)
-        state_filter = room_filter.state
-        lazy_members = state_filter.lazy_load_members or timeline_filter.lazy_load_members
-        senders = {e.sender for e in timeline}
-        if since is None or request.full_state:
-            state_ids: dict[StateKey, str] = dict(state_at_start)
-            if lazy_members:
-                # Lazy loading: only the timeline's senders and the user themself.
-                state_ids = {
-                    k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in senders | {user_id}
-                }
-        else:
-            found = await self.events.last_event_at(room_id, since.events)
-            state_at_since = await self.state.get_state(found[1] if found else None)
-            state_ids = {k: v for k, v in state_at_start.items() if state_at_since.get(k) != v}
-            if lazy_members:
-                # The delta keeps every membership change in the gap (the spec's MUST), and
-                # each sender's membership is added: we do not track which members a device
-                # already has, and redundant members are allowed.
-                for sender in senders:
-                    key = ("m.room.member", sender)
-                    if key in state_at_start:
-                        state_ids.setdefault(key, state_at_start[key])
-        timeline_ids = {e.event_id for e in timeline}
-        state_loaded = await self.events.get_events(v for v in state_ids.values() if v not in timeline_ids)
-        state_events = [e for e in state_loaded.values() if state_filter.allows(e)]
-        state_events.sort(key=lambda e: e.internal["stream_ordering"])
 
         for_device = (user_id, request.requester.device_id)
         section: dict[str, Any] = {
@@ -242,7 +210,9 @@ class SyncService:
                 "limited": limited,
                 "prev_batch": prev_batch,
             },
-            "state": {"events": await self.views.serialize(state_events, include_room_id=False)},
+            "state_after" if request.use_state_after else "state": {
+                "events": await self.views.serialize(state_events, include_room_id=False),
+            },
             "account_data": {"events": account_events},
             "ephemeral": {"events": []},
             "unread_notifications": {"notification_count": 0, "highlight_count": 0},
@@ -250,6 +220,51 @@ class SyncService:
         if since is None or any(e.type == "m.room.member" for e in timeline + state_events):
             section["summary"] = await self._summary(room_id, user_id)
         return section
+
+    async def _state_events(
+        self, request: SyncRequest, room_id: str, since: SyncToken | None, up_to: int, timeline: list[Event],
+    ) -> list[Event]:
+        """The room's state up to the start of the timeline (``state``), or with
+        use_state_after up to its end (``state_after``): all of it, or what changed since
+        ``since``."""
+        user_id = request.requester.user_id
+        room_filter = request.filter.room
+        if timeline and not request.use_state_after:
+            target_group = timeline[0].internal.get("state_group_before")
+        else:
+            # The end of the window rather than the last event shown: state events a
+            # timeline filter left out still reach the client.
+            found = await self.events.last_event_at(room_id, up_to)
+            target_group = found[1] if found else None
+        target = await self.state.get_state(target_group)
+        lazy_members = room_filter.state.lazy_load_members or room_filter.timeline.lazy_load_members
+        senders = {e.sender for e in timeline}
+        if since is None or request.full_state:
+            state_ids: dict[StateKey, str] = dict(target)
+            if lazy_members:
+                # Lazy loading: only the timeline's senders and the user themself.
+                state_ids = {
+                    k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in senders | {user_id}
+                }
+        else:
+            found = await self.events.last_event_at(room_id, since.events)
+            state_at_since = await self.state.get_state(found[1] if found else None)
+            state_ids = {k: v for k, v in target.items() if state_at_since.get(k) != v}
+            if lazy_members:
+                # The delta keeps every membership change in the gap (the spec's MUST), and
+                # each sender's membership is added: we do not track which members a device
+                # already has, and redundant members are allowed.
+                for sender in senders:
+                    key = ("m.room.member", sender)
+                    if key in target:
+                        state_ids.setdefault(key, target[key])
+        # `state` never repeats the timeline; `state_after` is complete on its own, as
+        # clients then ignore the state events of the timeline.
+        excluded = set() if request.use_state_after else {e.event_id for e in timeline}
+        loaded = await self.events.get_events(v for v in state_ids.values() if v not in excluded)
+        events = [e for e in loaded.values() if room_filter.state.allows(e)]
+        events.sort(key=lambda e: e.internal["stream_ordering"])
+        return events
 
     async def _summary(self, room_id: str, user_id: str) -> dict[str, Any]:
         members = await self.state.get_members(room_id)

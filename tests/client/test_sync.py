@@ -522,3 +522,76 @@ async def test_sync_token_survives_a_restart(api, tmp_path, database_dsn):
             assert ids(timeline(replay, room)) == sent + [later]
         finally:
             await client.close()
+
+
+# use_state_after (spec v1.16)
+
+
+async def test_use_state_after_in_initial_sync(api):
+    alice = await api.register("alice")
+    room = await alice.create_room(name="Old")
+    for i in range(10):
+        await alice.send_text(room, f"m{i}")
+    renamed = await send_state(alice, room, "m.room.name", {"name": "New"})
+    r = await alice.sync(use_state_after="true")
+    section = r["rooms"]["join"][room]
+    assert "state" not in section
+    state_after = section["state_after"]["events"]
+    # The state at the end of the timeline, complete: it repeats state events of the timeline.
+    assert renamed in ids(timeline(r, room))
+    by_key = {(e["type"], e["state_key"]): e for e in state_after}
+    assert by_key[("m.room.name", "")]["event_id"] == renamed
+    current = await alice.get(f"{V3}/rooms/{room}/state")
+    assert state_keys(state_after) == state_keys(current.body)
+    # Without the parameter (or with false) the classic `state` comes back.
+    for params in ({}, {"use_state_after": "false"}):
+        classic = await alice.sync(**params)
+        assert "state_after" not in classic["rooms"]["join"][room]
+        assert "state" in classic["rooms"]["join"][room]
+    r = await alice.get(SYNC, params={"use_state_after": "yes"})
+    assert r.status == 400 and r.errcode == "M_INVALID_PARAM"
+
+
+async def test_use_state_after_in_incremental_syncs(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    room = await public_room_with(alice, bob, name="One")
+    first = await bob.sync(use_state_after="true")
+    said = await alice.send_text(room, "hi")
+    renamed = await send_state(alice, room, "m.room.name", {"name": "Two"})
+    second = await bob.sync(since=first["next_batch"], use_state_after="true")
+    section = second["rooms"]["join"][room]
+    assert ids(section["timeline"]["events"]) == [said, renamed]
+    assert ids(section["state_after"]["events"]) == [renamed]
+    assert "state" not in section
+    # Nothing new: the room is absent.
+    third = await bob.sync(since=second["next_batch"], use_state_after="true")
+    assert room not in third["rooms"]["join"]
+    # A state change a timeline filter hides still arrives in state_after.
+    only_messages = '{"room": {"timeline": {"types": ["m.room.message"]}}}'
+    await alice.send_text(room, "before the topic")
+    topic = await send_state(alice, room, "m.room.topic", {"topic": "Hidden from the timeline"})
+    fourth = await bob.sync(since=third["next_batch"], use_state_after="true", filter=only_messages)
+    section = fourth["rooms"]["join"][room]
+    assert bodies(section["timeline"]["events"]) == ["before the topic"]
+    assert ids(section["state_after"]["events"]) == [topic]
+    # Even when the filter leaves the timeline empty.
+    topic2 = await send_state(alice, room, "m.room.topic", {"topic": "Again"})
+    fifth = await bob.sync(since=fourth["next_batch"], use_state_after="true", filter=only_messages)
+    section = fifth["rooms"]["join"][room]
+    assert section["timeline"]["events"] == []
+    assert ids(section["state_after"]["events"]) == [topic2]
+
+
+async def test_use_state_after_in_leave(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    room = await public_room_with(alice, bob)
+    first = await bob.sync(use_state_after="true")
+    await leave(bob, room)
+    second = await bob.sync(since=first["next_batch"], use_state_after="true")
+    section = second["rooms"]["leave"][room]
+    assert "state" not in section
+    members = {e["state_key"]: e["content"]["membership"] for e in section["state_after"]["events"]
+               if e["type"] == "m.room.member"}
+    assert members == {bob.user_id: "leave"}
