@@ -139,9 +139,13 @@ class RoomEventsService:
         state = await self.state_map(requester, room_id)
         if at is not None:
             position = parse_pagination_token(at)
+            access = await self.access(requester.user_id, room_id)
+            if access.up_to is not None:
+                # A user who left sees nothing after leaving.
+                position = min(position, access.up_to)
             found = await self.events.last_event_at(room_id, position)
-            if found is not None:
-                state = dict(await self.state.get_state(found[1]))
+            # A point before the room's first event had no members at all.
+            state = dict(await self.state.get_state(found[1])) if found is not None else {}
         member_ids = [eid for (t, _), eid in state.items() if t == "m.room.member"]
         loaded = await self.events.get_events(member_ids)
         chosen = []
