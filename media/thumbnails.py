@@ -155,11 +155,13 @@ def _render_static(image: Image.Image, requests: list[Request]) -> list[Rendered
         needed_h = max(needed_h, math.ceil(out_h * shown_h / (box[3] - box[1])))
     if orientation in _ROTATED_ORIENTATIONS:
         needed_w, needed_h = needed_h, needed_w
+    # Photos stay JPEG; other sources (screenshots, drawings, transparency) get
+    # lossless PNG, whose artefact-free edges matter more than its size here.
+    as_png = image.format != "JPEG"
     image.draft(None, (needed_w, needed_h))
     image = ImageOps.exif_transpose(image)
     image = _normalise_mode(image)
-    alpha = image.mode == "RGBA"
-    content_type = "image/png" if alpha else "image/jpeg"
+    content_type = "image/png" if as_png else "image/jpeg"
     out = []
     # Sizes come from the true dimensions; the source box is scaled to what
     # draft() decoded, so results do not depend on the decoding shortcut.
@@ -168,7 +170,7 @@ def _render_static(image: Image.Image, requests: list[Request]) -> list[Rendered
         out_w, out_h, (left, top, right, bottom) = output_size(shown_w, shown_h, request)
         box = (left * sx, top * sy, right * sx, bottom * sy)
         thumb = image.resize((out_w, out_h), Image.Resampling.LANCZOS, box=box, reducing_gap=3.0)
-        out.append(Rendered(request, out_w, out_h, content_type, False, _encode(thumb, alpha)))
+        out.append(Rendered(request, out_w, out_h, content_type, False, _encode(thumb, as_png)))
     return out
 
 
@@ -178,9 +180,9 @@ def _normalise_mode(image: Image.Image) -> Image.Image:
     return image if image.mode == wanted else image.convert(wanted)
 
 
-def _encode(image: Image.Image, alpha: bool) -> bytes:
+def _encode(image: Image.Image, as_png: bool) -> bytes:
     buffer = io.BytesIO()
-    if alpha:
+    if as_png:
         image.save(buffer, "PNG", optimize=False)
     else:
         image.save(buffer, "JPEG", quality=80, progressive=True)

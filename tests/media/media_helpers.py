@@ -100,3 +100,17 @@ def request_head(method: str, path: str, token: str, headers: dict[str, str]) ->
     lines = [f"{method} {path} HTTP/1.1", "Host: localhost", f"Authorization: Bearer {token}"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def raw_get(api: Api, path: str, token: str | None = None) -> tuple[int, bytes]:
+    """A GET sent byte for byte as given (no client-side normalisation of '..' or '%2F')."""
+    lines = [f"GET {path} HTTP/1.1", "Host: localhost", "Connection: close"]
+    if token:
+        lines.append(f"Authorization: Bearer {token}")
+    reader, writer = await raw_http(api, ("\r\n".join(lines) + "\r\n\r\n").encode())
+    try:
+        response = await reader.read()
+    finally:
+        writer.close()
+    head, _, body = response.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
