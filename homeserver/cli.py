@@ -68,6 +68,8 @@ def _generate_config(path: Path, server_name: str, data_dir: str) -> int:
     import yaml
 
     parse_config(yaml.safe_load(text), source="generated configuration")  # fail early on a bad name
+    # The file holds the registration shared secret: readable by its owner only.
+    path.touch(mode=0o600, exist_ok=False)
     path.write_text(text)
     print(f"wrote {path} for server name {server_name!r}; edit it, then run `homeserver -c {path} run`")
     return 0
