@@ -55,9 +55,11 @@ async def _get_state_event(request: web.Request, state_key: str) -> web.Response
     event = await svc.room_events.get_state_event(
         who, _room_id(request), request.match_info["event_type"], state_key
     )
+    # Serialised either way, so that a redacted state event shows its redacted content.
+    client_event = (await svc.views.serialize([event]))[0]
     if request.query.get("format") == "event":
-        return json_response((await svc.views.serialize([event]))[0])
-    return json_response(dict(event.content))
+        return json_response(client_event)
+    return json_response(client_event["content"])
 
 
 async def _put_state_event(request: web.Request, state_key: str) -> web.Response:

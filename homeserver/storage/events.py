@@ -56,7 +56,9 @@ class EventStore:
             rows = await self.db.fetch(
                 "SELECT e.event_id, e.json, e.stream_ordering, e.state_group_before,"
                 " e.state_group_after, e.rejected_reason, e.internal_json, r.room_version,"
-                " (SELECT red.event_id FROM redactions red WHERE red.redacts = e.event_id"
+                # A redaction only applies to an event of its own room.
+                " (SELECT red.event_id FROM redactions red JOIN events r ON r.event_id = red.event_id"
+                "  WHERE red.redacts = e.event_id AND r.room_id = e.room_id"
                 "  ORDER BY red.event_id LIMIT 1) AS redacted_by"
                 " FROM events e JOIN rooms r USING (room_id) WHERE e.event_id = ANY($1::text[])",
                 missing,
