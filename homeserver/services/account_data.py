@@ -18,7 +18,7 @@ class AccountDataService:
     async def put(self, user_id: str, room_id: str | None, data_type: str, content: dict[str, Any]) -> None:
         with self.stream.allocate() as position:
             await self.store.put(user_id, room_id or GLOBAL, data_type, content, position)
-        self.notifier.notify_users([user_id])
+        self.notifier.notify_at(self.stream, position, [user_id])
 
     async def get(self, user_id: str, room_id: str | None, data_type: str) -> dict[str, Any] | None:
         return await self.store.get(user_id, room_id or GLOBAL, data_type)

@@ -79,9 +79,11 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
     event_stream = await StreamIdGenerator.load(db, "events", "stream_ordering")
     account_data_stream = await StreamIdGenerator.load(db, "account_data", "stream_id")
     room_changes = StreamChangeCache(event_stream.current())
+    notifier.watch(event_stream)
+    notifier.watch(account_data_stream)
 
     def on_persisted(event: Event, users_to_wake: set[str]) -> None:
-        notifier.notify_users(users_to_wake)
+        notifier.notify_at(event_stream, event.internal["stream_ordering"], users_to_wake)
 
     tokens = TokenAuthenticator(devices)
     accounts = AccountService(server_name, users, devices, PasswordHasher(config.password_hash_rounds), tokens)

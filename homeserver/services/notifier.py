@@ -3,6 +3,11 @@
 A waiter takes ``token_for(user)`` before it looks for news, and waits on it
 only if it found none: a change committed in between has already resolved the
 token, so no wake-up is lost.
+
+A change is announced with ``notify_at(stream, position, users)``; its users
+are woken only once the stream's current position has reached it. Woken
+earlier (while a lower position is still being written), they would read up to
+the old current position, find nothing and sleep through the change.
 """
 
 from __future__ import annotations
@@ -10,10 +15,31 @@ from __future__ import annotations
 import asyncio
 from typing import Iterable
 
+from homeserver.storage.streams import StreamIdGenerator
+
 
 class Notifier:
     def __init__(self) -> None:
         self._futures: dict[str, asyncio.Future[None]] = {}
+        self._pending: list[tuple[StreamIdGenerator, int, frozenset[str]]] = []
+
+    def watch(self, stream: StreamIdGenerator) -> None:
+        stream.add_listener(self._release_visible)
+
+    def notify_at(self, stream: StreamIdGenerator, position: int, user_ids: Iterable[str]) -> None:
+        self._pending.append((stream, position, frozenset(user_ids)))
+        self._release_visible()
+
+    def _release_visible(self) -> None:
+        if not self._pending:
+            return
+        waiting = []
+        for stream, position, user_ids in self._pending:
+            if position <= stream.current():
+                self.notify_users(user_ids)
+            else:
+                waiting.append((stream, position, user_ids))
+        self._pending = waiting
 
     def token_for(self, user_id: str) -> asyncio.Future[None]:
         future = self._futures.get(user_id)

@@ -10,7 +10,7 @@ allocation to move into PostgreSQL (see docs/architecture.md).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Callable, Iterator
 
 from homeserver.storage.db import Database
 
@@ -20,6 +20,7 @@ class StreamIdGenerator:
         self._last_allocated = start
         self._in_flight: set[int] = set()
         self._current = start
+        self._listeners: list[Callable[[], None]] = []
 
     @classmethod
     async def load(cls, db: Database, table: str, column: str) -> "StreamIdGenerator":
@@ -40,7 +41,15 @@ class StreamIdGenerator:
             yield position
         finally:
             self._in_flight.discard(position)
+            previous = self._current
             self._current = (min(self._in_flight) - 1) if self._in_flight else self._last_allocated
+            if self._current != previous:
+                for listener in self._listeners:
+                    listener()
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever current() advances."""
+        self._listeners.append(listener)
 
     def current(self) -> int:
         """The highest position below which nothing is still being written."""
