@@ -9,6 +9,7 @@ from homeserver.errors import MatrixError, forbidden, invalid_param, not_found
 from homeserver.protocol.auth_rules import get_named_level, get_user_power_level
 from homeserver.protocol.events import Event, StateKey
 from homeserver.protocol.filters import EventFilter
+from homeserver.protocol.ids import is_valid_room_alias
 from homeserver.services.auth import Requester
 from homeserver.services.event_views import EventViews
 from homeserver.services.membership import MembershipService
@@ -306,9 +307,11 @@ class RoomEventsService:
         if not isinstance(alt, list):
             raise invalid_param("alt_aliases must be a list")
         aliases.extend(alt)
+        # Syntax first (M_INVALID_PARAM), then where each alias points (M_BAD_ALIAS), as the spec orders them.
         for alias in aliases:
-            if not isinstance(alias, str):
-                raise invalid_param("Aliases must be strings")
+            if not isinstance(alias, str) or not is_valid_room_alias(alias):
+                raise invalid_param(f"{alias!r} is not a valid room alias")
+        for alias in aliases:
             found = await self.rooms.get_alias(alias)
             if found is None or found[0] != room_id:
                 raise MatrixError(400, "M_BAD_ALIAS", f"{alias} does not point to this room")
