@@ -6,7 +6,7 @@ from aiohttp import web
 
 from homeserver.appkeys import SERVICES
 from homeserver.client import (
-    account, account_data, devices, directory, profile, room_events, rooms, sync, versions,
+    account, account_data, admin_register, devices, directory, profile, room_events, rooms, sync, versions,
 )
 from homeserver.http import matrix_middleware
 from homeserver.services.container import Services
@@ -24,6 +24,7 @@ def create_app(services: Services) -> web.Application:
     app[SERVICES] = services
     for module in CLIENT_ROUTE_MODULES:
         app.router.add_routes(module.routes)
+    admin_register.install(app)
     repository = setup_media(app, services)
     media_preview.install(app, repository)
     # No catch-all route: the middleware turns aiohttp's 404 and 405 into M_UNRECOGNIZED,

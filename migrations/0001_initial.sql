@@ -62,7 +62,6 @@ CREATE TABLE rooms (
     is_public BOOLEAN NOT NULL DEFAULT false
 );
 
-CREATE SEQUENCE events_stream_seq;
 
 -- Every event, its JSON stored exactly as signed or received (canonical JSON text).
 CREATE TABLE events (
@@ -167,7 +166,6 @@ CREATE TABLE room_aliases (
 CREATE INDEX room_aliases_room ON room_aliases (room_id);
 
 -- Account data, global (room_id = '') and per room, with its own stream.
-CREATE SEQUENCE account_data_stream_seq;
 CREATE TABLE account_data (
     user_id TEXT NOT NULL,
     room_id TEXT NOT NULL,
