@@ -10,7 +10,7 @@ from homeserver.client import (
 )
 from homeserver.http import matrix_middleware
 from homeserver.services.container import Services
-from media import preview as media_preview
+from media import admin as media_admin, preview as media_preview
 from media.app import setup_media
 
 CLIENT_ROUTE_MODULES = (versions, account, devices, profile, rooms, room_events, directory, sync, account_data)
@@ -27,6 +27,7 @@ def create_app(services: Services) -> web.Application:
     admin_register.install(app)
     repository = setup_media(app, services)
     media_preview.install(app, repository)
+    app.router.add_routes(media_admin.routes)
     # No catch-all route: the middleware turns aiohttp's 404 and 405 into M_UNRECOGNIZED,
     # and a catch-all would answer 404 where the spec wants 405 for a known path.
     return app

@@ -1,9 +1,10 @@
-"""The `homeserver` command: generate-config, run, register-user, create-registration-token."""
+"""The `homeserver` command: generate-config, run, register-user, create-registration-token, media."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import getpass
 import logging
 import secrets
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--uses", type=int, default=None, help="how many registrations it allows")
     token.add_argument("--token", default=None, help="the token text (random when omitted)")
 
+    _add_media_commands(commands)
+
     args = parser.parse_args(argv)
     try:
         if args.command == "generate-config":
@@ -52,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
             return _register_user(args.config, args.username, args.password, args.admin)
         if args.command == "create-registration-token":
             return _create_token(args.config, args.token, args.uses)
+        if args.command == "media":
+            return _media(args.config, args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -130,6 +135,116 @@ def _create_token(path: Path, token: str | None, uses: int | None) -> int:
         return 1
     print(token)
     return 0
+
+
+
+def _add_media_commands(commands) -> None:
+    media = commands.add_parser("media", help="media repository: usage, purge, delete, quarantine")
+    actions = media.add_subparsers(dest="media_command", required=True)
+    actions.add_parser("usage", help="disk used, and uploads per user (largest first)")
+    listing = actions.add_parser("list", help="the media a user uploaded, newest first")
+    listing.add_argument("user_id")
+    delete = actions.add_parser("delete", help="delete local media; it answers 404 from then on")
+    delete.add_argument("uris", nargs="+", metavar="mxc://...")
+    purge = actions.add_parser(
+        "purge", help="delete local media uploaded before a date, or not accessed since a date",
+    )
+    when = purge.add_mutually_exclusive_group(required=True)
+    when.add_argument("--before", type=_timestamp_ms, metavar="DATE", help="uploaded before DATE")
+    when.add_argument(
+        "--not-accessed-since", type=_timestamp_ms, metavar="DATE",
+        help="not downloaded since DATE (nor uploaded since, if never downloaded)",
+    )
+    purge.add_argument("--size-gt", type=int, default=0, metavar="BYTES", help="only files larger than this")
+    purge.add_argument("--include-avatars", action="store_true", help="also delete user and room avatars")
+    purge.add_argument("--dry-run", action="store_true", help="list what would be deleted")
+    remote = actions.add_parser("purge-remote", help="drop cached media of other servers")
+    remote.add_argument("--not-accessed-since", type=_timestamp_ms, required=True, metavar="DATE")
+    for name, text in (("quarantine", "make media answer 404 (files are kept)"), ("unquarantine", "undo quarantine")):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("uris", nargs="+", metavar="mxc://...")
+
+
+def _timestamp_ms(text: str) -> int:
+    """DATE: 2026-01-01, 2026-01-01T12:00 (UTC unless an offset is given), or 90d (days ago)."""
+    if text.endswith("d") and text[:-1].isdigit():
+        moment = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=int(text[:-1]))
+    else:
+        try:
+            moment = datetime.datetime.fromisoformat(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a date like 2026-01-01 or an age like 90d")
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return int(moment.timestamp() * 1000)
+
+
+def _size(size: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(size)
+
+
+def _media(path: Path, args: argparse.Namespace) -> int:
+    from homeserver.server import open_services
+    # Like homeserver/app.py, the command line is an entry point that wires media/ in.
+    from media.admin import MediaAdmin, parse_mxc
+
+    config = load_config(path)
+    _setup_logging("WARNING")
+    command = args.media_command
+
+    async def work() -> int:
+        async with open_services(config) as services:
+            admin = MediaAdmin.for_services(services)
+            if command == "usage":
+                users, _ = await admin.usage(order_by="media_length", descending=True, limit=1_000_000)
+                print(f"media store: {_size(await admin.bytes_stored())} on disk")
+                for u in users:
+                    print(f"{u.user_id}\t{u.media_count} files\t{_size(u.media_length)}")
+            elif command == "list":
+                items, _ = await admin.user_media(args.user_id, limit=1_000_000)
+                for item in items:
+                    created = datetime.datetime.fromtimestamp(item.created_ts / 1000, datetime.timezone.utc)
+                    quarantined = "\tquarantined" if item.quarantined_by else ""
+                    print(f"mxc://{config.server_name}/{item.media_id}\t{created:%Y-%m-%d %H:%M}"
+                          f"\t{_size(item.media_length)}\t{item.media_type}\t{item.upload_name or ''}{quarantined}")
+            elif command == "purge":
+                by_access = args.before is None
+                before = args.not_accessed_since if by_access else args.before
+                candidates = await admin.purge_candidates(
+                    before, by_access=by_access, size_gt=args.size_gt, keep_profiles=not args.include_avatars,
+                )
+                deleted = candidates if args.dry_run else await admin.delete_many(candidates)
+                for media_id in deleted:
+                    print(f"mxc://{config.server_name}/{media_id}")
+                print(f"{'would delete' if args.dry_run else 'deleted'} {len(deleted)} media", file=sys.stderr)
+            elif command == "purge-remote":
+                print(f"dropped {await admin.purge_remote(args.not_accessed_since)} cached remote media")
+            else:
+                failed = 0
+                for uri in args.uris:
+                    mxc = parse_mxc(uri)
+                    if command == "delete":
+                        done = await admin.delete(mxc.server_name, mxc.media_id)
+                    else:
+                        by = "(command line)" if command == "quarantine" else None
+                        done = await admin.set_quarantine(mxc.server_name, mxc.media_id, by)
+                    if done:
+                        print(f"{command}d {uri}")
+                    else:
+                        print(f"error: no media {uri}", file=sys.stderr)
+                        failed += 1
+                return 1 if failed else 0
+            return 0
+
+    try:
+        return asyncio.run(work())
+    except MatrixError as e:
+        print(f"error: {e.error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -11,10 +11,15 @@ from media.repository import MediaRepository
 from media.store import ContentStore
 
 
-def setup_media(app: web.Application, services: Services) -> MediaRepository:
+def build_repository(services: Services) -> MediaRepository:
+    """The repository on the data directory's store; also used by the admin commands."""
     content = ContentStore(services.config.data_dir / "media")
     content.prepare()
-    repository = MediaRepository(services.config, services.media, content)
+    return MediaRepository(services.config, services.media, content)
+
+
+def setup_media(app: web.Application, services: Services) -> MediaRepository:
+    repository = build_repository(services)
     app[MEDIA] = repository
     app.router.add_routes(routes.routes)
     return repository

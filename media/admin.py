@@ -1,0 +1,330 @@
+"""The admin media API, shaped like Synapse's so that existing admin tools work.
+
+Synapse docs: docs/admin_api/media_admin_api.md, statistics.md and
+user_admin_api.md ("User media"). Every route is for server admins only.
+The operations live in MediaAdmin so that the `homeserver media ...` commands
+run the very same code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from aiohttp import web
+
+from homeserver.client.base import requester, services
+from homeserver.errors import forbidden, invalid_param, missing_param, not_found
+from homeserver.http import json_response, query_bool, query_int
+from homeserver.protocol import ids
+from homeserver.services.auth import Requester
+from homeserver.services.container import Services
+from homeserver.storage.media import LocalMedia, MediaStore, RemoteMedia
+from homeserver.storage.media_admin import (
+    USAGE_ORDER, USER_MEDIA_ORDER, MediaAdminStore, UserMediaItem, UserUsage,
+)
+from homeserver.storage.users import UserStore
+from media.app import build_repository
+from media.app_keys import MEDIA
+from media.names import check_mxc_parts
+from media.repository import MediaRepository
+
+ADMIN = "/_synapse/admin/v1"
+# Synapse refuses timestamps this small: they are seconds where milliseconds were meant,
+# and would purge nothing (or, read the other way, everything).
+_SECONDS_NOT_MILLISECONDS = 30_000_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class ParsedMxc:
+    server_name: str
+    media_id: str
+
+
+def parse_mxc(uri: str) -> ParsedMxc:
+    """mxc://<server name>/<media id>, as admins paste it from a client."""
+    if not uri.startswith("mxc://"):
+        raise invalid_param("Expected an mxc:// URI")
+    server_name, _, media_id = uri.removeprefix("mxc://").partition("/")
+    check_mxc_parts(server_name, media_id)
+    return ParsedMxc(server_name, media_id)
+
+
+class MediaAdmin:
+    """Usage, deletion, purges and quarantine of media, for the admin API and the CLI."""
+
+    def __init__(self, server_name: str, repository: MediaRepository, media: MediaStore,
+                 admin_store: MediaAdminStore, users: UserStore):
+        self.server_name = server_name
+        self.repository = repository
+        self.media = media
+        self.admin_store = admin_store
+        self.users = users
+
+    @classmethod
+    def for_services(cls, services: Services, repository: MediaRepository | None = None) -> "MediaAdmin":
+        """For the admin commands, which run without the app, repository is built here."""
+        return cls(
+            services.server_name, repository or build_repository(services), services.media,
+            MediaAdminStore(services.db), services.users,
+        )
+
+    def is_local(self, server_name: str) -> bool:
+        return server_name == self.server_name
+
+    async def usage(self, *, order_by: str = "user_id", descending: bool = False, limit: int = 100,
+                    offset: int = 0, from_ts: int | None = None, until_ts: int | None = None,
+                    search_term: str | None = None) -> tuple[list[UserUsage], int]:
+        return await self.admin_store.usage_by_user(
+            order_by=order_by, descending=descending, limit=limit, offset=offset,
+            from_ts=from_ts, until_ts=until_ts, search_term=search_term,
+        )
+
+    async def check_local_user(self, user_id: str) -> None:
+        if not ids.is_valid_user_id(user_id):
+            raise invalid_param("Not a valid user id")
+        if ids.server_name_of(user_id) != self.server_name:
+            raise invalid_param("Can only look up local users")
+        if await self.users.get_user(user_id) is None:
+            raise not_found("Unknown user")
+
+    async def user_media(self, user_id: str, *, order_by: str = "created_ts", descending: bool = True,
+                         limit: int = 100, offset: int = 0) -> tuple[list[UserMediaItem], int]:
+        await self.check_local_user(user_id)
+        return await self.admin_store.user_media(
+            user_id, order_by=order_by, descending=descending, limit=limit, offset=offset,
+        )
+
+    async def bytes_stored(self) -> int:
+        return await self.media.bytes_stored()
+
+    async def delete(self, server_name: str, media_id: str) -> bool:
+        """Delete one local item, its thumbnails and (when unreferenced) its files."""
+        if not self.is_local(server_name):
+            raise invalid_param("Can only delete local media")
+        return await self.repository.delete_local(media_id)
+
+    async def delete_many(self, media_ids: list[str]) -> list[str]:
+        deleted = []
+        for media_id in media_ids:
+            if await self.repository.delete_local(media_id):
+                deleted.append(media_id)
+        return deleted
+
+    async def purge_candidates(
+        self, before_ts: int, *, by_access: bool, size_gt: int = 0, keep_profiles: bool = True
+    ) -> list[str]:
+        """Local media uploaded (by_access: last used) before the time; avatars kept with keep_profiles."""
+        return await self.admin_store.local_media_to_purge(
+            self.server_name, before_ts, by_access=by_access, size_gt=size_gt, keep_profiles=keep_profiles,
+        )
+
+    async def purge_local(
+        self, before_ts: int, *, by_access: bool, size_gt: int = 0, keep_profiles: bool = True
+    ) -> list[str]:
+        candidates = await self.purge_candidates(
+            before_ts, by_access=by_access, size_gt=size_gt, keep_profiles=keep_profiles,
+        )
+        return await self.delete_many(candidates)
+
+    async def purge_remote(self, before_ts: int) -> int:
+        return await self.repository.purge_remote_cache(before_ts)
+
+    async def set_quarantine(self, server_name: str, media_id: str, by: str | None) -> bool:
+        origin = None if self.is_local(server_name) else server_name
+        return await self.admin_store.set_quarantine(origin, media_id, by)
+
+    async def media_info(self, server_name: str, media_id: str) -> dict[str, Any] | None:
+        if self.is_local(server_name):
+            local = await self.media.get_local(media_id)
+            return _local_info(self.server_name, local) if local is not None and local.uploaded else None
+        remote = await self.media.get_remote(server_name, media_id)
+        return _remote_info(remote) if remote is not None else None
+
+
+def _local_info(server_name: str, media: LocalMedia) -> dict[str, Any]:
+    return {
+        "media_origin": server_name, "user_id": media.user_id, "media_id": media.media_id,
+        "media_type": media.content_type, "media_length": media.size, "upload_name": media.upload_name,
+        "created_ts": media.created_ts, "filesystem_id": media.sha256, "url_cache": None,
+        "last_access_ts": media.last_access_ts, "quarantined_by": media.quarantined_by,
+        "authenticated": True, "safe_from_quarantine": False, "sha256": media.sha256,
+    }
+
+
+def _remote_info(media: RemoteMedia) -> dict[str, Any]:
+    return {
+        "media_origin": media.origin, "user_id": None, "media_id": media.media_id,
+        "media_type": media.content_type, "media_length": media.size, "upload_name": media.upload_name,
+        "created_ts": media.fetched_ts, "filesystem_id": media.sha256, "url_cache": None,
+        "last_access_ts": media.last_access_ts, "quarantined_by": media.quarantined_by,
+        "authenticated": True, "safe_from_quarantine": False, "sha256": media.sha256,
+    }
+
+
+def _item_json(item: UserMediaItem) -> dict[str, Any]:
+    return {**dataclasses.asdict(item), "safe_from_quarantine": False}
+
+
+# Routes.
+
+routes = web.RouteTableDef()
+
+
+def _admin(request: web.Request) -> MediaAdmin:
+    return MediaAdmin.for_services(services(request), request.app[MEDIA])
+
+
+async def _require_admin(request: web.Request) -> Requester:
+    who = await requester(request)
+    if not who.is_admin:
+        raise forbidden("You are not a server admin")
+    return who
+
+
+def _timestamp(request: web.Request, name: str, required: bool = False) -> int | None:
+    if required and name not in request.query:
+        raise missing_param(f"Missing query parameter {name}")
+    value = query_int(request, name)
+    if value is not None and name == "before_ts" and value < _SECONDS_NOT_MILLISECONDS:
+        raise invalid_param(
+            f"Query parameter {name} you provided is from the year 1970. "
+            "Double check that you are providing a timestamp in milliseconds."
+        )
+    return value
+
+
+def _choice(request: web.Request, name: str, allowed, default: str) -> str:
+    value = request.query.get(name, default)
+    if value not in allowed:
+        raise invalid_param(f"Query parameter {name} must be one of {', '.join(sorted(allowed))}")
+    return value
+
+
+def _page(request: web.Request) -> tuple[int, int]:
+    return query_int(request, "limit", default=100, maximum=10_000), query_int(request, "from", default=0)
+
+
+def _with_next_token(body: dict[str, Any], offset: int, count: int, total: int) -> dict[str, Any]:
+    if offset + count < total:
+        body["next_token"] = offset + count
+    return body
+
+
+@routes.get(f"{ADMIN}/statistics/users/media")
+async def usage_statistics(request: web.Request) -> web.Response:
+    await _require_admin(request)
+    limit, offset = _page(request)
+    order_by = _choice(request, "order_by", USAGE_ORDER, "user_id")
+    direction = _choice(request, "dir", ("f", "b"), "f")
+    from_ts = query_int(request, "from_ts")
+    until_ts = query_int(request, "until_ts")
+    if from_ts is not None and until_ts is not None and until_ts < from_ts:
+        raise invalid_param("Query parameter until_ts must be greater than from_ts")
+    search_term = request.query.get("search_term")
+    if search_term is not None and not search_term:
+        raise invalid_param("Query parameter search_term cannot be empty")
+    users, total = await _admin(request).usage(
+        order_by=order_by, descending=direction == "b", limit=limit, offset=offset,
+        from_ts=from_ts, until_ts=until_ts, search_term=search_term,
+    )
+    body = {"users": [dataclasses.asdict(u) for u in users], "total": total}
+    return json_response(_with_next_token(body, offset, len(users), total))
+
+
+def _user_media_query(request: web.Request) -> tuple[str, bool, int, int]:
+    limit, offset = _page(request)
+    order_by = _choice(request, "order_by", USER_MEDIA_ORDER, "created_ts")
+    # Without order_by and dir: newest first, as Synapse.
+    default_dir = "b" if "order_by" not in request.query else "f"
+    direction = _choice(request, "dir", ("f", "b"), default_dir)
+    return order_by, direction == "b", limit, offset
+
+
+@routes.get(ADMIN + "/users/{user_id}/media")
+async def list_user_media(request: web.Request) -> web.Response:
+    await _require_admin(request)
+    order_by, descending, limit, offset = _user_media_query(request)
+    items, total = await _admin(request).user_media(
+        request.match_info["user_id"], order_by=order_by, descending=descending, limit=limit, offset=offset,
+    )
+    body = {"media": [_item_json(item) for item in items], "total": total}
+    return json_response(_with_next_token(body, offset, len(items), total))
+
+
+@routes.delete(ADMIN + "/users/{user_id}/media")
+async def delete_user_media(request: web.Request) -> web.Response:
+    await _require_admin(request)
+    order_by, descending, limit, offset = _user_media_query(request)
+    admin = _admin(request)
+    items, _ = await admin.user_media(
+        request.match_info["user_id"], order_by=order_by, descending=descending, limit=limit, offset=offset,
+    )
+    deleted = await admin.delete_many([item.media_id for item in items])
+    return json_response({"deleted_media": deleted, "total": len(deleted)})
+
+
+@routes.get(ADMIN + "/media/{server_name}/{media_id}")
+async def media_info(request: web.Request) -> web.Response:
+    await _require_admin(request)
+    server_name, media_id = request.match_info["server_name"], request.match_info["media_id"]
+    check_mxc_parts(server_name, media_id)
+    info = await _admin(request).media_info(server_name, media_id)
+    if info is None:
+        raise not_found("Unknown media")
+    return json_response({"media_info": info})
+
+
+@routes.delete(ADMIN + "/media/{server_name}/{media_id}")
+async def delete_media(request: web.Request) -> web.Response:
+    await _require_admin(request)
+    server_name, media_id = request.match_info["server_name"], request.match_info["media_id"]
+    admin = _admin(request)
+    if not admin.is_local(server_name):
+        raise invalid_param("Can only delete local media")
+    check_mxc_parts(server_name, media_id)
+    if not await admin.delete(server_name, media_id):
+        raise not_found("Unknown media")
+    return json_response({"deleted_media": [media_id], "total": 1})
+
+
+@routes.post(ADMIN + "/media/delete")
+@routes.post(ADMIN + "/media/{server_name}/delete")  # deprecated by Synapse 1.78, still used
+async def purge_local_media(request: web.Request) -> web.Response:
+    await _require_admin(request)
+    admin = _admin(request)
+    server_name = request.match_info.get("server_name")
+    if server_name is not None and not admin.is_local(server_name):
+        raise invalid_param("Can only delete local media")
+    before_ts = _timestamp(request, "before_ts", required=True)
+    size_gt = query_int(request, "size_gt", default=0)
+    keep_profiles = query_bool(request, "keep_profiles", default=True)
+    deleted = await admin.purge_local(before_ts, by_access=True, size_gt=size_gt, keep_profiles=keep_profiles)
+    return json_response({"deleted_media": deleted, "total": len(deleted)})
+
+
+@routes.post(ADMIN + "/purge_media_cache")
+async def purge_remote_cache(request: web.Request) -> web.Response:
+    await _require_admin(request)
+    before_ts = _timestamp(request, "before_ts", required=True)
+    return json_response({"deleted": await _admin(request).purge_remote(before_ts)})
+
+
+async def _quarantine(request: web.Request, quarantine: bool) -> web.Response:
+    who = await _require_admin(request)
+    server_name, media_id = request.match_info["server_name"], request.match_info["media_id"]
+    check_mxc_parts(server_name, media_id)
+    by = who.user_id if quarantine else None
+    if not await _admin(request).set_quarantine(server_name, media_id, by):
+        raise not_found("Unknown media")
+    return json_response({})
+
+
+@routes.post(ADMIN + "/media/quarantine/{server_name}/{media_id}")
+async def quarantine_media(request: web.Request) -> web.Response:
+    return await _quarantine(request, True)
+
+
+@routes.post(ADMIN + "/media/unquarantine/{server_name}/{media_id}")
+async def unquarantine_media(request: web.Request) -> web.Response:
+    return await _quarantine(request, False)
