@@ -77,20 +77,20 @@ async def test_missing_content_type_defaults_to_octet_stream(api, services):
     assert headers["Content-Disposition"] == "attachment"
 
 
-@pytest.mark.parametrize("content_type", ["garbage", "image/", "/png", "image/png/extra", "ima ge/png", "image/pngé"])
-async def test_malformed_content_type_is_refused(api, services, content_type):
+async def test_malformed_content_type_is_refused(api, services):
     alice = await api.register("alice")
-    r = await upload(alice, b"data", content_type)
-    assert (r.status, r.errcode) == (400, "M_INVALID_PARAM"), r
+    for content_type in ("garbage", "image/", "/png", "image/png/extra", "ima ge/png", "image/pngé"):
+        r = await upload(alice, b"data", content_type)
+        assert (r.status, r.errcode) == (400, "M_INVALID_PARAM"), content_type
     assert await media_rows(services) == 0
     assert stored_files(services) == []
 
 
-@pytest.mark.parametrize("filename", ["../../etc/passwd", "a/b.txt", "a\\b.txt", "..", ".", "bad\x00name", "tab\tname", "x" * 256])
-async def test_file_name_with_a_path_or_control_characters_is_refused(api, services, filename):
+async def test_file_name_with_a_path_or_control_characters_is_refused(api, services):
     alice = await api.register("alice")
-    r = await upload(alice, b"data", "text/plain", filename=filename)
-    assert (r.status, r.errcode) == (400, "M_INVALID_PARAM"), r
+    for filename in ("../../etc/passwd", "a/b.txt", "a\\b.txt", "..", ".", "bad\x00name", "tab\tname", "x" * 256):
+        r = await upload(alice, b"data", "text/plain", filename=filename)
+        assert (r.status, r.errcode) == (400, "M_INVALID_PARAM"), filename
     assert await media_rows(services) == 0
     assert stored_files(services) == []
 
