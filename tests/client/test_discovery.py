@@ -18,7 +18,7 @@ CONFIGURED = {
 }
 
 
-async def test_versions(api):
+async def test_versions_and_unconfigured_well_known(api):
     r = await api.request("GET", "/_matrix/client/versions")
     assert r.status == 200
     versions = r["versions"]
@@ -30,8 +30,7 @@ async def test_versions(api):
     alice = await api.register("alice")
     assert (await alice.get("/_matrix/client/versions")).body == r.body
 
-
-async def test_well_known_unconfigured(api):
+    # Without configuration there is nothing to announce.
     for path in ("/.well-known/matrix/client", "/.well-known/matrix/server"):
         r = await api.request("GET", path)
         assert r.status == 404, path

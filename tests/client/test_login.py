@@ -34,17 +34,13 @@ def _password_auth(user_id: str, password: str, session: str | None = None) -> d
 # GET /login
 
 
-async def test_login_flows(api):
+async def test_login_flows_and_identifiers(api):
     r = await api.request("GET", LOGIN)
     assert r.status == 200
     assert {"type": "m.login.password"} in r["flows"]
     assert all(isinstance(flow["type"], str) for flow in r["flows"])
 
-
-# POST /login
-
-
-async def test_login_with_localpart_and_full_user_id(api):
+    # m.id.user with a localpart or a full user id, matched case-insensitively as Synapse does.
     alice = await api.register("alice")
     for user in ("alice", "@alice:test.local", "ALICE"):
         r = await api.login(user)
@@ -56,12 +52,15 @@ async def test_login_with_localpart_and_full_user_id(api):
         assert me.status == 200
         assert me.body == {"user_id": alice.user_id, "device_id": r["device_id"], "is_guest": False}
 
-
-async def test_login_with_deprecated_top_level_user(api):
-    await api.register("alice")
+    # The deprecated top-level "user".
     r = await api.request("POST", LOGIN, {"type": "m.login.password", "user": "alice", "password": PW})
     assert r.status == 200
     assert r["user_id"] == "@alice:test.local"
+    # A client that supports refresh tokens still gets a working login without one.
+    r = await api.login("alice", refresh_token=True)
+    assert r.status == 200
+    assert (await _whoami(api, r["access_token"])).status == 200
+    assert "expires_in_ms" not in r.body or "refresh_token" in r.body
 
 
 async def test_wrong_password_and_unknown_user_get_the_same_answer(api):
@@ -145,7 +144,16 @@ async def test_login_is_rate_limited(api):
 # Access tokens
 
 
-async def test_missing_and_unknown_tokens(api):
+async def test_access_tokens_and_whoami(api):
+    alice = await api.register("alice")
+    r = await alice.get(WHOAMI)
+    assert r.status == 200
+    assert r.body == {"user_id": alice.user_id, "device_id": alice.device_id, "is_guest": False}
+    # The deprecated access_token query parameter works too.
+    r = await api.request("GET", WHOAMI, params={"access_token": alice.access_token})
+    assert r.status == 200
+    assert r["user_id"] == alice.user_id
+
     r = await api.request("GET", WHOAMI)
     assert r.status == 401
     assert r.errcode == "M_MISSING_TOKEN"
@@ -159,19 +167,9 @@ async def test_missing_and_unknown_tokens(api):
     assert r.status == 401
     assert r.errcode == "M_UNKNOWN_TOKEN"
 
-
-async def test_token_in_query_string(api):
-    alice = await api.register("alice")
-    r = await api.request("GET", WHOAMI, params={"access_token": alice.access_token})
-    assert r.status == 200
-    assert r["user_id"] == alice.user_id
-
-
-async def test_whoami(api):
-    alice = await api.register("alice")
-    r = await alice.get(WHOAMI)
-    assert r.status == 200
-    assert r.body == {"user_id": alice.user_id, "device_id": alice.device_id, "is_guest": False}
+    r = await api.request("POST", LOGOUT, {})
+    assert r.status == 401
+    assert r.errcode == "M_MISSING_TOKEN"
 
 
 async def test_password_and_token_are_stored_hashed(api):
@@ -243,46 +241,44 @@ async def test_logout_all(api):
     assert (await bob.get(WHOAMI)).status == 200
 
 
-async def test_logout_needs_a_token(api):
-    r = await api.request("POST", LOGOUT, {})
-    assert r.status == 401
-    assert r.errcode == "M_MISSING_TOKEN"
-
-
 # Password change (user-interactive auth with m.login.password)
 
 
-async def test_password_change_asks_for_the_password_stage(api):
+async def test_password_change_refusals(api):
     alice = await api.register("alice")
+    other = await api.login("alice")
+    await api.register("bob", password="bobs password")
     r = await alice.post(PASSWORD, {"new_password": "new one"})
     assert r.status == 401
     assert r["flows"] == [{"stages": ["m.login.password"]}]
     assert isinstance(r["session"], str)
 
-
-async def test_password_change_with_wrong_password_is_refused(api):
-    alice = await api.register("alice")
-    other = await api.login("alice")
+    # A wrong password.
     r = await alice.post(PASSWORD, {"new_password": "new one", "auth": _password_auth(alice.user_id, "wrong")})
     assert r.status == 401
     assert r.errcode == "M_FORBIDDEN"
     assert r["flows"] == [{"stages": ["m.login.password"]}]
-    # Nothing changed: the old password works, the new one does not, no one was logged out.
-    assert (await api.login("alice", password=PW)).status == 200
-    assert (await api.login("alice", password="new one")).status == 403
-    assert (await _whoami(api, other["access_token"])).status == 200
 
-
-async def test_password_change_with_another_users_password_is_refused(api):
-    alice = await api.register("alice")
-    await api.register("bob", password="bobs password")
+    # Another user's (correct) password.
     r = await alice.post(PASSWORD, {
         "new_password": "new one", "auth": _password_auth("@bob:test.local", "bobs password"),
     })
     assert r.status == 401
     assert r.errcode == "M_FORBIDDEN"
+
+    # A UIA session begun for deleting a device does not authorise a password change.
+    r = await alice.delete(f"/_matrix/client/v3/devices/{other['device_id']}", {})
+    assert r.status == 401
+    r = await alice.post(PASSWORD, {
+        "new_password": "new one", "auth": _password_auth("alice", PW, r["session"]),
+    })
+    assert r.status in (400, 401)
+
+    # Nothing changed: the old password works, the new one does not, no one was logged out.
     assert (await api.login("alice", password=PW)).status == 200
+    assert (await api.login("alice", password="new one")).status == 403
     assert (await api.login("bob", password="bobs password")).status == 200
+    assert (await _whoami(api, other["access_token"])).status == 200
 
 
 async def test_password_change_logs_out_other_devices(api):
@@ -330,16 +326,3 @@ async def test_password_change_bad_bodies(api):
     assert r.status == 401
     assert r.errcode == "M_MISSING_TOKEN"
 
-
-async def test_session_of_one_operation_cannot_be_used_for_another(api):
-    alice = await api.register("alice")
-    second = await api.login("alice")
-    # A UIA session begun for deleting a device ...
-    r = await alice.delete(f"/_matrix/client/v3/devices/{second['device_id']}", {})
-    assert r.status == 401
-    # ... does not authorise a password change.
-    r = await alice.post(PASSWORD, {
-        "new_password": "new one", "auth": _password_auth("alice", PW, r["session"]),
-    })
-    assert r.status in (400, 401)
-    assert (await api.login("alice", password=PW)).status == 200

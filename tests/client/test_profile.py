@@ -22,7 +22,7 @@ async def _member_content(user, room_id: str, user_id: str) -> dict:
     return r.body
 
 
-async def test_new_user_profile(api):
+async def test_profile_lookups(api):
     alice = await api.register("alice")
     # Readable without authentication.
     r = await api.request("GET", _path(alice.user_id))
@@ -34,6 +34,19 @@ async def test_new_user_profile(api):
     r = await api.request("GET", _path(alice.user_id, "avatar_url"))
     assert r.status == 404
     assert r.errcode == "M_NOT_FOUND"
+
+    # Unknown users and malformed user ids.
+    for path in (_path("@nobody:test.local"), _path("@nobody:test.local", "displayname")):
+        r = await api.request("GET", path)
+        assert r.status == 404, path
+        assert r.errcode == "M_NOT_FOUND"
+    for user_id in ("alice", "@:test.local", "@alice"):
+        r = await api.request("GET", _path(user_id))
+        assert r.status in (400, 404), user_id
+        assert r.errcode in ("M_INVALID_PARAM", "M_NOT_FOUND"), user_id
+    r = await alice.put(_path("not-a-user", "displayname"), {"displayname": "x"})
+    assert r.status in (400, 403)
+    assert (await api.request("GET", _path(alice.user_id))).body == {"displayname": "alice"}
 
 
 async def test_set_displayname_and_avatar(api):
@@ -49,9 +62,7 @@ async def test_set_displayname_and_avatar(api):
         "displayname": "Alice Liddell", "avatar_url": "mxc://test.local/abc",
     }
 
-
-async def test_only_own_profile_can_change(api):
-    alice = await api.register("alice")
+    # Only alice may change her profile.
     bob = await api.register("bob")
     for method, body in (("PUT", {"displayname": "Mallory"}), ("DELETE", None)):
         r = await bob.request(method, _path(alice.user_id, "displayname"), body)
@@ -60,7 +71,9 @@ async def test_only_own_profile_can_change(api):
     r = await api.request("PUT", _path(alice.user_id, "displayname"), {"displayname": "Mallory"})
     assert r.status == 401
     assert r.errcode == "M_MISSING_TOKEN"
-    assert (await api.request("GET", _path(alice.user_id))).body == {"displayname": "alice"}
+    assert (await api.request("GET", _path(alice.user_id))).body == {
+        "displayname": "Alice Liddell", "avatar_url": "mxc://test.local/abc",
+    }
 
 
 async def test_delete_fields(api):
@@ -93,25 +106,6 @@ async def test_custom_field(api):
     assert r.status == 200
     assert (await api.request("GET", _path(alice.user_id, "org.example.info"))).status == 404
     assert (await api.request("GET", _path(alice.user_id))).body == {"displayname": "alice", "m.tz": "Europe/London"}
-
-
-async def test_unknown_user(api):
-    await api.register("alice")
-    for path in (_path("@nobody:test.local"), _path("@nobody:test.local", "displayname")):
-        r = await api.request("GET", path)
-        assert r.status == 404, path
-        assert r.errcode == "M_NOT_FOUND"
-
-
-async def test_invalid_user_id(api):
-    alice = await api.register("alice")
-    for user_id in ("alice", "@:test.local", "@alice"):
-        r = await api.request("GET", _path(user_id))
-        assert r.status in (400, 404), user_id
-        assert r.errcode in ("M_INVALID_PARAM", "M_NOT_FOUND"), user_id
-    r = await alice.put(_path("not-a-user", "displayname"), {"displayname": "x"})
-    assert r.status in (400, 403)
-    assert (await api.request("GET", _path(alice.user_id))).body == {"displayname": "alice"}
 
 
 async def test_bad_profile_updates_change_nothing(api):
@@ -192,12 +186,10 @@ async def test_profile_changes_update_member_events(api):
     assert "avatar_url" not in content
     assert content["displayname"] == "Alice L."
 
-
-async def test_custom_fields_do_not_touch_rooms(api):
-    alice = await api.register("alice")
-    room = await alice.create_room()
+    # Custom fields do not send member events.
     before = await alice.get(f"/_matrix/client/v3/rooms/{room}/state")
     r = await alice.put(_path(alice.user_id, "m.tz"), {"m.tz": "Europe/Paris"})
     assert r.status == 200
     after = await alice.get(f"/_matrix/client/v3/rooms/{room}/state")
     assert sorted(e["event_id"] for e in before.body) == sorted(e["event_id"] for e in after.body)
+

@@ -91,15 +91,24 @@ async def test_registration_uses_given_device_and_password(api):
     assert (await api.login("alice", password="wrong")).status == 403
 
 
-async def test_registration_without_username_picks_a_valid_one(api):
+async def test_username_mapping(api):
     from homeserver.protocol import ids
 
+    # Without a username the server picks a valid one.
     r = await api.request("POST", REGISTER, {"password": "pw", "auth": {"type": "m.login.dummy"}})
     assert r.status == 200
     assert ids.is_valid_user_id(r["user_id"])
     assert r["user_id"].endswith(":test.local")
     me = await api.request("GET", WHOAMI, token=r["access_token"])
     assert me["user_id"] == r["user_id"]
+
+    # The spec lets the server map a username onto the grammar "in a logical
+    # manner"; Synapse lowercases it, and so do we.
+    r = await api.request("POST", REGISTER, {
+        "username": "Alice", "password": "pw", "auth": {"type": "m.login.dummy"},
+    })
+    assert r.status == 200
+    assert r["user_id"] == "@alice:test.local"
 
 
 async def test_user_in_use(api):
@@ -119,16 +128,6 @@ async def test_user_in_use(api):
     assert r.status == 400
     assert r.errcode == "M_USER_IN_USE"
     assert await _user_count(api) == 1
-
-
-async def test_uppercase_username_is_mapped_to_lowercase(api):
-    # The spec lets the server map a username onto the grammar "in a logical
-    # manner"; Synapse lowercases it, and so do we.
-    r = await api.request("POST", REGISTER, {
-        "username": "Alice", "password": "pw", "auth": {"type": "m.login.dummy"},
-    })
-    assert r.status == 200
-    assert r["user_id"] == "@alice:test.local"
 
 
 async def test_invalid_usernames(api):
@@ -172,7 +171,8 @@ async def test_inhibit_login(api):
     assert (await api.login("alice", password="pw")).status == 200
 
 
-async def test_guest_and_unknown_kinds_are_refused(api):
+async def test_refused_registration_attempts(api):
+    # Guests are not allowed; unknown kinds are invalid.
     r = await api.request("POST", REGISTER, {}, params={"kind": "guest"})
     assert r.status == 403
     assert r.errcode == "M_FORBIDDEN"
@@ -180,10 +180,8 @@ async def test_guest_and_unknown_kinds_are_refused(api):
                           params={"kind": "robot"})
     assert r.status == 400
     assert r.errcode == "M_INVALID_PARAM"
-    assert await _user_count(api) == 0
 
-
-async def test_unknown_session_is_refused(api):
+    # An unknown session completes nothing.
     r = await api.request("POST", REGISTER, {
         "username": "alice", "password": "pw", "auth": {"type": "m.login.dummy", "session": "nope"},
     })
@@ -199,6 +197,24 @@ async def test_unknown_session_is_refused(api):
     assert r.errcode is not None
     assert r["flows"] == [{"stages": ["m.login.dummy"]}]
     assert await _user_count(api) == 0
+
+
+@pytest.mark.parametrize("config_overrides", [{
+    "rate_limits": {
+        "login": {"per_second": 1000, "burst": 1000},
+        "registration": {"per_second": 0.001, "burst": 2},
+    },
+}])
+async def test_registration_is_rate_limited(api):
+    for name in ("alice", "bob"):
+        await api.register(name)
+    r = await api.request("POST", REGISTER, {
+        "username": "carol", "password": "pw", "auth": {"type": "m.login.dummy"},
+    })
+    assert r.status == 429
+    assert r.errcode == "M_LIMIT_EXCEEDED"
+    assert r["retry_after_ms"] > 0
+    assert await _user_count(api) == 2
 
 
 # /register/available
@@ -260,7 +276,7 @@ async def test_token_registration_flow(api):
 
 
 @pytest.mark.parametrize("config_overrides", [TOKEN_GATED])
-async def test_token_uses_allowed_is_enforced(api):
+async def test_spent_and_expired_tokens(api):
     await api.services.registration.create_token("once", 1, None)
     assert (await api.request("GET", VALIDITY, params={"token": "once"})).body == {"valid": True}
     r = await api.request("POST", REGISTER, {
@@ -275,17 +291,21 @@ async def test_token_uses_allowed_is_enforced(api):
     assert await _user_count(api) == 1
     assert (await api.request("GET", VALIDITY, params={"token": "once"})).body == {"valid": False}
 
-
-@pytest.mark.parametrize("config_overrides", [TOKEN_GATED])
-async def test_expired_token_is_refused(api):
+    # An expired token is refused too.
     await api.services.registration.create_token("old", None, 1000)
     assert (await api.request("GET", VALIDITY, params={"token": "old"})).body == {"valid": False}
     r = await api.request("POST", REGISTER, {
-        "username": "alice", "password": "pw", "auth": {"type": "m.login.registration_token", "token": "old"},
+        "username": "carol", "password": "pw", "auth": {"type": "m.login.registration_token", "token": "old"},
     })
     assert r.status == 401
     assert r.errcode == "M_FORBIDDEN"
-    assert await _user_count(api) == 0
+    assert await _user_count(api) == 1
+
+    # Unknown tokens are invalid; the token parameter is required.
+    assert (await api.request("GET", VALIDITY, params={"token": "unknown"})).body == {"valid": False}
+    r = await api.request("GET", VALIDITY)
+    assert r.status == 400
+    assert r.errcode == "M_MISSING_PARAM"
 
 
 @pytest.mark.parametrize("config_overrides", [TOKEN_GATED])
@@ -308,11 +328,3 @@ async def test_failed_registration_does_not_use_up_the_token(api):
     })
     assert r.status == 200
 
-
-async def test_token_validity(api):
-    await api.services.registration.create_token("abc", 2, None)
-    assert (await api.request("GET", VALIDITY, params={"token": "abc"})).body == {"valid": True}
-    assert (await api.request("GET", VALIDITY, params={"token": "unknown"})).body == {"valid": False}
-    r = await api.request("GET", VALIDITY)
-    assert r.status == 400
-    assert r.errcode == "M_MISSING_PARAM"
