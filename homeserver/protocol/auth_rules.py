@@ -207,7 +207,7 @@ def check_auth_rules(event: Event, auth_state: Mapping[tuple[str, str], Event]) 
         return
 
     # Rule 11 (v1, v2): redactions need the redact level or the same origin.
-    if event.type == "m.room.redaction":
+    if room_version.uses_event_id_in_event and event.type == "m.room.redaction":
         if sender_level >= get_named_level(auth_state, "redact"):
             return
         redacts = event.redacts
