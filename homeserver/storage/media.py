@@ -78,6 +78,16 @@ class Content:
     upload_name: str | None
 
 
+def _quarantine_of(param: int) -> str:
+    """SQL for who quarantined content with the hash in $param, if anyone: the same bytes
+    uploaded or fetched again stay quarantined (as Synapse since 1.128)."""
+    return (
+        f"(SELECT quarantined_by FROM media WHERE sha256 = ${param} AND quarantined_by IS NOT NULL"
+        f" UNION ALL SELECT quarantined_by FROM remote_media WHERE sha256 = ${param}"
+        " AND quarantined_by IS NOT NULL LIMIT 1)"
+    )
+
+
 def _lock_key(sha256: str) -> int:
     # The first 8 bytes of the hash as a signed 64-bit advisory lock key.
     return int.from_bytes(bytes.fromhex(sha256[:16]), "big", signed=True)
@@ -96,7 +106,8 @@ class ContentTransaction:
     async def insert_local(self, media_id: str, user_id: str, content: Content, now: int) -> None:
         await self.conn.execute(
             "INSERT INTO media (media_id, user_id, created_ts, sha256, size, content_type,"
-            " upload_name, uploaded_ts) VALUES ($1, $2, $3, $4, $5, $6, $7, $3)",
+            " upload_name, uploaded_ts, quarantined_by)"
+            f" VALUES ($1, $2, $3, $4, $5, $6, $7, $3, {_quarantine_of(4)})",
             media_id, user_id, now, content.sha256, content.size, content.content_type,
             content.upload_name,
         )
@@ -105,7 +116,8 @@ class ContentTransaction:
         """Fill in an id created with /create; False when it was filled meanwhile or is gone."""
         status = await self.conn.execute(
             "UPDATE media SET sha256 = $3, size = $4, content_type = $5, upload_name = $6,"
-            " uploaded_ts = $7, unused_expires_ts = NULL"
+            " uploaded_ts = $7, unused_expires_ts = NULL,"
+            f" quarantined_by = COALESCE(quarantined_by, {_quarantine_of(3)})"
             " WHERE media_id = $1 AND user_id = $2 AND sha256 IS NULL AND unused_expires_ts > $7",
             media_id, user_id, content.sha256, content.size, content.content_type,
             content.upload_name, now,
@@ -115,7 +127,7 @@ class ContentTransaction:
     async def insert_remote(self, origin: str, media_id: str, content: Content, now: int) -> None:
         await self.conn.execute(
             "INSERT INTO remote_media (origin, media_id, sha256, size, content_type, upload_name,"
-            " fetched_ts) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            f" fetched_ts, quarantined_by) VALUES ($1, $2, $3, $4, $5, $6, $7, {_quarantine_of(3)})"
             " ON CONFLICT (origin, media_id) DO UPDATE SET sha256 = EXCLUDED.sha256,"
             " size = EXCLUDED.size, content_type = EXCLUDED.content_type,"
             " upload_name = EXCLUDED.upload_name, fetched_ts = EXCLUDED.fetched_ts",

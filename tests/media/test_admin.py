@@ -357,6 +357,28 @@ async def test_quarantine_and_release(api, services):
     assert await status_of(api, bob, same_bytes) == 200
 
 
+async def test_same_bytes_uploaded_again_stay_quarantined(api):
+    root = await make_admin(api)
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    media_id = await upload_ok(alice, b"known bad bytes")
+    assert (await root.post(f"{ADMIN}/media/quarantine/{SERVER}/{media_id}", {})).status == 200
+    again = await upload_ok(bob, b"known bad bytes")
+    assert await status_of(api, bob, again) == 404
+    # Also through an async upload (create, then PUT).
+    r = await bob.post("/_matrix/media/v1/create", {})
+    assert r.status == 200, r
+    later = r["content_uri"].rsplit("/", 1)[1]
+    r = await bob.put(f"/_matrix/media/v3/upload/{SERVER}/{later}", raw=b"known bad bytes",
+                      headers={"Content-Type": "application/octet-stream"})
+    assert r.status == 200, r
+    assert await status_of(api, bob, later) == 404
+    await store_remote(api, "remote.example", "remotecopy", b"known bad bytes")
+    assert await status_of(api, bob, "remotecopy", "remote.example") == 404
+    # Other bytes are not affected.
+    assert await status_of(api, bob, await upload_ok(bob, b"harmless")) == 200
+
+
 async def test_quarantine_remote_and_unknown_media(api):
     root = await make_admin(api)
     alice = await api.register("alice")
