@@ -70,10 +70,13 @@ def _open(path: str, max_pixels: int) -> Image.Image:
             image = Image.open(path, formats=_PILLOW_FORMATS)
     except Image.DecompressionBombError:
         raise ImageTooLarge("Image is too large to thumbnail")
-    except (OSError, ValueError, SyntaxError) as e:
+    except Exception as e:  # each format's parser fails in its own way on hostile bytes
         raise ThumbnailError(f"Not an image that can be thumbnailed ({type(e).__name__})")
     width, height = image.size
-    if width < 1 or height < 1 or width * height > max_pixels:
+    if width < 1 or height < 1:
+        image.close()
+        raise ThumbnailError("Image has no pixels")
+    if width * height > max_pixels:
         image.close()
         raise ImageTooLarge(f"Image of {width}x{height} pixels is too large to thumbnail")
     return image
@@ -93,8 +96,12 @@ def probe(path: str, max_pixels: int) -> Probe:
         width, height = image.size
         if orientation in _ROTATED_ORIENTATIONS:
             width, height = height, width
-        animated = bool(getattr(image, "is_animated", False))
-        animatable = _animation_within_limits(image, max_pixels)
+        try:
+            # Counting frames walks the file: broken data may show here already.
+            animated = bool(getattr(image, "is_animated", False))
+            animatable = _animation_within_limits(image, max_pixels)
+        except Exception as e:
+            raise ThumbnailError(f"Image data is corrupt ({type(e).__name__})")
         return Probe(width, height, animated, animatable, orientation not in (1, 0))
 
 
@@ -128,8 +135,11 @@ def render(path: str, requests: list[Request], max_pixels: int, animated: bool =
             return _render_static(image, requests)
     except ThumbnailError:
         raise
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-        # Truncated or corrupt data surfaces only when the pixels are decoded.
+    except Image.DecompressionBombError:
+        raise ImageTooLarge("Image is too large to thumbnail")
+    except Exception as e:
+        # Truncated or corrupt data surfaces only when the pixels are decoded, as
+        # any of the errors a decoder raises on hostile bytes.
         raise ThumbnailError(f"Image data is corrupt ({type(e).__name__})")
 
 
