@@ -137,7 +137,10 @@ class Thumbnailer:
             served = await self._make(source, request, animated)
             future.set_result(served)
             return served
-        except BaseException as e:
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as e:
             future.set_exception(e)
             future.exception()  # retrieved: nobody else may be waiting
             raise

@@ -318,3 +318,16 @@ async def test_damaged_images_never_cause_a_server_error(api):
                 assert status in (200, 400, 413), (content_type, status, body[:200])
                 if status != 200:
                     assert b'"errcode"' in body
+
+
+async def test_concurrent_requests_for_a_new_size_store_one_thumbnail(api, services):
+    import asyncio
+
+    alice = await api.register("alice")
+    media_id = await upload_ok(alice, image_bytes(1000, 800), "image/jpeg")
+    before = len(await _thumbnail_rows(services, media_id))
+    results = await asyncio.gather(*(_thumbnail(api, alice, media_id, 150, 150, "crop") for _ in range(6)))
+    assert {status for status, _, _ in results} == {200}
+    assert len({body for _, body, _ in results}) == 1
+    assert len(await _thumbnail_rows(services, media_id)) == before + 1
+    assert len(stored_files(services)) == before + 2

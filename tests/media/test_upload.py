@@ -270,3 +270,14 @@ async def test_config_reports_the_upload_limit(api):
     assert r.status == 200 and r.body == {"m.upload.size": 100 * 1024 * 1024}
     r = await api.request("GET", "/_matrix/client/v1/media/config")
     assert (r.status, r.errcode) == (401, "M_MISSING_TOKEN")
+
+
+async def test_concurrent_identical_uploads_share_one_file(api, services):
+    alice = await api.register("alice")
+    data = b"the same holiday video" * 5000
+    media_ids = await asyncio.gather(*(upload_ok(alice, data, "video/mp4") for _ in range(8)))
+    assert len(set(media_ids)) == 8
+    [path] = stored_files(services)
+    assert path.read_bytes() == data
+    assert temp_files(services) == []
+    assert await services.db.fetchval("SELECT count(DISTINCT sha256) FROM media") == 1
