@@ -263,10 +263,10 @@ class SafeFetcher:
             self.check_url(current)
             try:
                 response = await session.get(current, headers=self.headers, allow_redirects=False)
-            except aiohttp.ClientConnectorDNSError as e:
+            except aiohttp.ClientConnectorError as e:
                 if isinstance(e.os_error, _DeniedResolution):
                     raise DestinationDenied("The URL's host resolves to an address that may not be fetched")
-                raise FetchError("The URL's host could not be resolved")
+                raise FetchError(f"Could not connect to {current.host}")
             except aiohttp.InvalidURL:
                 raise FetchError("Not a valid URL")
             except aiohttp.ClientError as e:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import ipaddress
+import socket
 from collections import Counter
 from typing import Any
 
@@ -311,6 +312,10 @@ async def test_error_status_redirect_loop_and_slow_page(api, site):
     assert site.hits["/redirect-loop"] == 6  # the first request and five redirects
     r = await preview(alice, site.url("/slow.html"))
     assert r.status == 504 and r.errcode == "M_UNKNOWN", r
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        r = await preview(alice, f"http://127.0.0.1:{closed.getsockname()[1]}/")
+    assert r.status == 502 and r.errcode == "M_UNKNOWN", r
 
 
 # Denied destinations: never connected to.
