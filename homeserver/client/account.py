@@ -119,6 +119,9 @@ async def _free_localpart(svc) -> str:
 @routes.get(V3 + "/register/available")
 async def register_available(request: web.Request) -> web.Response:
     svc = services(request)
+    if not svc.config.registration.enabled:
+        # As Synapse: with registration closed, do not tell strangers which names exist.
+        raise forbidden("Registration is disabled on this server")
     svc.registration_limiter.check(client_ip(request))
     username = request.query.get("username")
     if not username:

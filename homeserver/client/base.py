@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict
 
 from homeserver.appkeys import SERVICES
 from homeserver.errors import MatrixError
+from homeserver.http import client_ip
 from homeserver.services.auth import Requester
 from homeserver.services.container import Services
 
@@ -38,7 +39,10 @@ def access_token_of(request: web.Request) -> str | None:
 
 
 async def requester(request: web.Request) -> Requester:
-    return await services(request).tokens.authenticate(access_token_of(request))
+    svc = services(request)
+    who = await svc.tokens.authenticate(access_token_of(request))
+    await svc.accounts.record_seen(who, client_ip(request))
+    return who
 
 
 def same_user(requester_: Requester, user_id: str) -> None:

@@ -14,12 +14,15 @@ from homeserver.services.auth import (
     PasswordHasher, Requester, TokenAuthenticator, hash_token, new_access_token, new_device_id,
 )
 from homeserver.services.clock import now_ms
+from homeserver.storage.cache import LruCache
 from homeserver.storage.devices import Device, DeviceStore
 from homeserver.storage.users import UserStore
 
 log = logging.getLogger(__name__)
 
 MAX_PASSWORD_LENGTH = 512
+# A device's "last seen" is written at most this often, not on every request.
+LAST_SEEN_INTERVAL_MS = 5 * 60 * 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +42,7 @@ class AccountService:
         self.devices = devices
         self.hasher = hasher
         self.tokens = tokens
+        self._last_seen: LruCache[tuple[str, str], tuple[int, str]] = LruCache(10_000)
 
     def user_id_for(self, localpart: str) -> str:
         return f"@{localpart}:{self.server_name}"
@@ -140,6 +144,16 @@ class AccountService:
         if logout_devices:
             devices = await self.devices.list_devices(requester_user)
             await self.delete_devices(requester_user, [d.device_id for d in devices if d.device_id != keep_device])
+
+    async def record_seen(self, requester: Requester, ip: str) -> None:
+        """Remember when and from where a device was last used (shown in Element's session list)."""
+        key = (requester.user_id, requester.device_id)
+        now = now_ms()
+        previous = self._last_seen.get(key)
+        if previous is not None and previous[1] == ip and now - previous[0] < LAST_SEEN_INTERVAL_MS:
+            return
+        self._last_seen.set(key, (now, ip))
+        await self.devices.record_seen(requester.user_id, requester.device_id, ip, now)
 
     async def list_devices(self, user_id: str) -> list[Device]:
         return await self.devices.list_devices(user_id)
