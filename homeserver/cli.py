@@ -11,8 +11,11 @@ import secrets
 import sys
 from pathlib import Path
 
+import asyncpg
+
 from homeserver.config import ConfigError, load_config, render_default_config
 from homeserver.errors import MatrixError
+from homeserver.signing_key import write_new_signing_key
 
 DEFAULT_CONFIG = Path("homeserver.yaml")
 
@@ -60,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (OSError, asyncpg.PostgresError) as e:
+        # Cannot reach or use the database: say so in one line, not a traceback.
+        print(f"error: database: {e}", file=sys.stderr)
+        return 3
     return 1
 
 
@@ -76,6 +83,12 @@ def _generate_config(path: Path, server_name: str, data_dir: str) -> int:
     # The file holds the registration shared secret: readable by its owner only.
     path.touch(mode=0o600, exist_ok=False)
     path.write_text(text)
+    key_path = load_config(path).signing_key_file
+    if key_path.exists():
+        print(f"keeping the existing signing key {key_path}")
+    else:
+        write_new_signing_key(key_path)
+        print(f"wrote a new signing key to {key_path}")
     print(f"wrote {path} for server name {server_name!r}; edit it, then run `homeserver -c {path} run`")
     return 0
 
