@@ -86,6 +86,8 @@ class MembershipService:
     async def invite(self, sender: str, room_id: str, target: str, reason: str | None = None,
                      is_direct: bool = False) -> Event:
         self._check_target(target)
+        if ids.server_name_of(target) != self.server_name:
+            raise forbidden("Inviting users of other servers needs federation, which is not enabled")
         content: dict[str, Any] = {"membership": "invite", **(await self._profile_content(target))}
         if is_direct:
             content["is_direct"] = True
@@ -122,10 +124,9 @@ class MembershipService:
         await self.rooms.forget(user_id, room_id)
 
     def _check_target(self, target: str) -> None:
+        # Users of any server may be banned (in advance) or unbanned: that needs no federation.
         if not ids.is_valid_user_id(target):
             raise invalid_param("Invalid user id")
-        if ids.server_name_of(target) != self.server_name:
-            raise forbidden("Inviting users of other servers needs federation, which is not enabled")
 
     async def _stripped_state(self, room_id: str, inviter: str) -> list[dict[str, Any]]:
         state = await self.state.get_current_state_ids(room_id)

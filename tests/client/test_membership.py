@@ -422,3 +422,18 @@ async def test_joined_rooms_lists_only_joined(api):
     assert sorted(await joined_rooms(alice)) == sorted([joined, invited, left])
     r = await api.request("GET", f"{V3}/joined_rooms")
     assert r.status == 401 and r.errcode == "M_MISSING_TOKEN"
+
+
+async def test_users_of_other_servers_can_be_banned_in_advance(api):
+    alice = await api.register("alice")
+    room_id = await alice.create_room(preset="public_chat")
+    spammer = "@spammer:elsewhere.example"
+    r = await alice.post(rooms(room_id, "ban"), {"user_id": spammer, "reason": "known spammer"})
+    assert r.status == 200, r
+    assert await membership_of(alice, room_id, spammer) == "ban"
+    r = await alice.post(rooms(room_id, "unban"), {"user_id": spammer})
+    assert r.status == 200, r
+    assert await membership_of(alice, room_id, spammer) == "leave"
+    for action in ("ban", "kick", "unban"):
+        r = await alice.post(rooms(room_id, action), {"user_id": "not-a-user"})
+        assert r.status == 400 and r.errcode == "M_INVALID_PARAM", (action, r)
