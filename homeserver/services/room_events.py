@@ -49,6 +49,13 @@ class RoomEventsService:
     async def send_message(
         self, requester: Requester, room_id: str, event_type: str, content: dict[str, Any], txn_id: str
     ) -> Event:
+        if event_type == "m.room.redaction" and isinstance(content.get("redacts"), str):
+            # From room version 11 "redacts" lives in content, so /send can carry a
+            # redaction: it gets the checks of /redact (the auth rules leave them to us).
+            version = await self.events.get_room_version(room_id)
+            if version is not None and version.redacts_in_content:
+                await self._require_joined(requester.user_id, room_id)
+                await self._check_may_redact(requester.user_id, room_id, content["redacts"])
         draft = EventDraft(event_type, requester.user_id, content, txn=(requester.device_id, txn_id))
         return await self.pipeline.send(room_id, draft)
 
@@ -71,12 +78,8 @@ class RoomEventsService:
     async def redact(
         self, requester: Requester, room_id: str, event_id: str, reason: str | None, txn_id: str
     ) -> Event:
-        target = await self.events.get_event(event_id)
         await self._require_joined(requester.user_id, room_id)
-        if target is not None and target.room_id == room_id and target.sender != requester.user_id:
-            state = await self._current_auth_state(room_id, requester.user_id)
-            if get_user_power_level(requester.user_id, state) < get_named_level(state, "redact", 50):
-                raise forbidden("You may not redact other users' events")
+        await self._check_may_redact(requester.user_id, room_id, event_id)
         content: dict[str, Any] = {"reason": reason} if reason else {}
         version = await self.events.get_room_version(room_id)
         if version is not None and version.redacts_in_content:
@@ -86,6 +89,24 @@ class RoomEventsService:
             txn=(requester.device_id, txn_id),
         )
         return await self.pipeline.send(room_id, draft)
+
+    async def _check_may_redact(self, user_id: str, room_id: str, event_id: str) -> None:
+        """Anyone may redact their own events; others' and unknown ones need the redact level.
+
+        Since room version 3 the auth rules accept any redaction and leave to the
+        server whether to apply it (spec: rooms/v3 "Handling redactions"), so a
+        local user's redaction is checked here, before it is sent.
+        """
+        target = await self.events.get_event(event_id)
+        if target is not None and target.room_id != room_id:
+            raise invalid_param("Cannot redact an event of another room")
+        if target is not None and target.sender == user_id:
+            return
+        state = await self._current_auth_state(room_id, user_id)
+        if get_user_power_level(user_id, state) < get_named_level(state, "redact", 50):
+            if target is None:
+                raise not_found("Unknown event")
+            raise forbidden("You may not redact other users' events")
 
     # Reading
 

@@ -200,9 +200,41 @@ async def test_redacting_an_event_of_another_room(api, services):
     room_b = await bob.create_room()
     target = await bob.send_text(room_b, "in b")
     await bob.join(room_a)
-    # Bob redacts "his" event through a room where it is not: it must stay intact.
+    # Bob redacts "his" event through a room where it is not: refused, and it stays intact.
     r = await bob.put(redact_path(room_a, target, "r1"), {})
-    assert r.status in (200, 400, 403, 404), r
+    assert r.status == 400 and r.errcode == "M_INVALID_PARAM", r
+    r = await bob.put(f"{V3}/rooms/{room_a}/send/m.room.redaction/t1", {"redacts": target})
+    assert r.status == 400 and r.errcode == "M_INVALID_PARAM", r
+    assert await count_events(services, room_a, "m.room.redaction") == 0
     r = await bob.get(f"{V3}/rooms/{room_b}/event/{target}")
     assert r["content"]["body"] == "in b"
     assert "redacted_because" not in r["unsigned"]
+
+
+async def test_redaction_sent_through_send_is_checked_like_redact(api, services):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    room_id = await alice.create_room(preset="public_chat")
+    await bob.join(room_id)
+    target = await alice.send_text(room_id, "from alice")
+    r = await bob.put(f"{V3}/rooms/{room_id}/send/m.room.redaction/t1", {"redacts": target})
+    assert r.status == 403 and r.errcode == "M_FORBIDDEN", r
+    assert await count_events(services, room_id, "m.room.redaction") == 0
+    r = await alice.get(f"{V3}/rooms/{room_id}/event/{target}")
+    assert r["content"]["body"] == "from alice"
+    # The sender's own event, through /send, is fine.
+    own = await bob.send_text(room_id, "mine")
+    r = await bob.put(f"{V3}/rooms/{room_id}/send/m.room.redaction/t2", {"redacts": own})
+    assert r.status == 200, r
+    r = await bob.get(f"{V3}/rooms/{room_id}/event/{own}")
+    assert r["content"] == {} and r["unsigned"]["redacted_because"]["event_id"]
+
+
+async def test_redacting_unknown_event_needs_redact_power(api, services):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    room_id = await alice.create_room(preset="public_chat")
+    await bob.join(room_id)
+    r = await bob.put(redact_path(room_id, "$unknown", "r1"), {})
+    assert r.status in (403, 404) and r.errcode in ("M_FORBIDDEN", "M_NOT_FOUND"), r
+    assert await count_events(services, room_id, "m.room.redaction") == 0
