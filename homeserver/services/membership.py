@@ -56,9 +56,12 @@ class MembershipService:
                 content[key] = profile[key]
         return content
 
-    async def join_as_creator(self, room_id: str, user_id: str) -> Event:
+    async def creator_join_draft(self, user_id: str) -> EventDraft:
         content = {"membership": "join", **(await self._profile_content(user_id))}
-        return await self.pipeline.send(room_id, EventDraft("m.room.member", user_id, content, state_key=user_id))
+        return EventDraft("m.room.member", user_id, content, state_key=user_id)
+
+    async def join_as_creator(self, room_id: str, user_id: str) -> Event:
+        return await self.pipeline.send(room_id, await self.creator_join_draft(user_id))
 
     async def join(self, user_id: str, room_id: str, reason: str | None = None) -> Event | None:
         if not await self.rooms.room_exists(room_id):
@@ -85,12 +88,8 @@ class MembershipService:
 
     async def invite(self, sender: str, room_id: str, target: str, reason: str | None = None,
                      is_direct: bool = False) -> Event:
-        self._check_target(target)
-        if ids.server_name_of(target) != self.server_name:
-            raise forbidden("Inviting users of other servers needs federation, which is not enabled")
-        content: dict[str, Any] = {"membership": "invite", **(await self._profile_content(target))}
-        if is_direct:
-            content["is_direct"] = True
+        self.check_invite_target(target)
+        content = await self.invite_content(target, is_direct)
         current = await self.state.get_membership(room_id, target)
         if current is not None and current[0] in ("join", "ban"):
             raise forbidden(f"{target} is already in the room" if current[0] == "join" else f"{target} is banned")
@@ -122,6 +121,17 @@ class MembershipService:
         if current[0] in ("join", "invite", "knock"):
             raise MatrixError(400, "M_UNKNOWN", "Leave the room before forgetting it")
         await self.rooms.forget(user_id, room_id)
+
+    def check_invite_target(self, target: str) -> None:
+        self._check_target(target)
+        if ids.server_name_of(target) != self.server_name:
+            raise forbidden("Inviting users of other servers needs federation, which is not enabled")
+
+    async def invite_content(self, target: str, is_direct: bool = False) -> dict[str, Any]:
+        content: dict[str, Any] = {"membership": "invite", **(await self._profile_content(target))}
+        if is_direct:
+            content["is_direct"] = True
+        return content
 
     def _check_target(self, target: str) -> None:
         # Users of any server may be banned (in advance) or unbanned: that needs no federation.

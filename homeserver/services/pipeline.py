@@ -101,6 +101,26 @@ class EventPipeline:
                                 new_room=(version, is_public))
         return event
 
+    def check_new_room(self, version: RoomVersion, drafts: list[EventDraft]) -> None:
+        """Build and check a new room's first events in memory, persisting nothing.
+
+        /createRoom runs this before anything is stored, so that a request whose
+        initial state the rules refuse leaves no half-made room behind.
+        """
+        room_id = None if version.room_id_from_create_event else f"!check:{self.server_name}"
+        state: dict[StateKey, Event] = {}
+        prev_events: list[str] = []
+        for depth, draft in enumerate(drafts, start=1):
+            state_ids = {key: event.event_id for key, event in state.items()}
+            event = self._build(version, room_id, draft, prev_events, state_ids, depth)
+            room_id = event.room_id
+            wanted = auth_types_for_event(version, event.type, event.sender, event.state_key, event.content)
+            keys = set(wanted) | {("m.room.create", "")}
+            self._check(event, {key: state[key] for key in keys if key in state})
+            if event.is_state():
+                state[event.state_tuple] = event
+            prev_events = [event.event_id]
+
     async def send(self, room_id: str, draft: EventDraft) -> Event:
         """Build, check and persist a local event in an existing room."""
         version = await self.events.get_room_version(room_id)

@@ -58,8 +58,11 @@ class RoomCreator:
         for user_id in request.invite:
             if not ids.is_valid_user_id(user_id):
                 raise invalid_param(f"Invalid user id to invite: {user_id}")
-        preset = PRESETS[request.preset]
-        trusted_invitees = request.invite if request.preset == "trusted_private_chat" else []
+        # The creator is in the room already; inviting them again would fail half-way.
+        invitees = [u for u in dict.fromkeys(request.invite) if u != creator]
+        for user_id in invitees:
+            self.membership.check_invite_target(user_id)
+        trusted_invitees = invitees if request.preset == "trusted_private_chat" else []
 
         # 1. m.room.create
         create_content = dict(request.creation_content)
@@ -68,68 +71,88 @@ class RoomCreator:
             create_content["creator"] = creator
         if version.privileged_creators and trusted_invitees:
             # Room version 12: trusted private chats make the invitees co-creators (as Synapse does).
-            extra = [u for u in trusted_invitees if u != creator]
             create_content["additional_creators"] = list(
-                dict.fromkeys(list(create_content.get("additional_creators", [])) + extra)
+                dict.fromkeys(list(create_content.get("additional_creators", [])) + trusted_invitees)
             )
-        create = await self.pipeline.create_room(
-            version, EventDraft("m.room.create", creator, create_content, state_key=""), request.is_public
-        )
-        room_id = create.room_id
-
-        async def send_state(event_type: str, content: dict[str, Any], state_key: str = "") -> None:
-            await self.pipeline.send(room_id, EventDraft(event_type, creator, content, state_key=state_key))
-
+        create_draft = EventDraft("m.room.create", creator, create_content, state_key="")
         # 2. the creator joins
-        await self.membership.join_as_creator(room_id, creator)
+        join_draft = await self.membership.creator_join_draft(creator)
+        # 3.-7.
+        state_drafts = self._state_drafts(creator, request, alias, trusted_invitees)
+        # 8. invites (sent through the membership service, which adds the stripped state)
+        invite_drafts = [
+            EventDraft("m.room.member", creator, await self.membership.invite_content(u, request.is_direct),
+                       state_key=u)
+            for u in invitees
+        ]
 
+        try:
+            self.pipeline.check_new_room(version, [create_draft, join_draft, *state_drafts, *invite_drafts])
+        except MatrixError as e:
+            if e.errcode == "M_FORBIDDEN":
+                # Spec: initial state the rules refuse (say, a creator without the
+                # power to set the name) is M_INVALID_ROOM_STATE.
+                raise MatrixError(400, "M_INVALID_ROOM_STATE", f"Invalid initial state: {e.error}")
+            raise
+
+        create = await self.pipeline.create_room(version, create_draft, request.is_public)
+        room_id = create.room_id
+        await self.pipeline.send(room_id, join_draft)
+        if alias is not None and not await self.rooms.create_alias(alias, room_id, creator):
+            raise MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken")
+        for draft in state_drafts:
+            await self.pipeline.send(room_id, draft)
+        for user_id in invitees:
+            await self.membership.invite(creator, room_id, user_id, is_direct=request.is_direct)
+        return room_id, alias
+
+    def _state_drafts(
+        self, creator: str, request: CreateRoomRequest, alias: str | None, trusted_invitees: list[str]
+    ) -> list[EventDraft]:
+        """Steps 3 to 7 of the spec's order: power levels, alias, preset, initial_state, name and topic."""
+        drafts: list[EventDraft] = []
+
+        def state(event_type: str, content: dict[str, Any], state_key: str = "") -> None:
+            drafts.append(EventDraft(event_type, creator, content, state_key=state_key))
+
+        preset = PRESETS[request.preset]
         # 3. power levels, with the preset's and the request's overrides
-        power_levels = default_power_levels(creator, version, request.preset, trusted_invitees)
+        power_levels = default_power_levels(creator, request.version, request.preset, trusted_invitees)
         override = request.power_level_content_override or {}
         initial_pl = next(
             (s for s in request.initial_state if s.get("type") == "m.room.power_levels" and s.get("state_key", "") == ""),
             None,
         )
         power_levels.update(override)
-        await send_state("m.room.power_levels", power_levels)
+        state("m.room.power_levels", power_levels)
 
         # 4. canonical alias
         if alias is not None:
-            if not await self.rooms.create_alias(alias, room_id, creator):
-                raise MatrixError(400, "M_ROOM_IN_USE", "Room alias already taken")
-            await send_state("m.room.canonical_alias", {"alias": alias})
+            state("m.room.canonical_alias", {"alias": alias})
 
         # 5. preset state: join rules, history visibility, guest access
         initial_keys = {(s.get("type"), s.get("state_key", "")) for s in request.initial_state}
-        join_rule = "public" if request.preset == "public_chat" else preset["join_rule"]
         if ("m.room.join_rules", "") not in initial_keys:
-            await send_state("m.room.join_rules", {"join_rule": join_rule})
+            state("m.room.join_rules", {"join_rule": preset["join_rule"]})
         if ("m.room.history_visibility", "") not in initial_keys:
-            await send_state("m.room.history_visibility", {"history_visibility": preset["history_visibility"]})
+            state("m.room.history_visibility", {"history_visibility": preset["history_visibility"]})
         if ("m.room.guest_access", "") not in initial_keys:
-            await send_state("m.room.guest_access", {"guest_access": preset["guest_access"]})
+            state("m.room.guest_access", {"guest_access": preset["guest_access"]})
 
         # 6. initial_state (a power levels event there was already folded in above)
-        for state in request.initial_state:
-            if state is initial_pl:
+        for event in request.initial_state:
+            if event is initial_pl:
                 continue
-            await send_state(state["type"], state.get("content", {}), state.get("state_key", ""))
+            state(event["type"], event.get("content", {}), event.get("state_key", ""))
         if initial_pl is not None:
-            await send_state("m.room.power_levels", {**power_levels, **initial_pl.get("content", {}), **override})
+            state("m.room.power_levels", {**power_levels, **initial_pl.get("content", {}), **override})
 
         # 7. name and topic
         if request.name is not None:
-            await send_state("m.room.name", {"name": request.name})
+            state("m.room.name", {"name": request.name})
         if request.topic is not None:
-            await send_state(
-                "m.room.topic",
-                {"topic": request.topic, "m.topic": [{"mimetype": "text/plain", "body": request.topic}]},
-            )
-
-        # 8. invites
-        for user_id in request.invite:
-            await self.membership.invite(creator, room_id, user_id, is_direct=request.is_direct)
-        return room_id, alias
+            state("m.room.topic", {"topic": request.topic, "m.topic": [{"mimetype": "text/plain", "body": request.topic}]})
+        return drafts
 
 
 def default_power_levels(

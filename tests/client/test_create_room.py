@@ -408,3 +408,60 @@ async def test_empty_body_creates_a_private_room(api):
 async def test_requires_authentication(api):
     r = await api.request("POST", CREATE, {})
     assert r.status == 401 and r.errcode == "M_MISSING_TOKEN"
+
+
+# Initial state the rules refuse: nothing may be left behind.
+
+
+async def event_count(services) -> int:
+    return await services.db.fetchval("SELECT count(*) FROM events")
+
+
+async def test_initial_state_the_rules_refuse_is_invalid_room_state(api, services):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    for body in (
+        # The creator (v11: an ordinary user) gives away the power to set the join rules.
+        {"room_version": "11", "power_level_content_override": {"users": {}}},
+        {"room_version": "11", "name": "x", "power_level_content_override": {"events": {"m.room.name": 101}}},
+        # Room version 10+: power levels must be integers.
+        {"power_level_content_override": {"ban": "50"}},
+        {"initial_state": [{"type": "m.room.create", "content": {}}]},
+        {"initial_state": [{"type": "m.room.member", "state_key": bob.user_id, "content": {"membership": "join"}}]},
+    ):
+        r = await alice.post(CREATE, body)
+        assert r.status == 400 and r.errcode == "M_INVALID_ROOM_STATE", (body, r)
+    assert await room_count(services) == 0
+    assert await event_count(services) == 0
+    assert (await alice.get("/_matrix/client/v3/joined_rooms"))["joined_rooms"] == []
+
+
+async def test_bad_initial_state_content_stores_nothing(api, services):
+    alice = await api.register("alice")
+    r = await alice.post(CREATE, {"initial_state": [{"type": "org.example.big", "content": {"x": "y" * 70_000}}]})
+    assert r.status == 413 and r.errcode == "M_TOO_LARGE", r
+    r = await alice.post(CREATE, {"initial_state": [{"type": "org.example.f", "content": {"x": 1.5}}]})
+    assert r.status == 400 and r.errcode == "M_BAD_JSON", r
+    r = await alice.post(CREATE, {"creation_content": {"x": 0.5}})
+    assert r.status == 400 and r.errcode == "M_BAD_JSON", r
+    assert await room_count(services) == 0
+    assert await event_count(services) == 0
+
+
+async def test_invite_list_with_the_creator_and_duplicates(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    room_id = await alice.create_room(invite=[alice.user_id, bob.user_id, bob.user_id])
+    assert (await state_content(alice, room_id, "m.room.member", alice.user_id))["membership"] == "join"
+    assert (await state_content(alice, room_id, "m.room.member", bob.user_id))["membership"] == "invite"
+    r = await alice.get(f"/_matrix/client/v3/rooms/{room_id}/messages", params={"dir": "f", "limit": "50"})
+    invites = [e for e in r["chunk"] if e["type"] == "m.room.member" and e["content"]["membership"] == "invite"]
+    assert len(invites) == 1
+
+
+async def test_invitee_of_another_server_is_refused_before_anything_is_created(api, services):
+    # This server has no federation: such an invite could never be delivered.
+    alice = await api.register("alice")
+    r = await alice.post(CREATE, {"invite": ["@bob:elsewhere.example"]})
+    assert r.status == 403 and r.errcode == "M_FORBIDDEN", r
+    assert await room_count(services) == 0
