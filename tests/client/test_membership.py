@@ -437,3 +437,29 @@ async def test_users_of_other_servers_can_be_banned_in_advance(api):
     for action in ("ban", "kick", "unban"):
         r = await alice.post(rooms(room_id, action), {"user_id": "not-a-user"})
         assert r.status == 400 and r.errcode == "M_INVALID_PARAM", (action, r)
+
+
+async def test_kicked_and_banned_users_see_the_room_in_the_leave_section(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    carol = await api.register("carol")
+    room_id = await alice.create_room(preset="public_chat")
+    await bob.join(room_id)
+    await carol.join(room_id)
+    bob_first = await bob.sync()
+    carol_first = await carol.sync()
+    r = await alice.post(rooms(room_id, "kick"), {"user_id": bob.user_id, "reason": "out"})
+    assert r.status == 200
+    r = await alice.post(rooms(room_id, "ban"), {"user_id": carol.user_id})
+    assert r.status == 200
+    await alice.send_text(room_id, "after they went")
+
+    for user, first, membership in ((bob, bob_first, "leave"), (carol, carol_first, "ban")):
+        later = await user.sync(since=first["next_batch"])
+        assert room_id not in later["rooms"]["join"]
+        timeline = later["rooms"]["leave"][room_id]["timeline"]["events"]
+        own = [e for e in timeline if e["type"] == "m.room.member" and e["state_key"] == user.user_id]
+        assert own[-1]["content"]["membership"] == membership
+        assert own[-1]["sender"] == alice.user_id
+        # Nothing from after their departure.
+        assert all(e.get("content", {}).get("body") != "after they went" for e in timeline)

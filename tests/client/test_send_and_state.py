@@ -447,3 +447,18 @@ async def test_joined_members(api):
     assert joined[bob.user_id]["display_name"] == "Bobby"
     assert joined[bob.user_id]["avatar_url"] == "mxc://test.local/abc"
     assert joined[alice.user_id].get("display_name") in (None, "alice")
+
+
+async def test_left_user_reads_events_up_to_leaving_only(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    room_id = await alice.create_room(preset="public_chat")
+    await bob.join(room_id)
+    before = await alice.send_text(room_id, "before")
+    r = await bob.post(f"{V3}/rooms/{room_id}/leave", {})
+    assert r.status == 200
+    after = await alice.send_text(room_id, "after")
+    r = await bob.get(f"{V3}/rooms/{room_id}/event/{before}")
+    assert r.status == 200 and r["content"]["body"] == "before"
+    r = await bob.get(f"{V3}/rooms/{room_id}/event/{after}")
+    assert r.status == 404 and r.errcode == "M_NOT_FOUND"
