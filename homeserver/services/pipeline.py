@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import logging
 import secrets
+import weakref
 from typing import Any, Callable
 
 from homeserver.errors import MatrixError, bad_json, forbidden, too_large
@@ -76,7 +77,8 @@ class EventPipeline:
         self.stream = stream
         self.room_changes = room_changes
         self.on_persisted = on_persisted
-        self._room_locks: dict[str, asyncio.Lock] = {}
+        # A room's lock lives while someone holds or awaits it, so the map stays small.
+        self._room_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # The tip of each room and who is joined, kept here because this process
         # is the rooms' only writer (see docs/architecture.md).
         self._extremities: LruCache[str, list[str]] = LruCache(10_000)
