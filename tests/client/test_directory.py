@@ -154,7 +154,7 @@ async def test_room_aliases_list_needs_membership(api):
 async def test_canonical_alias_must_point_to_the_room(api, services):
     alice = await api.register("alice")
     room_id = await alice.create_room()
-    other_room = await alice.create_room(room_alias_name="other")
+    await alice.create_room(room_alias_name="other")  # "#other" points to another room
     r = await alice.put(alias_path("#mine:test.local"), {"room_id": room_id})
     assert r.status == 200
     path = f"{V3}/rooms/{room_id}/state/m.room.canonical_alias"

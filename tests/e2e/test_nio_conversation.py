@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 from nio import (
-    AsyncClient, JoinResponse, LoginResponse, RegisterResponse, RoomCreateResponse, RoomInviteResponse,
+    AsyncClient, JoinResponse, LoginResponse, LogoutResponse, RegisterResponse, RoomCreateResponse,
     RoomLeaveResponse, RoomMessagesResponse, RoomSendResponse, SyncResponse,
 )
 
@@ -81,8 +81,8 @@ async def test_two_users_converse_with_nio(server):
         got = await bob.sync(timeout=0)
         assert room_id in got.rooms.leave
         assert room_id not in got.rooms.join
+        assert isinstance(await alice.logout(), LogoutResponse)
+        assert isinstance(await bob.logout(), LogoutResponse)
     finally:
-        await alice.logout()
-        await bob.logout()
         await alice.close()
         await bob.close()
