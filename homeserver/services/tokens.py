@@ -1,7 +1,8 @@
 """Sync and pagination tokens.
 
-A sync token is ``s<events>_<account data>``: the position of each stream
-(DESIGN.md, Streams). Pagination tokens are ``s<events>`` and name the point
+A sync token is ``s<events>_<account data>_<receipts>_<typing>_<to-device>_<device lists>``:
+the position of each stream (DESIGN.md, Streams), in that order; missing
+trailing positions read as 0, so tokens of older versions still parse. Pagination tokens are ``s<events>`` and name the point
 *after* an event position; both parse the same way, so a client may pass a
 sync token to /messages as Synapse allows.
 """
@@ -22,9 +23,13 @@ _TOKEN = re.compile(r"s[0-9]+(?:_[0-9]+)*")
 class SyncToken:
     events: int
     account_data: int
+    receipts: int = 0
+    typing: int = 0
+    to_device: int = 0
+    device_lists: int = 0
 
     def serialize(self) -> str:
-        return f"s{self.events}_{self.account_data}"
+        return "s" + "_".join(str(p) for p in dataclasses.astuple(self))
 
     def capped_at(self, current: "SyncToken") -> "SyncToken":
         """This token with no position past ``current`` (each stream separately)."""
@@ -33,8 +38,10 @@ class SyncToken:
     @classmethod
     def parse(cls, token: str) -> "SyncToken":
         parts = _parts(token)
-        parts += [0] * (2 - len(parts))
-        return cls(parts[0], parts[1])
+        width = len(dataclasses.fields(cls))
+        if len(parts) > width:
+            raise invalid_param("Invalid token")
+        return cls(*(parts + [0] * (width - len(parts))))
 
 
 def parse_pagination_token(token: str) -> int:
