@@ -11,10 +11,9 @@ import secrets
 import sys
 from pathlib import Path
 
-import asyncpg
-
 from homeserver.config import ConfigError, load_config, render_default_config
 from homeserver.errors import MatrixError
+from homeserver.server import StartupError
 from homeserver.signing_key import write_new_signing_key
 
 DEFAULT_CONFIG = Path("homeserver.yaml")
@@ -63,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (OSError, asyncpg.PostgresError) as e:
-        # Cannot reach or use the database: say so in one line, not a traceback.
-        print(f"error: database: {e}", file=sys.stderr)
+    except StartupError as e:
+        # Say what stops the start in one line, not a traceback.
+        print(f"error: {e}", file=sys.stderr)
         return 3
     return 1
 

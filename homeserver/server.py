@@ -7,6 +7,9 @@ import contextlib
 import logging
 import signal
 from typing import AsyncIterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
 
 from aiohttp import web
 
@@ -19,6 +22,18 @@ from homeserver.storage.db import Database, EmbeddedPostgres, ensure_database, r
 log = logging.getLogger(__name__)
 
 
+class StartupError(Exception):
+    """The server cannot start; the message tells the admin why, in one line."""
+
+
+def _without_password(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    if parts.password is None:
+        return dsn
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 @contextlib.asynccontextmanager
 async def open_database(config: Config) -> AsyncIterator[Database]:
     """Connect to the configured PostgreSQL, or start the embedded one; migrate; yield."""
@@ -28,10 +43,13 @@ async def open_database(config: Config) -> AsyncIterator[Database]:
         embedded = EmbeddedPostgres(config.data_dir / "postgres")
         log.info("starting embedded PostgreSQL in %s", embedded.directory)
         dsn = await asyncio.to_thread(embedded.start)
-    else:
-        await ensure_database(dsn)
     try:
-        db = await Database.connect(dsn, max_size=config.database_pool_size)
+        try:
+            if embedded is None:
+                await ensure_database(dsn)
+            db = await Database.connect(dsn, max_size=config.database_pool_size)
+        except (OSError, asyncpg.PostgresError) as e:
+            raise StartupError(f"cannot use the database {_without_password(dsn)}: {e}") from e
         try:
             async with db.pool.acquire() as conn:
                 applied = await run_migrations(conn)
@@ -58,7 +76,11 @@ async def serve(config: Config) -> None:
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, config.listen.host, config.listen.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:
+            await runner.cleanup()
+            raise StartupError(f"cannot listen on {config.listen.host}:{config.listen.port}: {e.strerror}") from e
         log.info("listening on http://%s:%d as %s", config.listen.host, config.listen.port, config.server_name)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
