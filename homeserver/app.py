@@ -6,14 +6,17 @@ from aiohttp import web
 
 from homeserver.appkeys import SERVICES
 from homeserver.client import (
-    account, account_data, admin_register, devices, directory, profile, room_events, rooms, sync, versions,
+    account, account_data, admin_register, devices, directory, profile, receipts, room_events, rooms, sync,
+    versions,
 )
 from homeserver.http import matrix_middleware
 from homeserver.services.container import Services
 from media import admin as media_admin, preview as media_preview
 from media.app import setup_media
 
-CLIENT_ROUTE_MODULES = (versions, account, devices, profile, rooms, room_events, directory, sync, account_data)
+CLIENT_ROUTE_MODULES = (
+    versions, account, devices, profile, rooms, room_events, directory, sync, account_data, receipts,
+)
 
 
 def create_app(services: Services) -> web.Application:

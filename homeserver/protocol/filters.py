@@ -29,6 +29,7 @@ class EventFilter:
     lazy_load_members: bool = False
     include_redundant_members: bool = False
     contains_url: bool | None = None
+    unread_thread_notifications: bool = False
 
     def allows(self, event: Event) -> bool:
         if self.rooms is not None and event.room_id not in self.rooms:
@@ -135,6 +136,7 @@ def parse_event_filter(raw: Any, path: str = "") -> EventFilter:
         lazy_load_members=bool(_bool(raw, "lazy_load_members", path, False)),
         include_redundant_members=bool(_bool(raw, "include_redundant_members", path, False)),
         contains_url=_bool(raw, "contains_url", path, None),
+        unread_thread_notifications=bool(_bool(raw, "unread_thread_notifications", path, False)),
     )
 
 

@@ -16,9 +16,11 @@ from homeserver.services.notifier import Notifier
 from homeserver.services.pipeline import EventPipeline
 from homeserver.services.profiles import ProfileService
 from homeserver.services.ratelimit import RateLimiter
+from homeserver.services.receipts import ReceiptsService
 from homeserver.services.room_creation import RoomCreator
 from homeserver.services.room_events import RoomEventsService
 from homeserver.services.sync import SyncService
+from homeserver.services.typing import TypingService
 from homeserver.services.uia import UserInteractiveAuth
 from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.db import Database
@@ -26,6 +28,7 @@ from homeserver.storage.devices import DeviceStore
 from homeserver.storage.events import EventStore
 from homeserver.storage.filters import FilterStore
 from homeserver.storage.media import MediaStore
+from homeserver.storage.receipts import ReceiptStore
 from homeserver.storage.registration import RegistrationStore
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
@@ -57,6 +60,8 @@ class Services:
     views: EventViews
     sync: SyncService
     account_data: AccountDataService
+    receipts: ReceiptsService
+    typing: TypingService
     profiles: ProfileService
     login_limiter: RateLimiter
     registration_limiter: RateLimiter
@@ -81,6 +86,8 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
     room_changes = StreamChangeCache(event_stream.current())
     notifier.watch(event_stream)
     notifier.watch(account_data_stream)
+    receipt_stream = await StreamIdGenerator.load(db, "receipts", "stream_id")
+    notifier.watch(receipt_stream)
 
     def on_persisted(event: Event, users_to_wake: set[str]) -> None:
         notifier.notify_at(event_stream, event.internal["stream_ordering"], users_to_wake)
@@ -92,6 +99,9 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
     )
     views = EventViews(events, state)
     membership = MembershipService(server_name, pipeline, events, state, rooms, users)
+    account_data = AccountDataService(account_data_store, account_data_stream, notifier)
+    receipts = ReceiptsService(ReceiptStore(db), receipt_stream, events, state, rooms, account_data, notifier)
+    typing = TypingService(state, notifier)
     limits = config.rate_limits
     return Services(
         config=config,
@@ -116,9 +126,11 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         views=views,
         sync=SyncService(
             events, state, rooms, account_data_store, views, notifier, event_stream,
-            account_data_stream, room_changes,
+            account_data_stream, room_changes, receipts=receipts, typing=typing,
         ),
-        account_data=AccountDataService(account_data_store, account_data_stream, notifier),
+        account_data=account_data,
+        receipts=receipts,
+        typing=typing,
         profiles=ProfileService(users, state, events, pipeline),
         login_limiter=RateLimiter(limits.login.per_second, limits.login.burst),
         registration_limiter=RateLimiter(limits.registration.per_second, limits.registration.burst),

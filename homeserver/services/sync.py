@@ -19,7 +19,9 @@ from homeserver.protocol.filters import SyncFilter
 from homeserver.services.auth import Requester
 from homeserver.services.event_views import EventViews
 from homeserver.services.notifier import Notifier
+from homeserver.services.receipts import ReceiptsService
 from homeserver.services.tokens import SyncToken, pagination_token
+from homeserver.services.typing import TypingService
 from homeserver.storage.account_data import GLOBAL, AccountDataStore
 from homeserver.storage.events import EventFilterSql, EventStore
 from homeserver.storage.rooms import RoomStore
@@ -48,6 +50,7 @@ class SyncService:
         self, events: EventStore, state: StateStore, rooms: RoomStore, account_data: AccountDataStore,
         views: EventViews, notifier: Notifier, event_stream: StreamIdGenerator,
         account_data_stream: StreamIdGenerator, room_changes: StreamChangeCache,
+        receipts: ReceiptsService, typing: TypingService,
     ):
         self.events = events
         self.state = state
@@ -58,9 +61,14 @@ class SyncService:
         self.event_stream = event_stream
         self.account_data_stream = account_data_stream
         self.room_changes = room_changes
+        self.receipts = receipts
+        self.typing = typing
 
     def current_token(self) -> SyncToken:
-        return SyncToken(self.event_stream.current(), self.account_data_stream.current())
+        return SyncToken(
+            self.event_stream.current(), self.account_data_stream.current(),
+            receipts=self.receipts.stream.current(), typing=self.typing.position(),
+        )
 
     async def sync(self, request: SyncRequest) -> dict[str, Any]:
         user_id = request.requester.user_id
@@ -94,6 +102,9 @@ class SyncService:
         account_data: dict[str, dict[str, dict[str, Any]]] = await self.account_data.changed_since(
             user_id, since.account_data if since else 0, now.account_data
         )
+        joined = [r for r, (m, _) in memberships.items() if m == "join" and room_filter.allows_room(r)]
+        receipts = await self.receipts.for_sync(user_id, joined, since.receipts if since else 0, now.receipts)
+        typing = self.typing.for_sync(joined, since.typing if since else None)
 
         semaphore = asyncio.Semaphore(ROOM_CONCURRENCY)
         join: dict[str, Any] = {}
@@ -107,10 +118,16 @@ class SyncService:
                     newly = since is not None and room_id in changed_membership and not await self._was_joined_at(
                         room_id, user_id, since.events)
                     if since is None or request.full_state or newly or self.room_changes.maybe_changed_since(
-                            room_id, since.events) or room_id in account_data:
+                            room_id, since.events) or room_id in account_data or room_id in receipts or (
+                            room_id in typing):
+                        if newly:
+                            # The room is new to the client: all its receipts, and typing if any.
+                            receipts.update(await self.receipts.for_sync(user_id, [room_id], 0, now.receipts))
+                            typing.update(self.typing.for_sync([room_id], None))
+                        ephemeral = ([typing[room_id]] if room_id in typing else []) + receipts.get(room_id, [])
                         section = await self._room_section(
                             request, room_id, since if not newly else None, now.events, None,
-                            account_data.get(room_id, {}), currently_joined=True,
+                            account_data.get(room_id, {}), currently_joined=True, ephemeral=ephemeral,
                         )
                         if section is not None:
                             join[room_id] = section
@@ -171,6 +188,7 @@ class SyncService:
     async def _room_section(
         self, request: SyncRequest, room_id: str, since: SyncToken | None, up_to: int,
         leave_event: Event | None, room_account_data: dict[str, dict[str, Any]], currently_joined: bool,
+        ephemeral: list[dict[str, Any]] = (),
     ) -> dict[str, Any] | None:
         user_id = request.requester.user_id
         room_filter = request.filter.room
@@ -197,9 +215,13 @@ class SyncService:
             {"type": t, "content": c} for t, c in room_account_data.items()
             if room_filter.account_data.allows_type(t)
         ]
+        ephemeral = [
+            e for e in ephemeral if room_filter.ephemeral.allows_type(e["type"])
+            and room_filter.ephemeral.allows_room(room_id)
+        ]
         prev_batch = pagination_token(timeline[0].internal["stream_ordering"] - 1 if timeline else up_to)
         state_events = await self._state_events(request, room_id, since, up_to, timeline)
-        if (since is not None and not timeline and not state_events and not account_events
+        if (since is not None and not timeline and not state_events and not account_events and not ephemeral
                 and not request.full_state and leave_event is None):
             return None
 
@@ -214,9 +236,12 @@ class SyncService:
                 "events": await self.views.serialize(state_events, include_room_id=False),
             },
             "account_data": {"events": account_events},
-            "ephemeral": {"events": []},
+            "ephemeral": {"events": ephemeral},
             "unread_notifications": {"notification_count": 0, "highlight_count": 0},
         }
+        if currently_joined and timeline_filter.unread_thread_notifications:
+            # Per thread root, the counts of unread_notifications; no thread has any yet.
+            section["unread_thread_notifications"] = {}
         if since is None or any(e.type == "m.room.member" for e in timeline + state_events):
             section["summary"] = await self._summary(room_id, user_id)
         return section
