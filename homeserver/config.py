@@ -8,12 +8,13 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from homeserver.protocol import ids
 
@@ -134,6 +135,74 @@ class WellKnownConfig(_Section):
     server: str | None = None
 
 
+class TurnConfig(_Section):
+    """GET /_matrix/client/v3/voip/turnServer: the TURN relay clients use for calls."""
+
+    # The TURN server's URIs as clients should use them, e.g.
+    # "turn:turn.example.org:3478?transport=udp", "turns:turn.example.org:5349?transport=tcp".
+    # Empty: TURN is off and the endpoint answers {} (clients then try without a relay).
+    uris: list[str] = []
+    # coturn's static-auth-secret (use-auth-secret): each user gets a username and
+    # password that expire after user_lifetime. The preferred way.
+    shared_secret: str | None = Field(None, min_length=1)
+    # Or one fixed account on the TURN server, handed to every user. It never expires,
+    # so anyone who once had it can relay through the TURN server for ever.
+    username: str | None = Field(None, min_length=1)
+    password: str | None = Field(None, min_length=1)
+    # Seconds the credentials stay valid ("30m", "1h", "1d" are accepted too).
+    user_lifetime: int = Field(3600, ge=60, le=7 * 24 * 3600)
+    # Accepted so that Synapse-style configurations load; this server has no guest accounts.
+    allow_guests: bool = True
+    # Requests per user: clients ask when a call starts and when the ttl runs out.
+    rate_limit: RateLimit = RateLimit(per_second=0.5, burst=10)
+
+    @field_validator("uris")
+    @classmethod
+    def _valid_uris(cls, value: list[str]) -> list[str]:
+        for uri in value:
+            if not _TURN_URI.fullmatch(uri):
+                raise ValueError(
+                    f"{uri!r} is not a TURN URI: use turn:HOST[:PORT] or turns:HOST[:PORT],"
+                    " optionally followed by ?transport=udp or ?transport=tcp"
+                )
+        return value
+
+    @field_validator("user_lifetime", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            match = _DURATION.fullmatch(value.strip())
+            if not match:
+                raise ValueError("must be a number of seconds or a duration such as 30m, 1h, 1d")
+            return int(match[1]) * _DURATION_UNITS[match[2] or "s"]
+        return value
+
+    @model_validator(mode="after")
+    def _one_way_to_authenticate(self) -> "TurnConfig":
+        static = self.username is not None or self.password is not None
+        if self.shared_secret is not None and static:
+            raise ValueError("set either shared_secret or username and password, not both")
+        if static and (self.username is None or self.password is None):
+            raise ValueError("username and password must be set together")
+        if self.uris and self.shared_secret is None and not static:
+            raise ValueError("uris are set but neither shared_secret nor username and password")
+        if not self.uris and (self.shared_secret is not None or static):
+            raise ValueError("credentials are set but uris is empty: list the TURN server's URIs")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.uris)
+
+
+# RFC 7065: turnURI = scheme ":" host [ ":" port ] [ "?transport=" transport ]
+_TURN_URI = re.compile(
+    r"turns?:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?(\?transport=(udp|tcp))?"
+)
+_DURATION = re.compile(r"([0-9]+)\s*([smhd]?)")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
 class Config(_Section):
     server_name: str
     public_baseurl: str | None = None
@@ -147,6 +216,7 @@ class Config(_Section):
     limits: LimitsConfig = LimitsConfig()
     well_known: WellKnownConfig = WellKnownConfig()
     media: MediaConfig = MediaConfig()
+    turn: TurnConfig = TurnConfig()
     # bcrypt cost factor: 12 takes about a quarter of a second per hash.
     password_hash_rounds: int = Field(12, ge=4, le=31)
     log_level: str = "INFO"

@@ -20,6 +20,7 @@ from homeserver.services.receipts import ReceiptsService
 from homeserver.services.room_creation import RoomCreator
 from homeserver.services.room_events import RoomEventsService
 from homeserver.services.sync import SyncService
+from homeserver.services.turn import TurnService
 from homeserver.services.typing import TypingService
 from homeserver.services.uia import UserInteractiveAuth
 from homeserver.storage.account_data import AccountDataStore
@@ -65,6 +66,7 @@ class Services:
     profiles: ProfileService
     login_limiter: RateLimiter
     registration_limiter: RateLimiter
+    turn: TurnService
 
     @property
     def server_name(self) -> str:
@@ -134,4 +136,5 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         profiles=ProfileService(users, state, events, pipeline),
         login_limiter=RateLimiter(limits.login.per_second, limits.login.burst),
         registration_limiter=RateLimiter(limits.registration.per_second, limits.registration.burst),
+        turn=TurnService(config.turn),
     )
