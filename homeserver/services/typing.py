@@ -49,7 +49,7 @@ class TypingService:
             previous.cancel()
         if typing:
             timeout_s = min(DEFAULT_TIMEOUT_MS if timeout_ms is None else timeout_ms, MAX_TIMEOUT_MS) / 1000
-            typers[user_id] = asyncio.get_running_loop().call_later(timeout_s, self._expire, room_id, user_id)
+            typers[user_id] = asyncio.get_running_loop().call_later(timeout_s, self._stopped, room_id, user_id)
         elif not typers:
             del self._typing[room_id]
         # Renewing a typing user's timeout changes nothing anyone sees.
@@ -66,7 +66,14 @@ class TypingService:
                 out[room_id] = {"type": "m.typing", "content": {"user_ids": sorted(typers)}}
         return out
 
-    def _expire(self, room_id: str, user_id: str) -> None:
+    def user_left(self, room_id: str, user_id: str) -> None:
+        """A member who left (or was kicked or banned) stops typing at once."""
+        handle = self._typing.get(room_id, {}).get(user_id)
+        if handle is not None:
+            handle.cancel()
+            self._stopped(room_id, user_id)
+
+    def _stopped(self, room_id: str, user_id: str) -> None:
         typers = self._typing.get(room_id, {})
         typers.pop(user_id, None)
         if not typers:
