@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import Awaitable, Callable
 
 from homeserver.errors import MatrixError, forbidden, invalid_param, not_found
 from homeserver.protocol import ids
@@ -43,6 +44,8 @@ class AccountService:
         self.hasher = hasher
         self.tokens = tokens
         self._last_seen: LruCache[tuple[str, str], tuple[int, str]] = LruCache(10_000)
+        # Told (user id, device ids) after devices are deleted: their users' device lists changed.
+        self.device_deletion_listeners: list[Callable[[str, list[str]], Awaitable[None]]] = []
 
     def user_id_for(self, localpart: str) -> str:
         return f"@{localpart}:{self.server_name}"
@@ -135,6 +138,8 @@ class AccountService:
             hashes.extend(await self.devices.token_hashes_of_device(user_id, device_id))
         await self.devices.delete_devices(user_id, device_ids)
         self.tokens.forget(hashes)
+        for listener in self.device_deletion_listeners:
+            await listener(user_id, device_ids)
 
     async def change_password(self, requester_user: str, new_password: str, logout_devices: bool,
                               keep_device: str | None) -> None:

@@ -10,6 +10,7 @@ from homeserver.protocol.events import Event
 from homeserver.services.account_data import AccountDataService
 from homeserver.services.accounts import AccountService
 from homeserver.services.auth import PasswordHasher, TokenAuthenticator
+from homeserver.services.e2e_keys import E2eKeyService
 from homeserver.services.event_views import EventViews
 from homeserver.services.membership import MembershipService
 from homeserver.services.notifier import Notifier
@@ -20,12 +21,14 @@ from homeserver.services.receipts import ReceiptsService
 from homeserver.services.room_creation import RoomCreator
 from homeserver.services.room_events import RoomEventsService
 from homeserver.services.sync import SyncService
+from homeserver.services.to_device import ToDeviceService
 from homeserver.services.turn import TurnService
 from homeserver.services.typing import TypingService
 from homeserver.services.uia import UserInteractiveAuth
 from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.db import Database
 from homeserver.storage.devices import DeviceStore
+from homeserver.storage.e2e_keys import E2eKeyStore
 from homeserver.storage.events import EventStore
 from homeserver.storage.filters import FilterStore
 from homeserver.storage.media import MediaStore
@@ -34,6 +37,7 @@ from homeserver.storage.registration import RegistrationStore
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
 from homeserver.storage.streams import StreamChangeCache, StreamIdGenerator
+from homeserver.storage.to_device import ToDeviceStore
 from homeserver.storage.users import UserStore
 
 
@@ -66,6 +70,8 @@ class Services:
     profiles: ProfileService
     login_limiter: RateLimiter
     registration_limiter: RateLimiter
+    e2e_keys: E2eKeyService
+    to_device: ToDeviceService
     turn: TurnService
 
     @property
@@ -88,11 +94,18 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
     room_changes = StreamChangeCache(event_stream.current())
     notifier.watch(event_stream)
     notifier.watch(account_data_stream)
+    to_device_store = ToDeviceStore(db)
+    to_device_stream = StreamIdGenerator(await to_device_store.max_position())
+    device_list_stream = await StreamIdGenerator.load(db, "device_lists_stream", "stream_id")
+    notifier.watch(to_device_stream)
+    notifier.watch(device_list_stream)
     receipt_stream = await StreamIdGenerator.load(db, "receipts", "stream_id")
     notifier.watch(receipt_stream)
 
     def on_persisted(event: Event, users_to_wake: set[str]) -> None:
         notifier.notify_at(event_stream, event.internal["stream_ordering"], users_to_wake)
+        if event.type == "m.room.member" and event.state_key and event.membership != "join":
+            typing.user_left(event.room_id, event.state_key)
 
     tokens = TokenAuthenticator(devices)
     accounts = AccountService(server_name, users, devices, PasswordHasher(config.password_hash_rounds), tokens)
@@ -100,6 +113,9 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         server_name, signing_key, db, events, state, rooms, event_stream, room_changes, on_persisted
     )
     views = EventViews(events, state)
+    e2e_keys = E2eKeyService(server_name, E2eKeyStore(db), state, device_list_stream, notifier)
+    to_device = ToDeviceService(server_name, to_device_store, to_device_stream, notifier)
+    accounts.device_deletion_listeners.append(e2e_keys.devices_deleted)
     membership = MembershipService(server_name, pipeline, events, state, rooms, users)
     account_data = AccountDataService(account_data_store, account_data_stream, notifier)
     receipts = ReceiptsService(ReceiptStore(db), receipt_stream, events, state, rooms, account_data, notifier)
@@ -129,6 +145,7 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         sync=SyncService(
             events, state, rooms, account_data_store, views, notifier, event_stream,
             account_data_stream, room_changes, receipts=receipts, typing=typing,
+            e2e_keys=e2e_keys, to_device=to_device,
         ),
         account_data=account_data,
         receipts=receipts,
@@ -136,5 +153,7 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         profiles=ProfileService(users, state, events, pipeline),
         login_limiter=RateLimiter(limits.login.per_second, limits.login.burst),
         registration_limiter=RateLimiter(limits.registration.per_second, limits.registration.burst),
+        e2e_keys=e2e_keys,
+        to_device=to_device,
         turn=TurnService(config.turn),
     )

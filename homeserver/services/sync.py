@@ -17,9 +17,11 @@ from homeserver.protocol.client_format import stripped_state_event
 from homeserver.protocol.events import Event, StateKey
 from homeserver.protocol.filters import SyncFilter
 from homeserver.services.auth import Requester
+from homeserver.services.e2e_keys import E2eKeyService
 from homeserver.services.event_views import EventViews
 from homeserver.services.notifier import Notifier
 from homeserver.services.receipts import ReceiptsService
+from homeserver.services.to_device import ToDeviceService
 from homeserver.services.tokens import SyncToken, pagination_token
 from homeserver.services.typing import TypingService
 from homeserver.storage.account_data import GLOBAL, AccountDataStore
@@ -51,6 +53,7 @@ class SyncService:
         views: EventViews, notifier: Notifier, event_stream: StreamIdGenerator,
         account_data_stream: StreamIdGenerator, room_changes: StreamChangeCache,
         receipts: ReceiptsService, typing: TypingService,
+        e2e_keys: E2eKeyService | None = None, to_device: ToDeviceService | None = None,
     ):
         self.events = events
         self.state = state
@@ -63,11 +66,15 @@ class SyncService:
         self.room_changes = room_changes
         self.receipts = receipts
         self.typing = typing
+        self.e2e_keys = e2e_keys
+        self.to_device = to_device
 
     def current_token(self) -> SyncToken:
         return SyncToken(
             self.event_stream.current(), self.account_data_stream.current(),
             receipts=self.receipts.stream.current(), typing=self.typing.position(),
+            to_device=self.to_device.stream.current() if self.to_device else 0,
+            device_lists=self.e2e_keys.stream.current() if self.e2e_keys else 0,
         )
 
     async def sync(self, request: SyncRequest) -> dict[str, Any]:
@@ -183,7 +190,32 @@ class SyncService:
             "device_one_time_keys_count": {},
         }
         has_news = bool(join or invite or leave or knock or account_events)
+        has_news |= await self._encryption_sections(request, now, response)
         return response, has_news
+
+    async def _encryption_sections(self, request: SyncRequest, now: SyncToken, response: dict[str, Any]) -> bool:
+        """Fill to_device, device_lists and the key counts; True if there are messages or changes."""
+        user_id, device_id = request.requester.user_id, request.requester.device_id
+        since = request.since
+        news = False
+        if self.to_device is not None:
+            messages, position = await self.to_device.for_sync(
+                user_id, device_id, since.to_device if since else 0, now.to_device)
+            response["to_device"]["events"] = messages
+            if position != now.to_device:
+                # More messages than one response carries: the next sync continues from here.
+                response["next_batch"] = dataclasses.replace(now, to_device=position).serialize()
+            news |= bool(messages)
+        if self.e2e_keys is not None:
+            if since is not None:
+                changes = await self.e2e_keys.device_list_changes(
+                    user_id, since.events, now.events, since.device_lists, now.device_lists)
+                response["device_lists"] = {"changed": changes.changed, "left": changes.left}
+                news |= bool(changes.changed or changes.left)
+            response["device_one_time_keys_count"] = await self.e2e_keys.one_time_key_counts(user_id, device_id)
+            response["device_unused_fallback_key_types"] = await self.e2e_keys.unused_fallback_key_types(
+                user_id, device_id)
+        return news
 
     async def _room_section(
         self, request: SyncRequest, room_id: str, since: SyncToken | None, up_to: int,

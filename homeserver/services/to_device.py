@@ -1,0 +1,67 @@
+"""Send-to-device messaging: queued per device, delivered by /sync, deleted once acknowledged.
+
+Spec: https://spec.matrix.org/v1.19/client-server-api/#send-to-device-messaging
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homeserver.errors import invalid_param, missing_param
+from homeserver.protocol import ids
+from homeserver.services.auth import Requester
+from homeserver.services.notifier import Notifier
+from homeserver.storage.streams import StreamIdGenerator
+from homeserver.storage.to_device import ToDeviceStore
+
+JsonDict = dict[str, Any]
+
+# Messages per /sync response, as Synapse; the rest come with the next sync.
+SYNC_LIMIT = 100
+ALL_DEVICES = "*"
+
+
+class ToDeviceService:
+    def __init__(self, server_name: str, store: ToDeviceStore, stream: StreamIdGenerator, notifier: Notifier):
+        self.server_name = server_name
+        self.store = store
+        self.stream = stream
+        self.notifier = notifier
+
+    async def send(self, sender: Requester, event_type: str, txn_id: str, messages: Any) -> None:
+        if messages is None:
+            raise missing_param("messages is required")
+        if not isinstance(messages, dict):
+            raise invalid_param("messages must be an object")
+        queued: list[tuple[str, str | None, JsonDict]] = []
+        for user_id, devices in messages.items():
+            try:
+                parsed = ids.parse_user_id(user_id)
+            except ids.InvalidIdError:
+                raise invalid_param(f"Invalid user id {user_id!r}")
+            if not isinstance(devices, dict):
+                raise invalid_param("Each user must map device ids to message contents")
+            for device_id, content in devices.items():
+                if not isinstance(content, dict):
+                    raise invalid_param("A message content must be an object")
+                if parsed.server_name != self.server_name:
+                    continue  # No federation: messages for other servers' users go nowhere.
+                message = {"sender": sender.user_id, "type": event_type, "content": content}
+                queued.append((user_id, None if device_id == ALL_DEVICES else device_id, message))
+        if await self.store.txn_position(sender.user_id, sender.device_id, txn_id) is not None:
+            return  # A retried request: already queued once.
+        with self.stream.allocate() as position:
+            if not await self.store.queue((sender.user_id, sender.device_id), txn_id, queued, position):
+                return
+        self.notifier.notify_at(self.stream, position, {user_id for user_id, _, _ in queued})
+
+    async def for_sync(self, user_id: str, device_id: str, since: int, up_to: int) -> tuple[list[JsonDict], int]:
+        """The messages after ``since`` and the position the next token may carry.
+
+        A sync with ``since`` acknowledges what came before it: those messages are deleted.
+        """
+        if since:
+            await self.store.delete_up_to(user_id, device_id, since)
+        rows = await self.store.messages(user_id, device_id, since, up_to, SYNC_LIMIT)
+        position = rows[-1][0] if len(rows) == SYNC_LIMIT else up_to
+        return [message for _, message in rows], position
