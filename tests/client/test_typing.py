@@ -164,3 +164,27 @@ async def test_a_token_from_before_a_restart_is_capped(api):
     await set_typing(alice, room, True, 30_000)
     result = await bob.sync(since=capped["next_batch"])
     assert typing_users(result, room) == [alice.user_id]
+
+
+async def test_a_member_who_leaves_stops_typing(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    carol = await api.register("carol")
+    room = await room_with(alice, bob, carol)
+    await set_typing(bob, room, True, 30_000)
+    await set_typing(carol, room, True, 30_000)
+    first = await alice.sync()
+    assert sorted(typing_users(first, room)) == sorted([bob.user_id, carol.user_id])
+    r = await bob.post(f"{V3}/rooms/{room}/leave", {})
+    assert r.status == 200, r
+    r = await alice.post(f"{V3}/rooms/{room}/kick", {"user_id": carol.user_id})
+    assert r.status == 200, r
+    # Their typing ends with their membership, not 30 seconds later; the long poll sees it.
+    since = first["next_batch"]
+    while True:
+        result = await asyncio.wait_for(alice.sync(since=since, timeout=60_000), 10)
+        since = result["next_batch"]
+        users = typing_users(result, room)
+        if users == []:
+            break
+    assert typing_users(await alice.sync(), room) is None
