@@ -203,6 +203,13 @@ _DURATION = re.compile(r"([0-9]+)\s*([smhd]?)")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+class UserDirectoryConfig(_Section):
+    # False (as Synapse): a search finds only users who share a room with the searcher
+    # or are in a public room. True: every local user, handy for a family server
+    # whose accounts the admin creates.
+    search_all_users: bool = False
+
+
 class Config(_Section):
     server_name: str
     public_baseurl: str | None = None
@@ -217,6 +224,7 @@ class Config(_Section):
     well_known: WellKnownConfig = WellKnownConfig()
     media: MediaConfig = MediaConfig()
     turn: TurnConfig = TurnConfig()
+    user_directory: UserDirectoryConfig = UserDirectoryConfig()
     # bcrypt cost factor: 12 takes about a quarter of a second per hash.
     password_hash_rounds: int = Field(12, ge=4, le=31)
     log_level: str = "INFO"

@@ -38,6 +38,7 @@ from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
 from homeserver.storage.streams import StreamChangeCache, StreamIdGenerator
 from homeserver.storage.to_device import ToDeviceStore
+from homeserver.storage.user_directory import UserDirectoryStore
 from homeserver.storage.users import UserStore
 
 
@@ -68,6 +69,7 @@ class Services:
     receipts: ReceiptsService
     typing: TypingService
     profiles: ProfileService
+    user_directory: UserDirectoryStore
     login_limiter: RateLimiter
     registration_limiter: RateLimiter
     e2e_keys: E2eKeyService
@@ -150,6 +152,7 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         account_data=account_data,
         receipts=receipts,
         typing=typing,
+        user_directory=UserDirectoryStore(db),
         profiles=ProfileService(users, state, events, pipeline),
         login_limiter=RateLimiter(limits.login.per_second, limits.login.burst),
         registration_limiter=RateLimiter(limits.registration.per_second, limits.registration.burst),
