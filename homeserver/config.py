@@ -334,6 +334,12 @@ limits:
 #   client_base_url: "https://matrix.{server_name}/"
 #   server: "matrix.{server_name}:443"
 
+# A TURN server (coturn) relays voice and video calls; see docs/turn.md.
+# turn:
+#   uris: ["turn:matrix.{server_name}:3478?transport=udp", "turns:matrix.{server_name}:5349?transport=tcp"]
+#   shared_secret: "the static-auth-secret of /etc/turnserver.conf"
+#   user_lifetime: 1h
+
 password_hash_rounds: 12
 log_level: INFO
 """
