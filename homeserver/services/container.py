@@ -11,6 +11,7 @@ from homeserver.services.account_data import AccountDataService
 from homeserver.services.accounts import AccountService
 from homeserver.services.auth import PasswordHasher, TokenAuthenticator
 from homeserver.services.e2e_keys import E2eKeyService
+from homeserver.services.deactivation import DeactivationService
 from homeserver.services.event_views import EventViews
 from homeserver.services.membership import MembershipService
 from homeserver.services.notifier import Notifier
@@ -70,6 +71,7 @@ class Services:
     typing: TypingService
     profiles: ProfileService
     user_directory: UserDirectoryStore
+    deactivation: DeactivationService
     login_limiter: RateLimiter
     registration_limiter: RateLimiter
     e2e_keys: E2eKeyService
@@ -119,6 +121,7 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
     to_device = ToDeviceService(server_name, to_device_store, to_device_stream, notifier)
     accounts.device_deletion_listeners.append(e2e_keys.devices_deleted)
     membership = MembershipService(server_name, pipeline, events, state, rooms, users)
+    profiles = ProfileService(users, state, events, pipeline)
     account_data = AccountDataService(account_data_store, account_data_stream, notifier)
     receipts = ReceiptsService(ReceiptStore(db), receipt_stream, events, state, rooms, account_data, notifier)
     typing = TypingService(state, notifier)
@@ -153,7 +156,8 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         receipts=receipts,
         typing=typing,
         user_directory=UserDirectoryStore(db),
-        profiles=ProfileService(users, state, events, pipeline),
+        profiles=profiles,
+        deactivation=DeactivationService(users, accounts, membership, profiles, state, rooms),
         login_limiter=RateLimiter(limits.login.per_second, limits.login.burst),
         registration_limiter=RateLimiter(limits.registration.per_second, limits.registration.burst),
         e2e_keys=e2e_keys,

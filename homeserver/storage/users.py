@@ -58,6 +58,12 @@ class UserStore:
     async def set_password_hash(self, user_id: str, password_hash: str) -> None:
         await self.db.execute("UPDATE users SET password_hash = $2 WHERE user_id = $1", user_id, password_hash)
 
+    async def set_deactivated(self, user_id: str) -> None:
+        """Deactivate for good: no password, so no login ever again."""
+        await self.db.execute(
+            "UPDATE users SET deactivated = true, password_hash = NULL WHERE user_id = $1", user_id
+        )
+
     async def set_admin(self, user_id: str, is_admin: bool) -> None:
         await self.db.execute("UPDATE users SET is_admin = $2 WHERE user_id = $1", user_id, is_admin)
 
