@@ -1,6 +1,7 @@
 """Messaging benchmark: prints figures, asserts nothing.
 
     .venv/bin/python -m tests.benchmarks.bench_messaging [--database DSN]
+    .venv/bin/python -m tests.benchmarks.bench_messaging --base-url http://127.0.0.1:8008 [--pid PID]
 
 Starts the real server process (on a fresh database in the given PostgreSQL, or
 the embedded one) and measures:
@@ -63,9 +64,9 @@ class Client:
         return data["event_id"]
 
 
-async def throughput(session, base: str, messages_per_client: int) -> float:
+async def throughput(session, base: str, messages_per_client: int, prefix: str) -> float:
     clients = [Client(session, base) for _ in range(20)]
-    await asyncio.gather(*(c.register(f"tp{i}") for i, c in enumerate(clients)))
+    await asyncio.gather(*(c.register(f"tp{prefix}_{i}") for i, c in enumerate(clients)))
     rooms = []
     for r in range(5):
         owner = clients[r * 4]
@@ -84,10 +85,10 @@ async def throughput(session, base: str, messages_per_client: int) -> float:
     return 20 * messages_per_client / elapsed
 
 
-async def latency(session, base: str, count: int) -> list[float]:
+async def latency(session, base: str, count: int, prefix: str) -> list[float]:
     alice, bob = Client(session, base), Client(session, base)
-    await alice.register("lat_alice")
-    await bob.register("lat_bob")
+    await alice.register(f"lat{prefix}_alice")
+    await bob.register(f"lat{prefix}_bob")
     room = (await alice.call("POST", "/createRoom", {"invite": [bob.user_id]}))["room_id"]
     await bob.call("POST", f"/join/{room}", {})
     since = (await bob.call("GET", "/sync", params={"timeout": "0"}))["next_batch"]
@@ -108,9 +109,9 @@ async def latency(session, base: str, count: int) -> list[float]:
     return samples
 
 
-async def initial_sync(session, base: str, rooms: int, per_room: int) -> list[float]:
+async def initial_sync(session, base: str, rooms: int, per_room: int, prefix: str) -> list[float]:
     user = Client(session, base)
-    await user.register("many_rooms")
+    await user.register(f"many{prefix}")
     room_ids = [(await user.call("POST", "/createRoom", {"name": f"room {i}"}))["room_id"] for i in range(rooms)]
     sem = asyncio.Semaphore(16)
 
@@ -129,11 +130,37 @@ async def initial_sync(session, base: str, rooms: int, per_room: int) -> list[fl
     return timings
 
 
+async def run_all(base_url: str, pid: int | None, messages_per_client: int, prefix: str) -> None:
+    idle = rss_mb(pid) if pid else None
+    async with aiohttp.ClientSession() as session:
+        rate = await throughput(session, base_url, messages_per_client, prefix)
+        samples = await latency(session, base_url, 200, prefix)
+        initial = await initial_sync(session, base_url, 50, 200, prefix)
+    after = rss_mb(pid) if pid else None
+    samples.sort()
+    print(f"send throughput, 20 clients into 5 rooms: {rate:.0f} messages/s")
+    print(f"send -> long-poll /sync latency over {len(samples)} messages: "
+          f"median {statistics.median(samples):.1f} ms, p99 {samples[int(len(samples) * 0.99) - 1]:.1f} ms")
+    print(f"initial /sync, 50 rooms x 200 messages: median {statistics.median(initial):.0f} ms "
+          f"(min {min(initial):.0f}, max {max(initial):.0f}, 5 runs)")
+    if idle is not None:
+        print(f"server resident memory: idle {idle:.0f} MB, after the run {after:.0f} MB")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--database", help="PostgreSQL DSN of a server to create a fresh database in")
+    parser.add_argument("--base-url", help="benchmark an already running homeserver (ours or another, "
+                        "e.g. Synapse with open registration) instead of starting one")
+    parser.add_argument("--pid", type=int, help="with --base-url: the server's pid, for its memory")
     parser.add_argument("--messages-per-client", type=int, default=50)
     args = parser.parse_args()
+    # User names of a run are fresh, so a running server can be benchmarked again.
+    prefix = uuid.uuid4().hex[:6]
+
+    if args.base_url:
+        await run_all(args.base_url.rstrip("/"), args.pid, args.messages_per_client, prefix)
+        return
 
     dsn = None
     if args.database:
@@ -148,21 +175,9 @@ async def main() -> None:
         server.start(timeout=120)
         try:
             await asyncio.sleep(1)
-            idle = rss_mb(server.process.pid)
-            async with aiohttp.ClientSession() as session:
-                rate = await throughput(session, server.base_url, args.messages_per_client)
-                samples = await latency(session, server.base_url, 200)
-                initial = await initial_sync(session, server.base_url, 50, 200)
-            after = rss_mb(server.process.pid)
+            await run_all(server.base_url, server.process.pid, args.messages_per_client, prefix)
         finally:
             server.stop()
-    samples.sort()
-    print(f"send throughput, 20 clients into 5 rooms: {rate:.0f} messages/s")
-    print(f"send -> long-poll /sync latency over {len(samples)} messages: "
-          f"median {statistics.median(samples):.1f} ms, p99 {samples[int(len(samples) * 0.99) - 1]:.1f} ms")
-    print(f"initial /sync, 50 rooms x 200 messages: median {statistics.median(initial):.0f} ms "
-          f"(min {min(initial):.0f}, max {max(initial):.0f}, 5 runs)")
-    print(f"server resident memory: idle {idle:.0f} MB, after the run {after:.0f} MB")
 
     if args.database:
         admin = await asyncpg.connect(args.database)
