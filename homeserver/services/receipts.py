@@ -83,7 +83,7 @@ class ReceiptsService:
         One event per thread (as the spec suggests): a user's unthreaded and threaded
         receipts on one event would otherwise collide in the event's content.
         """
-        if not room_ids:
+        if not room_ids or after >= up_to:
             return {}
         by_thread: dict[tuple[str, str], dict[str, Any]] = {}
         for r in await self.store.in_rooms(room_ids, after, up_to, READ_PRIVATE, user_id):

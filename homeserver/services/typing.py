@@ -59,7 +59,9 @@ class TypingService:
     def for_sync(self, room_ids: Sequence[str], after: int | None) -> dict[str, dict[str, Any]]:
         """room id -> its m.typing event, for the rooms whose typers changed after
         position ``after``; with no position, for the rooms where someone types."""
-        out = {}
+        out: dict[str, dict[str, Any]] = {}
+        if after is not None and after >= self._position:
+            return out
         for room_id in room_ids:
             typers = self._typing.get(room_id, {})
             if (typers if after is None else self._changes.maybe_changed_since(room_id, after)):
