@@ -17,9 +17,11 @@ from homeserver.services.membership import MembershipService
 from homeserver.services.notifier import Notifier
 from homeserver.services.pipeline import EventPipeline
 from homeserver.services.profiles import ProfileService
+from homeserver.services.push_rules import PushRulesService
 from homeserver.services.ratelimit import RateLimiter
 from homeserver.services.receipts import ReceiptsService
 from homeserver.services.room_creation import RoomCreator
+from homeserver.services.room_directory import RoomDirectoryService
 from homeserver.services.room_events import RoomEventsService
 from homeserver.services.sync import SyncService
 from homeserver.services.to_device import ToDeviceService
@@ -33,6 +35,7 @@ from homeserver.storage.e2e_keys import E2eKeyStore
 from homeserver.storage.events import EventStore
 from homeserver.storage.filters import FilterStore
 from homeserver.storage.media import MediaStore
+from homeserver.storage.push_rules import PushRuleStore
 from homeserver.storage.receipts import ReceiptStore
 from homeserver.storage.registration import RegistrationStore
 from homeserver.storage.rooms import RoomStore
@@ -74,6 +77,8 @@ class Services:
     deactivation: DeactivationService
     login_limiter: RateLimiter
     registration_limiter: RateLimiter
+    push_rules: PushRulesService
+    room_directory: RoomDirectoryService
     e2e_keys: E2eKeyService
     to_device: ToDeviceService
     turn: TurnService
@@ -120,6 +125,7 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
     e2e_keys = E2eKeyService(server_name, E2eKeyStore(db), state, device_list_stream, notifier)
     to_device = ToDeviceService(server_name, to_device_store, to_device_stream, notifier)
     accounts.device_deletion_listeners.append(e2e_keys.devices_deleted)
+    push_rules = PushRulesService(db, PushRuleStore(db), account_data_store, account_data_stream, notifier)
     membership = MembershipService(server_name, pipeline, events, state, rooms, users)
     profiles = ProfileService(users, state, events, pipeline)
     account_data = AccountDataService(account_data_store, account_data_stream, notifier)
@@ -151,6 +157,7 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
             events, state, rooms, account_data_store, views, notifier, event_stream,
             account_data_stream, room_changes, receipts=receipts, typing=typing,
             e2e_keys=e2e_keys, to_device=to_device,
+            push_rules=push_rules,
         ),
         account_data=account_data,
         receipts=receipts,
@@ -160,6 +167,8 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         deactivation=DeactivationService(users, accounts, membership, profiles, state, rooms),
         login_limiter=RateLimiter(limits.login.per_second, limits.login.burst),
         registration_limiter=RateLimiter(limits.registration.per_second, limits.registration.burst),
+        push_rules=push_rules,
+        room_directory=RoomDirectoryService(rooms, state, events),
         e2e_keys=e2e_keys,
         to_device=to_device,
         turn=TurnService(config.turn),

@@ -20,6 +20,7 @@ from homeserver.services.auth import Requester
 from homeserver.services.e2e_keys import E2eKeyService
 from homeserver.services.event_views import EventViews
 from homeserver.services.notifier import Notifier
+from homeserver.services.push_rules import PUSH_RULES_TYPE, PushRulesService
 from homeserver.services.receipts import ReceiptsService
 from homeserver.services.to_device import ToDeviceService
 from homeserver.services.tokens import SyncToken, pagination_token
@@ -54,6 +55,7 @@ class SyncService:
         account_data_stream: StreamIdGenerator, room_changes: StreamChangeCache,
         receipts: ReceiptsService, typing: TypingService,
         e2e_keys: E2eKeyService | None = None, to_device: ToDeviceService | None = None,
+        push_rules: PushRulesService | None = None,
     ):
         self.events = events
         self.state = state
@@ -64,6 +66,7 @@ class SyncService:
         self.event_stream = event_stream
         self.account_data_stream = account_data_stream
         self.room_changes = room_changes
+        self.push_rules = push_rules
         self.receipts = receipts
         self.typing = typing
         self.e2e_keys = e2e_keys
@@ -176,6 +179,10 @@ class SyncService:
         ))
 
         global_data = account_data.get(GLOBAL, {})
+        if self.push_rules is not None and (since is None or PUSH_RULES_TYPE in global_data):
+            # Always in an initial sync (also before any change: clients need the defaults),
+            # and computed afresh, so that new server-default rules show up.
+            global_data[PUSH_RULES_TYPE] = await self.push_rules.account_data_content(user_id)
         account_events = [
             {"type": t, "content": c} for t, c in global_data.items()
             if request.filter.account_data.allows_type(t)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import asyncpg
+
 from homeserver.storage.db import Database
 
 GLOBAL = ""
@@ -14,8 +16,13 @@ class AccountDataStore:
     def __init__(self, db: Database):
         self.db = db
 
-    async def put(self, user_id: str, room_id: str, data_type: str, content: dict[str, Any], stream_id: int) -> None:
-        await self.db.execute(
+    async def put(
+        self, user_id: str, room_id: str, data_type: str, content: dict[str, Any], stream_id: int,
+        conn: asyncpg.Connection | None = None,
+    ) -> None:
+        """Store one item; with ``conn``, inside the caller's transaction (server-managed
+        types such as m.push_rules are written with the change they announce)."""
+        await (conn or self.db).execute(
             "INSERT INTO account_data (user_id, room_id, type, content, stream_id) VALUES ($1, $2, $3, $4, $5)"
             " ON CONFLICT (user_id, room_id, type) DO UPDATE"
             " SET content = EXCLUDED.content, stream_id = EXCLUDED.stream_id",
