@@ -29,6 +29,9 @@ READ_PRIVATE = "m.read.private"
 FULLY_READ = "m.fully_read"
 RECEIPT_TYPES = (READ, READ_PRIVATE)
 MAIN_THREAD = "main"
+# How far a receipt's event is followed up its relations to find its thread (the spec
+# recommends 3 hops for "is this event in a thread").
+MAX_RELATION_HOPS = 3
 
 
 class ReceiptsService:
@@ -57,6 +60,8 @@ class ReceiptsService:
                 raise invalid_param("thread_id must be 'main' or the event id of a thread root")
         await self._require_joined(user_id, room_id)
         event = await self._event_in_room(room_id, event_id)
+        if thread_id is not None:
+            await self._check_thread(event, thread_id)
         if receipt_type == FULLY_READ:
             await self._move_fully_read(user_id, room_id, event)
         else:
@@ -115,6 +120,32 @@ class ReceiptsService:
                     previous.internal["stream_ordering"] >= event.internal["stream_ordering"]):
                 return
         await self.account_data.put(user_id, room_id, FULLY_READ, {"event_id": event.event_id})
+
+    async def _check_thread(self, event: Event, thread_id: str) -> None:
+        """A threaded receipt's event must belong to its thread (the spec's 400, as Synapse):
+        for "main", no thread relation on the way up its relations; for a thread, the
+        root itself, an event in the thread, or an event related to either."""
+        chain = [event.event_id]
+        thread = None
+        current: Event | None = event
+        for _ in range(MAX_RELATION_HOPS):
+            relates = current.content.get("m.relates_to") if current is not None else None
+            parent_id = relates.get("event_id") if isinstance(relates, dict) else None
+            if not isinstance(parent_id, str):
+                break
+            if relates.get("rel_type") == "m.thread":
+                thread = parent_id
+                break
+            chain.append(parent_id)
+            current = await self.events.get_event(parent_id)
+            if current is None or current.room_id != event.room_id:
+                break
+        if thread_id == MAIN_THREAD:
+            related = thread is None
+        else:
+            related = thread == thread_id or thread_id in chain
+        if not related:
+            raise invalid_param(f"Event {event.event_id} is not related to thread {thread_id}")
 
     async def _event_in_room(self, room_id: str, event_id: str) -> Event:
         event = await self.events.get_event(event_id) if ids.is_valid_event_id(event_id) else None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.client.ephemeral_helpers import V3, receipt_events, receipts, room_with, send_receipt
-from tests.client.sync_helpers import until_waiting
+from tests.client.sync_helpers import send_event, until_waiting
 
 
 async def stored_receipts(services) -> list[tuple[str, str, str, str]]:
@@ -16,6 +16,10 @@ async def stored_receipts(services) -> list[tuple[str, str, str, str]]:
         "SELECT user_id, receipt_type, thread_id, event_id FROM receipts ORDER BY user_id, receipt_type, thread_id"
     )
     return [tuple(r) for r in rows]
+
+
+def thread_reply(root: str, body: str) -> dict:
+    return {"msgtype": "m.text", "body": body, "m.relates_to": {"rel_type": "m.thread", "event_id": root}}
 
 
 def only_ts(receipt: dict) -> int:
@@ -86,7 +90,7 @@ async def test_threaded_receipts_are_kept_apart(api, services):
     bob = await api.register("bob")
     room = await room_with(alice, bob)
     root = await alice.send_text(room, "thread root")
-    reply = await alice.send_text(room, "in main")
+    reply = await send_event(alice, room, "m.room.message", thread_reply(root, "in the thread"), "reply")
     for event_id, body in ((root, {"thread_id": "main"}), (reply, {}), (reply, {"thread_id": root})):
         r = await send_receipt(bob, room, event_id, body=body)
         assert r.status == 200 and r.body == {}, r
@@ -106,6 +110,34 @@ async def test_threaded_receipts_are_kept_apart(api, services):
             threads[data.get("thread_id")] = event_id
     assert len(events) == 3
     assert threads == {None: reply, root: reply, "main": root}
+
+
+async def test_a_threaded_receipt_must_belong_to_its_thread(api, services):
+    alice = await api.register("alice")
+    room = await alice.create_room()
+    root = await alice.send_text(room, "root")
+    other_root = await alice.send_text(room, "another root")
+    in_thread = await send_event(alice, room, "m.room.message", thread_reply(root, "reply"), "in-thread")
+    edit = await send_event(alice, room, "m.room.message", {
+        "msgtype": "m.text", "body": "* reply", "m.new_content": {"msgtype": "m.text", "body": "reply"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": in_thread},
+    }, "edit")
+    reaction = await send_event(alice, room, "m.reaction", {
+        "m.relates_to": {"rel_type": "m.annotation", "event_id": root, "key": "👍"},
+    }, "reaction")
+    unrelated = await alice.send_text(room, "main timeline")
+
+    for event_id, thread_id in ((in_thread, "main"), (edit, "main"), (unrelated, root), (in_thread, other_root),
+                                (root, in_thread), (reaction, other_root)):
+        r = await send_receipt(alice, room, event_id, body={"thread_id": thread_id})
+        assert r.status == 400 and r.errcode == "M_INVALID_PARAM", (event_id, thread_id, r)
+    assert await stored_receipts(services) == []
+    # The root and what relates to it belong to the thread; the root and its reactions
+    # are in the main timeline too.
+    for event_id, thread_id in ((root, "main"), (reaction, "main"), (unrelated, "main"), (root, root),
+                                (reaction, root), (in_thread, root), (edit, root)):
+        r = await send_receipt(alice, room, event_id, body={"thread_id": thread_id})
+        assert r.status == 200 and r.body == {}, (event_id, thread_id, r)
 
 
 async def test_a_receipt_never_moves_back(api, services):
