@@ -1,8 +1,9 @@
 """Read receipts and the fully read marker.
 
 Receipts (m.read, m.read.private) are stored on the receipts stream and reach
-/sync as one m.receipt event per room; m.read.private is seen by its sender
-only. The fully read marker is the room account data event m.fully_read.
+/sync as one m.receipt event per room and thread; m.read.private is seen by
+its sender only. Receipts and the marker only move forward, as in Synapse.
+The fully read marker is the room account data event m.fully_read.
 Spec: https://spec.matrix.org/v1.19/client-server-api/#receipts
 and https://spec.matrix.org/v1.19/client-server-api/#fully-read-markers
 """
