@@ -90,6 +90,17 @@ async def join_by_id_or_alias(request: web.Request) -> web.Response:
     return json_response({"room_id": room_id})
 
 
+@routes.post(V3 + "/knock/{room_id_or_alias}")
+async def knock(request: web.Request) -> web.Response:
+    """Spec: https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3knockroomidoralias"""
+    svc = services(request)
+    who = await requester(request)
+    body = parse_model(MembershipBody, await read_json_object(request, allow_empty=True))
+    room_id = await svc.membership.resolve_room(request.match_info["room_id_or_alias"])
+    await svc.membership.knock(who.user_id, room_id, body.reason)
+    return json_response({"room_id": room_id})
+
+
 def _room_id(request: web.Request) -> str:
     room_id = request.match_info["room_id"]
     if not ids.is_valid_room_id(room_id):

@@ -96,6 +96,18 @@ class MembershipService:
         internal = {"invite_room_state": await self._stripped_state(room_id, sender)}
         return await self._send_member(room_id, sender, target, _with_reason(content, reason), internal)
 
+    async def knock(self, user_id: str, room_id: str, reason: str | None = None) -> Event:
+        """Ask to join (room versions 7+); whether the room allows it is for the auth rules
+        (join rule knock or knock_restricted, not banned, invited or joined)."""
+        if not await self.rooms.room_exists(room_id):
+            if ids.server_name_of(room_id) not in (None, self.server_name):
+                raise MatrixError(404, "M_NOT_FOUND", "Knocking on rooms of other servers needs federation")
+            raise not_found("No known room with that id")
+        # The knocker sees the room through stripped state, as an invitee does.
+        internal = {"knock_room_state": await self._stripped_state(room_id, None)}
+        return await self._send_member(
+            room_id, user_id, user_id, _with_reason({"membership": "knock"}, reason), internal)
+
     async def kick(self, sender: str, room_id: str, target: str, reason: str | None = None) -> Event:
         self._check_target(target)
         current = await self.state.get_membership(room_id, target)
@@ -138,10 +150,10 @@ class MembershipService:
         if not ids.is_valid_user_id(target):
             raise invalid_param("Invalid user id")
 
-    async def _stripped_state(self, room_id: str, inviter: str) -> list[dict[str, Any]]:
+    async def _stripped_state(self, room_id: str, inviter: str | None) -> list[dict[str, Any]]:
         state = await self.state.get_current_state_ids(room_id)
         wanted = [state[(t, "")] for t in STRIPPED_STATE_TYPES if (t, "") in state]
-        if ("m.room.member", inviter) in state:
+        if inviter is not None and ("m.room.member", inviter) in state:
             wanted.append(state[("m.room.member", inviter)])
         loaded = await self.events.get_events(wanted)
         return [stripped_state_event(loaded[i]) for i in wanted if i in loaded]
