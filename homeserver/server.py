@@ -88,4 +88,5 @@ async def serve(config: Config) -> None:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("shutting down")
+        services.notifier.close()
         await runner.cleanup()

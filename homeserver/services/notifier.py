@@ -22,6 +22,7 @@ class Notifier:
     def __init__(self) -> None:
         self._futures: dict[str, asyncio.Future[None]] = {}
         self._pending: list[tuple[StreamIdGenerator, int, frozenset[str]]] = []
+        self._closed = False
 
     def watch(self, stream: StreamIdGenerator) -> None:
         stream.add_listener(self._release_visible)
@@ -54,10 +55,18 @@ class Notifier:
             if future is not None and not future.done():
                 future.set_result(None)
 
+    def close(self) -> None:
+        """Shutting down: end every long poll now rather than at its timeout (clients
+        reconnect), so that shutdown does not wait for them, also for clients long gone."""
+        self._closed = True
+        self.notify_users(list(self._futures))
+
     async def wait(self, token: asyncio.Future[None], timeout_s: float) -> bool:
         """Wait until the token resolves or the timeout passes; True if woken."""
         if token.done():
             return True
+        if self._closed:
+            return False
         try:
             await asyncio.wait_for(asyncio.shield(token), timeout_s)
             return True

@@ -50,3 +50,14 @@ async def test_failed_write_still_releases_later_positions():
     assert not token.done()
     failing.__exit__(RuntimeError, RuntimeError("rolled back"), None)
     assert token.done()
+
+
+async def test_close_ends_every_long_poll_at_once():
+    # Shutdown must not wait out the long polls, some of whose clients are long gone.
+    notifier = Notifier()
+    token = notifier.token_for("@bob:test")
+    notifier.close()
+    assert token.done()
+    assert await notifier.wait(token, 3600) is True
+    # A sync that looks again and finds nothing returns instead of waiting.
+    assert await notifier.wait(notifier.token_for("@bob:test"), 3600) is False
