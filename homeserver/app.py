@@ -7,8 +7,8 @@ from aiohttp import web
 from homeserver.appkeys import SERVICES
 from homeserver.client import (
     account, account_data, account_management, admin_register, devices, directory, keys, profile,
-    push_rules, receipts, room_directory, room_events, rooms, sync, to_device, user_directory, versions,
-    voip,
+    push_rules, receipts, relations, room_directory, room_events, rooms, sync, to_device, user_directory,
+    versions, voip,
 )
 from homeserver.http import matrix_middleware
 from homeserver.services.container import Services
@@ -18,6 +18,7 @@ from media.app import setup_media
 CLIENT_ROUTE_MODULES = (
     versions, account, account_management, devices, profile, rooms, room_events, directory, sync,
     account_data, receipts, voip, keys, to_device, user_directory, push_rules, room_directory,
+    relations,
 )
 
 

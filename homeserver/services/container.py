@@ -12,6 +12,7 @@ from homeserver.services.accounts import AccountService
 from homeserver.services.auth import PasswordHasher, TokenAuthenticator
 from homeserver.services.e2e_keys import E2eKeyService
 from homeserver.services.deactivation import DeactivationService
+from homeserver.services.aggregations import Aggregator
 from homeserver.services.event_views import EventViews
 from homeserver.services.membership import MembershipService
 from homeserver.services.notifier import Notifier
@@ -20,6 +21,8 @@ from homeserver.services.profiles import ProfileService
 from homeserver.services.push_rules import PushRulesService
 from homeserver.services.ratelimit import RateLimiter
 from homeserver.services.receipts import ReceiptsService
+from homeserver.services.relation_checks import RelationChecks
+from homeserver.services.relations import RelationsService
 from homeserver.services.room_creation import RoomCreator
 from homeserver.services.room_directory import RoomDirectoryService
 from homeserver.services.room_events import RoomEventsService
@@ -38,6 +41,7 @@ from homeserver.storage.media import MediaStore
 from homeserver.storage.push_rules import PushRuleStore
 from homeserver.storage.receipts import ReceiptStore
 from homeserver.storage.registration import RegistrationStore
+from homeserver.storage.relations import RelationStore
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
 from homeserver.storage.streams import StreamChangeCache, StreamIdGenerator
@@ -82,6 +86,7 @@ class Services:
     e2e_keys: E2eKeyService
     to_device: ToDeviceService
     turn: TurnService
+    relations: RelationsService
 
     @property
     def server_name(self) -> str:
@@ -121,12 +126,17 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
     pipeline = EventPipeline(
         server_name, signing_key, db, events, state, rooms, event_stream, room_changes, on_persisted
     )
-    views = EventViews(events, state)
+    relation_store = RelationStore(db)
+    views = EventViews(events, state, Aggregator(events, relation_store))
     e2e_keys = E2eKeyService(server_name, E2eKeyStore(db), state, device_list_stream, notifier)
     to_device = ToDeviceService(server_name, to_device_store, to_device_stream, notifier)
     accounts.device_deletion_listeners.append(e2e_keys.devices_deleted)
     push_rules = PushRulesService(db, PushRuleStore(db), account_data_store, account_data_stream, notifier)
     membership = MembershipService(server_name, pipeline, events, state, rooms, users)
+    room_events = RoomEventsService(
+        pipeline, events, state, rooms, views, membership, event_stream,
+        relation_checks=RelationChecks(events, relation_store),
+    )
     profiles = ProfileService(users, state, events, pipeline)
     account_data = AccountDataService(account_data_store, account_data_stream, notifier)
     receipts = ReceiptsService(ReceiptStore(db), receipt_stream, events, state, rooms, account_data, notifier)
@@ -151,7 +161,7 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         pipeline=pipeline,
         membership=membership,
         room_creator=RoomCreator(server_name, pipeline, rooms, membership),
-        room_events=RoomEventsService(pipeline, events, state, rooms, views, membership, event_stream),
+        room_events=room_events,
         views=views,
         sync=SyncService(
             events, state, rooms, account_data_store, views, notifier, event_stream,
@@ -172,4 +182,5 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         e2e_keys=e2e_keys,
         to_device=to_device,
         turn=TurnService(config.turn),
+        relations=RelationsService(events, relation_store, views, room_events, event_stream),
     )

@@ -5,19 +5,21 @@ History visibility: https://spec.matrix.org/v1.19/client-server-api/#history-vis
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from homeserver.protocol.client_format import client_event
 from homeserver.protocol.events import Event
+from homeserver.services.aggregations import Aggregator
 from homeserver.services.clock import now_ms
 from homeserver.storage.events import EventStore
 from homeserver.storage.state import StateStore
 
 
 class EventViews:
-    def __init__(self, events: EventStore, state: StateStore):
+    def __init__(self, events: EventStore, state: StateStore, aggregator: Aggregator | None = None):
         self.events = events
         self.state = state
+        self.aggregator = aggregator
 
     async def visible_to(self, user_id: str, events: list[Event], currently_joined: bool) -> list[Event]:
         """The events of one room the user may see, in the given order."""
@@ -53,22 +55,40 @@ class EventViews:
         events: Iterable[Event],
         for_device: tuple[str, str] | None = None,
         include_room_id: bool = True,
+        bundle_aggregations: bool = True,
+        _nested: bool = False,
     ) -> list[dict]:
+        """Events in the client format.
+
+        Events served to a device (``for_device``) are those of timelines, /event,
+        /context and the relations APIs: they carry their bundled aggregations,
+        looked up for the whole list at once, unless ``bundle_aggregations`` is off.
+        """
         events = list(events)
         redaction_ids = [e.internal["redacted_by"] for e in events if e.internal.get("redacted_by")]
         redactions = await self.events.get_events(redaction_ids) if redaction_ids else {}
+        bundles: dict[str, dict] = {}
+        if for_device is not None and bundle_aggregations and self.aggregator is not None and events:
+
+            async def serialize_related(related: Sequence[Event], bundle: bool) -> list[dict]:
+                if bundle:
+                    return await self.serialize(related, for_device, include_room_id, _nested=True)
+                return await self.serialize(related, None, include_room_id)
+
+            bundles = await self.aggregator.bundles(events, for_device[0], serialize_related, nested=_nested)
         now = now_ms()
         out = []
         for event in events:
             redacted_by = event.internal.get("redacted_by")
-            out.append(
-                client_event(
-                    event, now,
-                    redaction=redactions.get(redacted_by) if redacted_by else None,
-                    include_room_id=include_room_id,
-                    for_device=for_device,
-                )
+            client = client_event(
+                event, now,
+                redaction=redactions.get(redacted_by) if redacted_by else None,
+                include_room_id=include_room_id,
+                for_device=for_device,
             )
+            if event.event_id in bundles:
+                client["unsigned"]["m.relations"] = bundles[event.event_id]
+            out.append(client)
         return out
 
 

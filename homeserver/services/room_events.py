@@ -14,6 +14,7 @@ from homeserver.services.auth import Requester
 from homeserver.services.event_views import EventViews
 from homeserver.services.membership import MembershipService
 from homeserver.services.pipeline import EventDraft, EventPipeline
+from homeserver.services.relation_checks import RelationChecks
 from homeserver.services.tokens import pagination_token, parse_pagination_token
 from homeserver.storage.events import EventFilterSql, EventStore
 from homeserver.storage.rooms import RoomStore
@@ -35,7 +36,9 @@ class RoomEventsService:
     def __init__(
         self, pipeline: EventPipeline, events: EventStore, state: StateStore, rooms: RoomStore,
         views: EventViews, membership: MembershipService, stream: StreamIdGenerator,
+        relation_checks: RelationChecks | None = None,
     ):
+        self.relation_checks = relation_checks
         self.pipeline = pipeline
         self.events = events
         self.state = state
@@ -56,6 +59,8 @@ class RoomEventsService:
             if version is not None and version.redacts_in_content:
                 await self._require_joined(requester.user_id, room_id)
                 await self._check_may_redact(requester.user_id, room_id, content["redacts"])
+        if self.relation_checks is not None:
+            await self.relation_checks.check(room_id, requester, event_type, content, txn_id)
         draft = EventDraft(event_type, requester.user_id, content, txn=(requester.device_id, txn_id))
         return await self.pipeline.send(room_id, draft)
 

@@ -267,7 +267,11 @@ class SyncService:
         for_device = (user_id, request.requester.device_id)
         section: dict[str, Any] = {
             "timeline": {
-                "events": await self.views.serialize(timeline, for_device, include_room_id=False),
+                # Spec: aggregations are bundled when the timeline is limited; otherwise the
+                # client holds every child event and aggregates them itself.
+                "events": await self.views.serialize(
+                    timeline, for_device, include_room_id=False, bundle_aggregations=limited
+                ),
                 "limited": limited,
                 "prev_batch": prev_batch,
             },

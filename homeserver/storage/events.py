@@ -9,6 +9,7 @@ from typing import Any, Iterable, Sequence
 import asyncpg
 
 from homeserver.protocol.events import Event
+from homeserver.protocol.relations import relation_of
 from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from homeserver.storage.cache import LruCache
 from homeserver.storage.db import Database
@@ -157,12 +158,13 @@ class EventStore:
         replaced_extremities: list[str],
         txn: tuple[str, str, str, int] | None,
     ) -> None:
-        """Write an event with its edges, the room's new forward extremity, its txn id and redaction.
+        """Write an event with its edges, the room's new forward extremity, its txn id, redaction and relation.
 
         One statement, so that outside a transaction it is still atomic and
         costs a single round trip (the commit included).
         """
         txn_user, txn_device, txn_id, txn_ts = txn if txn is not None else (None, None, None, None)
+        relation = relation_of(event.content)
         await conn.execute(
             """
             WITH
@@ -192,6 +194,14 @@ class EventStore:
             redaction AS (
                 INSERT INTO redactions (event_id, redacts)
                 SELECT $1, $20 WHERE $20::text IS NOT NULL ON CONFLICT DO NOTHING
+            ),
+            relation AS (
+                INSERT INTO event_relations (event_id, room_id, relates_to_id, rel_type, aggregation_key)
+                SELECT $1, $2, $21, $22, $23 WHERE $22::text IS NOT NULL ON CONFLICT DO NOTHING
+            ),
+            -- A redacted child loses its m.relates_to, so it leaves its parent's relations.
+            unrelated AS (
+                DELETE FROM event_relations WHERE event_id = $20 AND room_id = $2
             )
             SELECT 1
             """,
@@ -200,6 +210,8 @@ class EventStore:
             state_group_after, json.dumps(internal),
             event.prev_event_ids, event.auth_event_ids, replaced_extremities,
             txn_user, txn_device, txn_id, txn_ts, event.redacts,
+            relation.parent_id if relation else None, relation.rel_type if relation else None,
+            relation.key if relation else None,
         )
 
     def invalidate(self, event_id: str) -> None:
