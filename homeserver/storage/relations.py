@@ -91,7 +91,9 @@ class RelationStore:
     async def aggregations(self, parent_ids: list[str], user_id: str) -> Aggregations:
         """Thread summaries, edit candidates and references of the parents, in one statement.
 
-        Only children in their parent's room count (spec: both events must be in the same room).
+        Only children in their parent's room count (spec: both events must be in the same room),
+        and for a user who is no longer joined only those up to their leaving, as /messages
+        serves them: a summary must not show what was said after someone left.
         """
         rows = await self.db.fetch(
             """
@@ -101,9 +103,13 @@ class RelationStore:
                 FROM event_relations r
                 JOIN events e ON e.event_id = r.event_id
                 JOIN events p ON p.event_id = r.relates_to_id AND p.room_id = r.room_id
+                LEFT JOIN current_state m ON m.room_id = r.room_id AND m.type = 'm.room.member'
+                    AND m.state_key = $2
+                LEFT JOIN events leaving ON leaving.event_id = m.event_id
                 WHERE r.relates_to_id = ANY($1::text[])
                     AND r.rel_type IN ('m.thread', 'm.replace', 'm.reference')
                     AND NOT e.outlier AND e.rejected_reason IS NULL
+                    AND (m.membership = 'join' OR e.stream_ordering <= leaving.stream_ordering)
             )
             SELECT 'm.thread' AS rel_type, relates_to_id,
                 array_agg(event_id ORDER BY stream_ordering DESC) AS ids,

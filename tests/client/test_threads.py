@@ -168,3 +168,24 @@ async def test_no_thread_from_an_event_with_a_relation(api):
         "msgtype": "m.text", "body": "thread off a reply",
         "m.relates_to": {"rel_type": "m.thread", "event_id": rich_reply},
     })).status == 200
+
+
+async def test_former_member_sees_the_thread_as_it_was_when_they_left(api):
+    alice, bob, _, room = await _room_of_three(api)
+    root = await alice.send_text(room, "root")
+    before = await thread_reply(alice, room, root, "before bob left")
+    r = await bob.post(f"{V3}/rooms/{room}/leave", {})
+    assert r.status == 200, r
+    await thread_reply(alice, room, root, "after bob left")
+    await thread_reply(alice, room, root, "also after")
+    await edit(alice, room, root, "root, edited after bob left")
+
+    summary = bundled(await get_event(bob, room, root))["m.thread"]
+    assert summary["count"] == 1
+    assert summary["latest_event"]["event_id"] == before
+    assert "m.replace" not in bundled(await get_event(bob, room, root))
+    r = await threads(bob, room)
+    assert ids(r["chunk"]) == [root]
+    assert bundled(r["chunk"][0])["m.thread"]["count"] == 1
+    # Those still in the room see all of it.
+    assert bundled(await get_event(alice, room, root))["m.thread"]["count"] == 3
