@@ -6,7 +6,7 @@ from aiohttp import web
 
 from homeserver.appkeys import SERVICES
 from homeserver.client import (
-    account, account_data, account_management, admin_register, devices, directory, keys, profile,
+    account, account_data, account_management, admin_register, devices, directory, key_backup, keys, profile,
     push_rules, receipts, relations, room_directory, room_events, rooms, sync, to_device, user_directory,
     versions, voip,
 )
@@ -17,7 +17,7 @@ from media.app import setup_media
 
 CLIENT_ROUTE_MODULES = (
     versions, account, account_management, devices, profile, rooms, room_events, directory, sync,
-    account_data, receipts, voip, keys, to_device, user_directory, push_rules, room_directory,
+    account_data, receipts, voip, keys, key_backup, to_device, user_directory, push_rules, room_directory,
     relations,
 )
 

@@ -81,3 +81,27 @@ CREATE TABLE to_device_txns (
     stream_id BIGINT NOT NULL,
     PRIMARY KEY (user_id, device_id, txn_id)
 );
+
+-- Server-side key backups: the client encrypts the keys, the server keeps them opaque.
+-- Deleted versions stay (flagged) so that a version number is never handed out twice.
+CREATE TABLE e2e_room_key_versions (
+    user_id TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    algorithm TEXT NOT NULL,
+    auth_data TEXT NOT NULL,
+    etag BIGINT NOT NULL DEFAULT 0,
+    deleted BOOLEAN NOT NULL DEFAULT false,
+    PRIMARY KEY (user_id, version)
+);
+
+CREATE TABLE e2e_room_keys (
+    user_id TEXT NOT NULL,
+    version BIGINT NOT NULL,
+    room_id TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    first_message_index BIGINT NOT NULL,
+    forwarded_count BIGINT NOT NULL,
+    is_verified BOOLEAN NOT NULL,
+    session_data TEXT NOT NULL,
+    PRIMARY KEY (user_id, version, room_id, session_id)
+);

@@ -1,4 +1,4 @@
-"""End-to-end encryption key routes, and the key backup answer Element relies on.
+"""End-to-end encryption key routes.
 
 Spec: https://spec.matrix.org/v1.19/client-server-api/#end-to-end-encryption
 """
@@ -82,10 +82,3 @@ async def upload_signatures(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     return json_response(await services(request).e2e_keys.upload_signatures(who.user_id, body))
 
-
-@routes.get(V3 + "/room_keys/version")
-async def backup_version(request: web.Request) -> web.Response:
-    # No server-side key backup yet; the spec's answer for "no backup", which Element
-    # takes as "offer to set one up later" rather than an error.
-    await requester(request)
-    raise MatrixError(404, "M_NOT_FOUND", "No current backup version")

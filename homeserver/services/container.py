@@ -11,6 +11,7 @@ from homeserver.services.account_data import AccountDataService
 from homeserver.services.accounts import AccountService
 from homeserver.services.auth import PasswordHasher, TokenAuthenticator
 from homeserver.services.e2e_keys import E2eKeyService
+from homeserver.services.key_backup import KeyBackupService
 from homeserver.services.deactivation import DeactivationService
 from homeserver.services.aggregations import Aggregator
 from homeserver.services.event_views import EventViews
@@ -35,6 +36,7 @@ from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.db import Database
 from homeserver.storage.devices import DeviceStore
 from homeserver.storage.e2e_keys import E2eKeyStore
+from homeserver.storage.key_backup import KeyBackupStore
 from homeserver.storage.events import EventStore
 from homeserver.storage.filters import FilterStore
 from homeserver.storage.media import MediaStore
@@ -85,6 +87,7 @@ class Services:
     room_directory: RoomDirectoryService
     e2e_keys: E2eKeyService
     to_device: ToDeviceService
+    key_backup: KeyBackupService
     turn: TurnService
     relations: RelationsService
 
@@ -181,6 +184,7 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         room_directory=RoomDirectoryService(rooms, state, events),
         e2e_keys=e2e_keys,
         to_device=to_device,
+        key_backup=KeyBackupService(KeyBackupStore(db)),
         turn=TurnService(config.turn),
         relations=RelationsService(events, relation_store, views, room_events, event_stream),
     )
