@@ -21,3 +21,23 @@ CREATE TABLE push_rule_defaults_changed (
     actions TEXT,
     PRIMARY KEY (user_id, kind, rule_id)
 );
+
+-- Events that notify a user, found by evaluating their push rules (for the unread
+-- counts of /sync). Rows at or before the user's unthreaded read receipt are dropped.
+CREATE TABLE event_push_actions (
+    user_id TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    stream_ordering BIGINT NOT NULL,
+    -- 'main', or the thread root's event id for an event in a thread.
+    thread_id TEXT NOT NULL,
+    highlight BOOLEAN NOT NULL,
+    PRIMARY KEY (user_id, room_id, stream_ordering)
+);
+
+-- Up to which stream position the events of a room were evaluated for a user.
+CREATE TABLE push_actions_evaluated (
+    user_id TEXT NOT NULL,
+    room_id TEXT NOT NULL,
+    stream_ordering BIGINT NOT NULL,
+    PRIMARY KEY (user_id, room_id)
+);

@@ -16,6 +16,7 @@ from homeserver.services.deactivation import DeactivationService
 from homeserver.services.aggregations import Aggregator
 from homeserver.services.event_views import EventViews
 from homeserver.services.membership import MembershipService
+from homeserver.services.notifications import NotificationCounter
 from homeserver.services.notifier import Notifier
 from homeserver.services.pipeline import EventPipeline
 from homeserver.services.profiles import ProfileService
@@ -40,6 +41,7 @@ from homeserver.storage.key_backup import KeyBackupStore
 from homeserver.storage.events import EventStore
 from homeserver.storage.filters import FilterStore
 from homeserver.storage.media import MediaStore
+from homeserver.storage.push_actions import PushActionStore
 from homeserver.storage.push_rules import PushRuleStore
 from homeserver.storage.receipts import ReceiptStore
 from homeserver.storage.registration import RegistrationStore
@@ -171,6 +173,7 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
             account_data_stream, room_changes, receipts=receipts, typing=typing,
             e2e_keys=e2e_keys, to_device=to_device,
             push_rules=push_rules,
+            notifications=NotificationCounter(events, state, push_rules, PushActionStore(db)),
         ),
         account_data=account_data,
         receipts=receipts,

@@ -19,6 +19,7 @@ from homeserver.protocol.filters import SyncFilter
 from homeserver.services.auth import Requester
 from homeserver.services.e2e_keys import E2eKeyService
 from homeserver.services.event_views import EventViews
+from homeserver.services.notifications import NotificationCounter
 from homeserver.services.notifier import Notifier
 from homeserver.services.push_rules import PUSH_RULES_TYPE, PushRulesService
 from homeserver.services.receipts import ReceiptsService
@@ -56,6 +57,7 @@ class SyncService:
         receipts: ReceiptsService, typing: TypingService,
         e2e_keys: E2eKeyService | None = None, to_device: ToDeviceService | None = None,
         push_rules: PushRulesService | None = None,
+        notifications: NotificationCounter | None = None,
     ):
         self.events = events
         self.state = state
@@ -67,6 +69,7 @@ class SyncService:
         self.account_data_stream = account_data_stream
         self.room_changes = room_changes
         self.push_rules = push_rules
+        self.notifications = notifications
         self.receipts = receipts
         self.typing = typing
         self.e2e_keys = e2e_keys
@@ -282,9 +285,15 @@ class SyncService:
             "ephemeral": {"events": ephemeral},
             "unread_notifications": {"notification_count": 0, "highlight_count": 0},
         }
-        if currently_joined and timeline_filter.unread_thread_notifications:
-            # Per thread root, the counts of unread_notifications; no thread has any yet.
-            section["unread_thread_notifications"] = {}
+        if currently_joined and self.notifications is not None:
+            counts = await self.notifications.unread_counts(user_id, room_id, up_to)
+            if timeline_filter.unread_thread_notifications:
+                # Spec: then unread_notifications counts the main timeline only, and each
+                # thread with unread notifications has its counts under its root's id.
+                section["unread_notifications"] = counts.main
+                section["unread_thread_notifications"] = counts.threads
+            else:
+                section["unread_notifications"] = counts.total()
         if since is None or any(e.type == "m.room.member" for e in timeline + state_events):
             section["summary"] = await self._summary(room_id, user_id)
         return section

@@ -133,17 +133,18 @@ async def test_unread_counts_stay_well_formed(api):
     room = await room_with(alice, bob)
     await bob.send_text(room, "unread")
     plain = (await alice.sync())["rooms"]["join"][room]
-    assert plain["unread_notifications"] == {"notification_count": 0, "highlight_count": 0}
+    # Bob's message notifies alice (push rule .m.rule.room_one_to_one).
+    assert plain["unread_notifications"] == {"notification_count": 1, "highlight_count": 0}
     assert "unread_thread_notifications" not in plain
     threads = json.dumps({"room": {"timeline": {"unread_thread_notifications": True}}})
     first = await alice.sync(filter=threads)
     section = first["rooms"]["join"][room]
-    assert section["unread_notifications"] == {"notification_count": 0, "highlight_count": 0}
+    assert section["unread_notifications"] == {"notification_count": 1, "highlight_count": 0}
     assert section["unread_thread_notifications"] == {}
     # Incremental syncs too; a filter with a wrong type is refused.
     await bob.send_text(room, "more")
     later = (await alice.sync(since=first["next_batch"], filter=threads))["rooms"]["join"][room]
-    assert later["unread_notifications"] == {"notification_count": 0, "highlight_count": 0}
+    assert later["unread_notifications"] == {"notification_count": 2, "highlight_count": 0}
     assert later["unread_thread_notifications"] == {}
     bad = json.dumps({"room": {"timeline": {"unread_thread_notifications": "yes"}}})
     r = await alice.get(f"{V3}/sync", params={"filter": bad})
