@@ -141,6 +141,8 @@ async def test_invalid_rules_are_refused_and_store_nothing(api, services):
         ("PUT", f"{RULES}/override/.mine", {"actions": []}, 400, "M_INVALID_PARAM"),
         ("PUT", f"{RULES}/override/.m.rule.master", {"actions": []}, 400, "M_INVALID_PARAM"),
         ("PUT", f"{RULES}/override/a%5Cb", {"actions": []}, 400, "M_INVALID_PARAM"),
+        ("PUT", f"{RULES}/override/a%2Fb", {"actions": []}, 400, "M_INVALID_PARAM"),
+        ("PUT", f"{RULES}/override/{'x' * 256}", {"actions": []}, 400, "M_INVALID_PARAM"),
         ("PUT", f"{RULES}/override/x", {}, 400, "M_MISSING_PARAM"),
         ("PUT", f"{RULES}/override/x", {"actions": "notify"}, 400, "M_INVALID_PARAM"),
         ("PUT", f"{RULES}/override/x", {"actions": ["shout"]}, 400, "M_INVALID_PARAM"),
