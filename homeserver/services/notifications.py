@@ -55,13 +55,14 @@ class NotificationCounter:
     async def unread_counts(self, user_id: str, room_id: str, up_to: int) -> UnreadCounts:
         """The user's unread counts in a room they are joined to, at stream position ``up_to``."""
         read = await self.store.read_positions(user_id, room_id)
-        unthreaded = read.get("", 0)
+        # Events from before the user's latest join never count, as if read (also those
+        # found before they left, should they come back).
+        read[""] = max(read.get("", 0), await self._joined_at(user_id, room_id))
         evaluated = await self.store.evaluated_up_to(user_id, room_id) or 0
-        # Events from before the user's (latest) join never count.
-        start = max(evaluated, unthreaded, await self._joined_at(user_id, room_id))
+        start = max(evaluated, read[""])
         if start < up_to:
             found = await self._evaluate(user_id, room_id, start, up_to)
-            await self.store.record(user_id, room_id, found, up_to, unthreaded)
+            await self.store.record(user_id, room_id, found, up_to, read[""])
         main = _counts()
         threads: dict[str, dict[str, int]] = {}
         for count in await self.store.unread_counts(user_id, room_id, up_to, read):

@@ -137,6 +137,21 @@ async def test_events_before_joining_do_not_count(api):
     assert await counts(bob, room_id) == {"notification_count": 1, "highlight_count": 0}
 
 
+async def test_counts_start_again_after_leaving_and_rejoining(api):
+    alice, (bob, _carol), room_id = await group_room(api, "bob", "carol")
+    await alice.send_text(room_id, "one")
+    await alice.send_text(room_id, "two")
+    assert (await counts(bob, room_id))["notification_count"] == 2
+    r = await bob.post(f"{V3}/rooms/{room_id}/leave", {})
+    assert r.status == 200
+    await alice.send_text(room_id, "while bob is away")
+    await bob.join(room_id)
+    # Neither what bob left unread nor what came while he was away counts.
+    assert await counts(bob, room_id) == {"notification_count": 0, "highlight_count": 0}
+    await alice.send_text(room_id, "welcome back")
+    assert (await counts(bob, room_id))["notification_count"] == 1
+
+
 async def test_thread_counts(api):
     alice, (bob, _carol), room_id = await group_room(api, "bob", "carol")
     root = await bob.send_text(room_id, "root")
