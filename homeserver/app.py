@@ -7,8 +7,8 @@ from aiohttp import web
 from homeserver.appkeys import SERVICES
 from homeserver.client import (
     account, account_data, account_management, admin_register, devices, directory, key_backup, keys, profile,
-    push_rules, receipts, relations, room_directory, room_events, rooms, sync, to_device, user_directory,
-    versions, voip,
+    presence, push_rules, receipts, relations, room_directory, room_events, rooms, sync, to_device,
+    user_directory, versions, voip,
 )
 from homeserver.http import matrix_middleware
 from homeserver.services.container import Services
@@ -18,7 +18,7 @@ from media.app import setup_media
 CLIENT_ROUTE_MODULES = (
     versions, account, account_management, devices, profile, rooms, room_events, directory, sync,
     account_data, receipts, voip, keys, key_backup, to_device, user_directory, push_rules, room_directory,
-    relations,
+    relations, presence,
 )
 
 
@@ -31,6 +31,7 @@ def create_app(services: Services) -> web.Application:
     for module in CLIENT_ROUTE_MODULES:
         app.router.add_routes(module.routes)
     admin_register.install(app)
+    app.cleanup_ctx.append(presence.idle_sweeper)
     repository = setup_media(app, services)
     media_preview.install(app, repository)
     app.router.add_routes(media_admin.routes)

@@ -210,6 +210,12 @@ class UserDirectoryConfig(_Section):
     search_all_users: bool = False
 
 
+class PresenceConfig(_Section):
+    # False: nobody's presence is tracked or shared; PUT /presence is accepted and
+    # ignored and /sync carries no presence (as Synapse's use_presence: false).
+    enabled: bool = True
+
+
 class Config(_Section):
     server_name: str
     public_baseurl: str | None = None
@@ -225,6 +231,7 @@ class Config(_Section):
     media: MediaConfig = MediaConfig()
     turn: TurnConfig = TurnConfig()
     user_directory: UserDirectoryConfig = UserDirectoryConfig()
+    presence: PresenceConfig = PresenceConfig()
     # bcrypt cost factor: 12 takes about a quarter of a second per hash.
     password_hash_rounds: int = Field(12, ge=4, le=31)
     log_level: str = "INFO"

@@ -36,6 +36,7 @@ async def sync(request: web.Request) -> web.Response:
         full_state=query_bool(request, "full_state"),
         filter=sync_filter,
         use_state_after=query_bool(request, "use_state_after"),
+        set_presence=set_presence,
     ))
     return json_response(result)
 

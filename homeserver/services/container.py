@@ -19,6 +19,7 @@ from homeserver.services.membership import MembershipService
 from homeserver.services.notifications import NotificationCounter
 from homeserver.services.notifier import Notifier
 from homeserver.services.pipeline import EventPipeline
+from homeserver.services.presence import PresenceService
 from homeserver.services.profiles import ProfileService
 from homeserver.services.push_rules import PushRulesService
 from homeserver.services.ratelimit import RateLimiter
@@ -41,6 +42,7 @@ from homeserver.storage.key_backup import KeyBackupStore
 from homeserver.storage.events import EventStore
 from homeserver.storage.filters import FilterStore
 from homeserver.storage.media import MediaStore
+from homeserver.storage.presence import PresenceStore
 from homeserver.storage.push_actions import PushActionStore
 from homeserver.storage.push_rules import PushRuleStore
 from homeserver.storage.receipts import ReceiptStore
@@ -91,6 +93,7 @@ class Services:
     to_device: ToDeviceService
     key_backup: KeyBackupService
     turn: TurnService
+    presence: PresenceService
     relations: RelationsService
 
     @property
@@ -120,6 +123,9 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
     notifier.watch(device_list_stream)
     receipt_stream = await StreamIdGenerator.load(db, "receipts", "stream_id")
     notifier.watch(receipt_stream)
+    presence_stream = await StreamIdGenerator.load(db, "presence", "stream_id")
+    notifier.watch(presence_stream)
+    presence = PresenceService(config.presence.enabled, PresenceStore(db), presence_stream, notifier)
 
     def on_persisted(event: Event, users_to_wake: set[str]) -> None:
         notifier.notify_at(event_stream, event.internal["stream_ordering"], users_to_wake)
@@ -172,7 +178,7 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
             events, state, rooms, account_data_store, views, notifier, event_stream,
             account_data_stream, room_changes, receipts=receipts, typing=typing,
             e2e_keys=e2e_keys, to_device=to_device,
-            push_rules=push_rules,
+            push_rules=push_rules, presence=presence,
             notifications=NotificationCounter(events, state, push_rules, PushActionStore(db)),
         ),
         account_data=account_data,
@@ -189,5 +195,6 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         to_device=to_device,
         key_backup=KeyBackupService(KeyBackupStore(db)),
         turn=TurnService(config.turn),
+        presence=presence,
         relations=RelationsService(events, relation_store, views, room_events, event_stream),
     )

@@ -21,6 +21,7 @@ from homeserver.services.e2e_keys import E2eKeyService
 from homeserver.services.event_views import EventViews
 from homeserver.services.notifications import NotificationCounter
 from homeserver.services.notifier import Notifier
+from homeserver.services.presence import PresenceService
 from homeserver.services.push_rules import PUSH_RULES_TYPE, PushRulesService
 from homeserver.services.receipts import ReceiptsService
 from homeserver.services.to_device import ToDeviceService
@@ -47,6 +48,8 @@ class SyncRequest:
     full_state: bool
     filter: SyncFilter
     use_state_after: bool = False
+    # online (the default), unavailable or offline (leave presence alone).
+    set_presence: str = "online"
 
 
 class SyncService:
@@ -57,7 +60,7 @@ class SyncService:
         receipts: ReceiptsService, typing: TypingService,
         e2e_keys: E2eKeyService | None = None, to_device: ToDeviceService | None = None,
         push_rules: PushRulesService | None = None,
-        notifications: NotificationCounter | None = None,
+        notifications: NotificationCounter | None = None, presence: PresenceService | None = None,
     ):
         self.events = events
         self.state = state
@@ -74,6 +77,7 @@ class SyncService:
         self.typing = typing
         self.e2e_keys = e2e_keys
         self.to_device = to_device
+        self.presence = presence
 
     def current_token(self) -> SyncToken:
         return SyncToken(
@@ -81,11 +85,15 @@ class SyncService:
             receipts=self.receipts.stream.current(), typing=self.typing.position(),
             to_device=self.to_device.stream.current() if self.to_device else 0,
             device_lists=self.e2e_keys.stream.current() if self.e2e_keys else 0,
+            presence=self.presence.stream.current() if self.presence else 0,
         )
 
     async def sync(self, request: SyncRequest) -> dict[str, Any]:
         user_id = request.requester.user_id
         deadline = time.monotonic() + request.timeout_ms / 1000
+        if self.presence is not None:
+            # Before the token is taken: the syncer's own change is then behind it.
+            await self.presence.user_syncing(user_id, request.set_presence)
         if request.since is not None:
             # A token ahead of our streams (e.g. given out before a database restore) would
             # hide every new event until the streams caught up with it: read it as "now".
@@ -201,6 +209,12 @@ class SyncService:
         }
         has_news = bool(join or invite or leave or knock or account_events)
         has_news |= await self._encryption_sections(request, now, response)
+        if self.presence is not None:
+            presence = await self.presence.for_sync(
+                user_id, since.presence if since else None, now.presence, request.filter.presence,
+                (since.events, now.events) if since else None)
+            response["presence"]["events"] = presence
+            has_news |= bool(presence)
         return response, has_news
 
     async def _encryption_sections(self, request: SyncRequest, now: SyncToken, response: dict[str, Any]) -> bool:

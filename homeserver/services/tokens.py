@@ -1,6 +1,6 @@
 """Sync and pagination tokens.
 
-A sync token is ``s<events>_<account data>_<receipts>_<typing>_<to-device>_<device lists>``:
+A sync token is ``s<events>_<account data>_<receipts>_<typing>_<to-device>_<device lists>_<presence>``:
 the position of each stream (DESIGN.md, Streams), in that order; missing
 trailing positions read as 0, so tokens of older versions still parse. Pagination tokens are ``s<events>`` and name the point
 *after* an event position; both parse the same way, so a client may pass a
@@ -27,6 +27,7 @@ class SyncToken:
     typing: int = 0
     to_device: int = 0
     device_lists: int = 0
+    presence: int = 0
 
     def serialize(self) -> str:
         return "s" + "_".join(str(p) for p in dataclasses.astuple(self))

@@ -1,0 +1,220 @@
+"""Presence: online, unavailable (idle) or offline, with a status message.
+
+/sync (set_presence) and PUT /presence change a user's presence; changes others
+see take the next presence position and reach, through /sync, the users who
+share a joined room with them. Syncing costs no database write unless the
+state changes, or the timestamps are over a minute old (REFRESH_MS).
+
+The idle timeout runs as one periodic sweep rather than a timer per user: a
+user not syncing for IDLE_MS becomes unavailable, and OFFLINE_MS later offline.
+Spec: https://spec.matrix.org/v1.19/client-server-api/#presence
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import Any
+
+from homeserver.errors import forbidden
+from homeserver.protocol.filters import EventFilter
+from homeserver.services.clock import now_ms
+from homeserver.services.notifier import Notifier
+from homeserver.storage.presence import PresenceRow, PresenceStore
+from homeserver.storage.streams import StreamIdGenerator
+
+log = logging.getLogger(__name__)
+
+ONLINE, UNAVAILABLE, OFFLINE = "online", "unavailable", "offline"
+STATES = (ONLINE, UNAVAILABLE, OFFLINE)
+
+IDLE_MS = 5 * 60_000
+OFFLINE_MS = 30 * 60_000
+# Timestamps are written at most this often when nothing visible changes; the idle
+# timeout is late by at most this much.
+REFRESH_MS = 60_000
+SWEEP_INTERVAL_S = 60.0
+
+
+class PresenceService:
+    def __init__(self, enabled: bool, store: PresenceStore, stream: StreamIdGenerator, notifier: Notifier):
+        self.enabled = enabled
+        self.store = store
+        self.stream = stream
+        self.notifier = notifier
+        # The stored row of every user seen since start, so that a sync needs no read.
+        self._rows: dict[str, PresenceRow | None] = {}
+        # Writes decide on the row as it is when they run: a sweep and a sync of one
+        # user must not interleave.
+        self._lock = asyncio.Lock()
+
+    async def user_syncing(self, user_id: str, set_presence: str, now: int | None = None) -> None:
+        """A /sync with ``set_presence``: online marks the user online and active (unless
+        they chose to be unavailable), unavailable marks them idle, offline changes nothing."""
+        if not self.enabled or set_presence == OFFLINE:
+            return
+        now = now_ms() if now is None else now
+        current = await self._row(user_id)
+        if current is not None and not self._sync_changes(current, set_presence, now):
+            return  # the usual case: nothing to write
+        async with self._lock:
+            current = await self._row(user_id)
+            if current is None:
+                current = PresenceRow(user_id, OFFLINE, None, now, now, False, 0)
+            elif not self._sync_changes(current, set_presence, now):
+                return  # another sync of the user's has just written
+            if set_presence == ONLINE:
+                if current.state == OFFLINE or (current.state == UNAVAILABLE and not current.explicit):
+                    new = dataclasses.replace(current, state=ONLINE, last_active_ts=now, last_sync_ts=now,
+                                              explicit=False)
+                elif current.state == ONLINE:
+                    new = dataclasses.replace(current, last_active_ts=now, last_sync_ts=now)
+                else:
+                    new = dataclasses.replace(current, last_sync_ts=now)
+            else:
+                new = dataclasses.replace(current, state=UNAVAILABLE, last_sync_ts=now)
+            await self._write(current, new)
+
+    def _sync_changes(self, row: PresenceRow, set_presence: str, now: int) -> bool:
+        """Whether a sync with ``set_presence`` must write: a visible change or old timestamps."""
+        if set_presence == ONLINE:
+            if row.state == OFFLINE or (row.state == UNAVAILABLE and not row.explicit):
+                return True
+            if row.state == ONLINE and now - row.last_active_ts >= REFRESH_MS:
+                return True
+        elif row.state != UNAVAILABLE:
+            return True
+        return now - row.last_sync_ts >= REFRESH_MS
+
+    async def set_presence(self, user_id: str, state: str, status_msg: str | None, now: int | None = None) -> None:
+        """PUT /presence/{userId}/status: the user's own choice, which bumps their activity."""
+        if not self.enabled:
+            return  # accepted and ignored, as Synapse does with presence off
+        now = now_ms() if now is None else now
+        async with self._lock:
+            current = await self._row(user_id) or PresenceRow(user_id, OFFLINE, None, now, now, False, 0)
+            new = dataclasses.replace(
+                current, state=state, status_msg=status_msg, last_active_ts=now, last_sync_ts=now,
+                explicit=state == UNAVAILABLE,
+            )
+            await self._write(current, new)
+
+    async def get_presence_for(self, observer: str, user_id: str) -> dict[str, Any]:
+        """GET /presence/{userId}/status: one's own, or that of someone sharing a room."""
+        if self.enabled and observer != user_id and observer not in await self.store.room_partners(user_id):
+            raise forbidden("You are not allowed to see their presence")
+        return await self.get_presence(user_id)
+
+    async def get_presence(self, user_id: str, now: int | None = None) -> dict[str, Any]:
+        """The content of the user's m.presence event (just offline when presence is off)."""
+        if not self.enabled:
+            return {"presence": OFFLINE}
+        row = await self._row(user_id)
+        if row is None:
+            return {"presence": OFFLINE}
+        return _content(row, now_ms() if now is None else now)
+
+    async def for_sync(
+        self, user_id: str, after: int | None, up_to: int, presence_filter: EventFilter,
+        event_window: tuple[int, int] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The m.presence events of the user and of those sharing a room with them: with
+        ``after``, the changes in (after, up_to]; without, every one not offline.
+
+        With ``event_window`` (the sync's window of the event stream), also the current
+        presence of those who came to share a room with the user in it, which the
+        client has not seen yet.
+        """
+        if not self.enabled or not presence_filter.allows_type("m.presence"):
+            return []
+        rows = []
+        if after is None or after < up_to:
+            rows = await self.store.partners_changed(
+                user_id, after or 0, up_to, include_offline=after is not None)
+        if after is not None and event_window is not None and event_window[0] < event_window[1]:
+            seen = {row.user_id for row in rows}
+            rows += [
+                row for row in await self.store.newly_shared(user_id, *event_window)
+                if row.user_id not in seen and row.stream_id <= up_to
+            ]
+        now = now_ms()
+        events = [
+            {"type": "m.presence", "sender": row.user_id, "content": _content(row, now)}
+            for row in rows
+            if (presence_filter.senders is None or row.user_id in presence_filter.senders)
+            and row.user_id not in presence_filter.not_senders
+        ]
+        if presence_filter.limit is not None:
+            events = events[-presence_filter.limit:]  # the latest changes
+        return events
+
+    async def sweep(self, now: int | None = None) -> list[str]:
+        """The idle timeout: users not syncing for IDLE_MS become unavailable, and
+        OFFLINE_MS later offline; the users changed. Run periodically, and at start,
+        where it takes everyone whose last sync is long gone offline."""
+        if not self.enabled:
+            return []
+        now = now_ms() if now is None else now
+        changed = []
+        for candidate in await self.store.idle_since(now - IDLE_MS):
+            async with self._lock:
+                # The user may have synced since the candidates were read.
+                current = await self._row(candidate.user_id)
+                if current is None or current.state == OFFLINE:
+                    continue
+                idle_for = now - current.last_sync_ts
+                if idle_for >= IDLE_MS + OFFLINE_MS:
+                    new = dataclasses.replace(current, state=OFFLINE, explicit=False)
+                elif idle_for >= IDLE_MS and current.state == ONLINE:
+                    new = dataclasses.replace(current, state=UNAVAILABLE)
+                else:
+                    continue
+                await self._write(current, new)
+                changed.append(current.user_id)
+        return changed
+
+    async def sweep_periodically(self) -> None:
+        """Sweep now and then every SWEEP_INTERVAL_S, until cancelled."""
+        while True:
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("presence sweep failed")
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+
+    async def _row(self, user_id: str) -> PresenceRow | None:
+        if user_id not in self._rows:
+            self._rows[user_id] = await self.store.get(user_id)
+        return self._rows[user_id]
+
+    async def _write(self, current: PresenceRow, new: PresenceRow) -> None:
+        visible = (current.state, current.status_msg) != (new.state, new.status_msg) or current.stream_id == 0
+        if not visible and new == current:
+            return
+        if not visible:
+            await self.store.put(new)
+            self._rows[new.user_id] = new
+            return
+        # Dropped first: should the write fail, the next reader loads what is stored.
+        self._rows.pop(new.user_id, None)
+        with self.stream.allocate() as position:
+            new = dataclasses.replace(new, stream_id=position)
+            await self.store.put(new)
+        self._rows[new.user_id] = new
+        self.notifier.notify_at(self.stream, position, await self.store.room_partners(new.user_id))
+
+
+def _content(row: PresenceRow, now: int) -> dict[str, Any]:
+    content: dict[str, Any] = {
+        "presence": row.state,
+        "last_active_ago": max(0, now - row.last_active_ts),
+        # Syncing counts as activity here: an online user is currently active, and
+        # clients need no last_active_ago updates until that changes.
+        "currently_active": row.state == ONLINE,
+    }
+    if row.status_msg is not None:
+        content["status_msg"] = row.status_msg
+    return content
