@@ -5,11 +5,14 @@ brings the `turnserver` daemon and coturn's own test client `turnutils_uclient`:
 
     sudo apt-get install -y coturn     # about 10 s, a 0.5 MB download
 
-The CI machine has it installed. The test never uses the system service or
-/etc/turnserver.conf: it starts a `turnserver` of its own on 127.0.0.1 with a
-free port, `use-auth-secret` and a fresh `static-auth-secret`, no TLS, and
-stops it afterwards. Without the binaries the test fails and says how to
-install them; it is never skipped.
+Where the binaries are missing and the test runs as root on a machine with
+apt-get (a fresh Debian box, CI), it installs the package itself, so the
+README's test command needs nothing else. The test never uses the system
+service or /etc/turnserver.conf: it starts a `turnserver` of its own on
+127.0.0.1 with a free port, `use-auth-secret` and a fresh
+`static-auth-secret`, no TLS, and stops it afterwards. Where coturn can be
+neither found nor installed, the test fails and says how to install it; it is
+never skipped.
 """
 
 from __future__ import annotations
@@ -37,9 +40,21 @@ REALM = "e2e.local"
 
 def _binary(name: str) -> str:
     path = shutil.which(name)
+    if path is None and shutil.which("apt-get") and os.geteuid() == 0:
+        _install_coturn()
+        path = shutil.which(name)
     if path is None:
         pytest.fail(f"{name} not found on PATH: {INSTALL_HINT}", pytrace=False)
     return path
+
+
+def _install_coturn() -> None:
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "coturn"]
+    if subprocess.run(install, env=env, capture_output=True, timeout=600).returncode != 0:
+        # A fresh machine may have no package lists yet.
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
+        subprocess.run(install, env=env, capture_output=True, timeout=600)
 
 
 def _free_udp_and_tcp_port() -> int:
