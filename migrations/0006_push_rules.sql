@@ -41,3 +41,19 @@ CREATE TABLE push_actions_evaluated (
     stream_ordering BIGINT NOT NULL,
     PRIMARY KEY (user_id, room_id)
 );
+
+-- Pushers (POST /pushers/set): where a user's devices want push notifications sent.
+CREATE TABLE pushers (
+    user_id TEXT NOT NULL,
+    app_id TEXT NOT NULL,
+    pushkey TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    app_display_name TEXT NOT NULL,
+    device_display_name TEXT NOT NULL,
+    profile_tag TEXT,
+    lang TEXT NOT NULL,
+    data TEXT NOT NULL,
+    created_ts BIGINT NOT NULL,
+    PRIMARY KEY (user_id, app_id, pushkey)
+);
+CREATE INDEX pushers_key ON pushers (app_id, pushkey);

@@ -1,4 +1,4 @@
-"""Push rules. Spec: https://spec.matrix.org/v1.19/client-server-api/#push-rules-api"""
+"""Push rules and pushers. Spec: https://spec.matrix.org/v1.19/client-server-api/#push-rules-api"""
 
 from __future__ import annotations
 
@@ -90,4 +90,18 @@ async def put_actions(request: web.Request) -> web.Response:
     kind, rule_id = _rule_path(request)
     body = await read_json_object(request)
     await services(request).push_rules.set_actions(who.user_id, kind, rule_id, body.get("actions"))
+    return json_response({})
+
+
+@routes.get(V3 + "/pushers")
+async def get_pushers(request: web.Request) -> web.Response:
+    who = await requester(request)
+    return json_response({"pushers": await services(request).pushers.list(who.user_id)})
+
+
+@routes.post(V3 + "/pushers/set")
+async def set_pusher(request: web.Request) -> web.Response:
+    who = await requester(request)
+    body = await read_json_object(request)
+    await services(request).pushers.set(who.user_id, body)
     return json_response({})

@@ -22,6 +22,7 @@ from homeserver.services.pipeline import EventPipeline
 from homeserver.services.presence import PresenceService
 from homeserver.services.profiles import ProfileService
 from homeserver.services.push_rules import PushRulesService
+from homeserver.services.pushers import PushersService
 from homeserver.services.ratelimit import RateLimiter
 from homeserver.services.receipts import ReceiptsService
 from homeserver.services.relation_checks import RelationChecks
@@ -45,6 +46,7 @@ from homeserver.storage.media import MediaStore
 from homeserver.storage.presence import PresenceStore
 from homeserver.storage.push_actions import PushActionStore
 from homeserver.storage.push_rules import PushRuleStore
+from homeserver.storage.pushers import PusherStore
 from homeserver.storage.receipts import ReceiptStore
 from homeserver.storage.registration import RegistrationStore
 from homeserver.storage.relations import RelationStore
@@ -88,6 +90,7 @@ class Services:
     login_limiter: RateLimiter
     registration_limiter: RateLimiter
     push_rules: PushRulesService
+    pushers: PushersService
     room_directory: RoomDirectoryService
     e2e_keys: E2eKeyService
     to_device: ToDeviceService
@@ -190,6 +193,7 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         login_limiter=RateLimiter(limits.login.per_second, limits.login.burst),
         registration_limiter=RateLimiter(limits.registration.per_second, limits.registration.burst),
         push_rules=push_rules,
+        pushers=PushersService(PusherStore(db)),
         room_directory=RoomDirectoryService(rooms, state, events),
         e2e_keys=e2e_keys,
         to_device=to_device,
