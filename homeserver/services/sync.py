@@ -57,10 +57,9 @@ class SyncService:
         self, events: EventStore, state: StateStore, rooms: RoomStore, account_data: AccountDataStore,
         views: EventViews, notifier: Notifier, event_stream: StreamIdGenerator,
         account_data_stream: StreamIdGenerator, room_changes: StreamChangeCache,
-        receipts: ReceiptsService, typing: TypingService,
-        e2e_keys: E2eKeyService | None = None, to_device: ToDeviceService | None = None,
-        push_rules: PushRulesService | None = None,
-        notifications: NotificationCounter | None = None, presence: PresenceService | None = None,
+        receipts: ReceiptsService, typing: TypingService, e2e_keys: E2eKeyService,
+        to_device: ToDeviceService, push_rules: PushRulesService, notifications: NotificationCounter,
+        presence: PresenceService,
     ):
         self.events = events
         self.state = state
@@ -83,17 +82,16 @@ class SyncService:
         return SyncToken(
             self.event_stream.current(), self.account_data_stream.current(),
             receipts=self.receipts.stream.current(), typing=self.typing.position(),
-            to_device=self.to_device.stream.current() if self.to_device else 0,
-            device_lists=self.e2e_keys.stream.current() if self.e2e_keys else 0,
-            presence=self.presence.stream.current() if self.presence else 0,
+            to_device=self.to_device.stream.current(),
+            device_lists=self.e2e_keys.stream.current(),
+            presence=self.presence.stream.current(),
         )
 
     async def sync(self, request: SyncRequest) -> dict[str, Any]:
         user_id = request.requester.user_id
         deadline = time.monotonic() + request.timeout_ms / 1000
-        if self.presence is not None:
-            # Before the token is taken: the syncer's own change is then behind it.
-            await self.presence.user_syncing(user_id, request.set_presence)
+        # Before the token is taken: the syncer's own change is then behind it.
+        await self.presence.user_syncing(user_id, request.set_presence)
         if request.since is not None:
             # A token ahead of our streams (e.g. given out before a database restore) would
             # hide every new event until the streams caught up with it: read it as "now".
@@ -190,7 +188,7 @@ class SyncService:
         ))
 
         global_data = account_data.get(GLOBAL, {})
-        if self.push_rules is not None and (since is None or PUSH_RULES_TYPE in global_data):
+        if since is None or PUSH_RULES_TYPE in global_data:
             # Always in an initial sync (also before any change: clients need the defaults),
             # and computed afresh, so that new server-default rules show up.
             global_data[PUSH_RULES_TYPE] = await self.push_rules.account_data_content(user_id)
@@ -209,12 +207,11 @@ class SyncService:
         }
         has_news = bool(join or invite or leave or knock or account_events)
         has_news |= await self._encryption_sections(request, now, response)
-        if self.presence is not None:
-            presence = await self.presence.for_sync(
-                user_id, since.presence if since else None, now.presence, request.filter.presence,
-                (since.events, now.events) if since else None)
-            response["presence"]["events"] = presence
-            has_news |= bool(presence)
+        presence = await self.presence.for_sync(
+            user_id, since.presence if since else None, now.presence, request.filter.presence,
+            (since.events, now.events) if since else None)
+        response["presence"]["events"] = presence
+        has_news |= bool(presence)
         return response, has_news
 
     async def _encryption_sections(self, request: SyncRequest, now: SyncToken, response: dict[str, Any]) -> bool:
@@ -222,23 +219,21 @@ class SyncService:
         user_id, device_id = request.requester.user_id, request.requester.device_id
         since = request.since
         news = False
-        if self.to_device is not None:
-            messages, position = await self.to_device.for_sync(
-                user_id, device_id, since.to_device if since else 0, now.to_device)
-            response["to_device"]["events"] = messages
-            if position != now.to_device:
-                # More messages than one response carries: the next sync continues from here.
-                response["next_batch"] = dataclasses.replace(now, to_device=position).serialize()
-            news |= bool(messages)
-        if self.e2e_keys is not None:
-            if since is not None:
-                changes = await self.e2e_keys.device_list_changes(
-                    user_id, since.events, now.events, since.device_lists, now.device_lists)
-                response["device_lists"] = {"changed": changes.changed, "left": changes.left}
-                news |= bool(changes.changed or changes.left)
-            response["device_one_time_keys_count"] = await self.e2e_keys.one_time_key_counts(user_id, device_id)
-            response["device_unused_fallback_key_types"] = await self.e2e_keys.unused_fallback_key_types(
-                user_id, device_id)
+        messages, position = await self.to_device.for_sync(
+            user_id, device_id, since.to_device if since else 0, now.to_device)
+        response["to_device"]["events"] = messages
+        if position != now.to_device:
+            # More messages than one response carries: the next sync continues from here.
+            response["next_batch"] = dataclasses.replace(now, to_device=position).serialize()
+        news |= bool(messages)
+        if since is not None:
+            changes = await self.e2e_keys.device_list_changes(
+                user_id, since.events, now.events, since.device_lists, now.device_lists)
+            response["device_lists"] = {"changed": changes.changed, "left": changes.left}
+            news |= bool(changes.changed or changes.left)
+        response["device_one_time_keys_count"] = await self.e2e_keys.one_time_key_counts(user_id, device_id)
+        response["device_unused_fallback_key_types"] = await self.e2e_keys.unused_fallback_key_types(
+            user_id, device_id)
         return news
 
     async def _room_section(
@@ -299,7 +294,7 @@ class SyncService:
             "ephemeral": {"events": ephemeral},
             "unread_notifications": {"notification_count": 0, "highlight_count": 0},
         }
-        if currently_joined and self.notifications is not None:
+        if currently_joined:
             counts = await self.notifications.unread_counts(user_id, room_id, up_to)
             if timeline_filter.unread_thread_notifications:
                 # Spec: then unread_notifications counts the main timeline only, and each
