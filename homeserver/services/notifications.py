@@ -14,6 +14,7 @@ from typing import Any
 
 from homeserver.protocol import power_levels, push_rules
 from homeserver.protocol.events import Event
+from homeserver.services.current_state import current_state_events
 from homeserver.services.push_rules import PushRulesService
 from homeserver.storage.events import EventStore
 from homeserver.storage.push_actions import PushAction, PushActionStore
@@ -102,13 +103,7 @@ class NotificationCounter:
 
     async def _room_facts(self, room_id: str, user_id: str) -> _RoomFacts:
         keys = [power_levels.CREATE_KEY, power_levels.POWER_LEVELS_KEY, ("m.room.member", user_id)]
-        ids = {}
-        for key in keys:
-            event_id = await self.state.get_current_state_event_id(room_id, *key)
-            if event_id is not None:
-                ids[key] = event_id
-        loaded = await self.events.get_events(ids.values())
-        state = {k: loaded[v] for k, v in ids.items() if v in loaded}
+        state = await current_state_events(self.state, self.events, room_id, keys)
         member = state.pop(("m.room.member", user_id), None)
         name = member.content.get("displayname") if member is not None else None
         power = state.get(power_levels.POWER_LEVELS_KEY)

@@ -13,8 +13,8 @@ from typing import Any
 
 from homeserver.errors import forbidden, invalid_param, not_found
 from homeserver.protocol import power_levels
-from homeserver.protocol.events import Event
 from homeserver.services.auth import Requester
+from homeserver.services.current_state import current_state_events
 from homeserver.storage.events import EventStore
 from homeserver.storage.rooms import PublishedRoom, PublishedRoomsQuery, RoomStore
 from homeserver.storage.state import StateStore
@@ -61,13 +61,7 @@ class RoomDirectoryService:
         if membership is None or membership[0] != "join":
             raise forbidden("You must be in the room to change its visibility in the directory")
         keys = [power_levels.CREATE_KEY, power_levels.POWER_LEVELS_KEY]
-        ids = {}
-        for key in keys:
-            event_id = await self.state.get_current_state_event_id(room_id, *key)
-            if event_id is not None:
-                ids[key] = event_id
-        loaded = await self.events.get_events(ids.values())
-        auth_state: dict[tuple[str, str], Event] = {k: loaded[v] for k, v in ids.items() if v in loaded}
+        auth_state = await current_state_events(self.state, self.events, room_id, keys)
         level = power_levels.get_user_power_level(user_id, auth_state)
         if level < power_levels.get_required_level(auth_state, "m.room.canonical_alias", True):
             raise forbidden("You need the power to set the room's canonical alias to publish it")

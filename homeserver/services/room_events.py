@@ -11,6 +11,7 @@ from homeserver.protocol.events import Event, StateKey
 from homeserver.protocol.filters import EventFilter
 from homeserver.protocol.ids import is_valid_room_alias
 from homeserver.services.auth import Requester
+from homeserver.services.current_state import current_state_events
 from homeserver.services.event_views import EventViews
 from homeserver.services.membership import MembershipService
 from homeserver.services.pipeline import EventDraft, EventPipeline
@@ -306,11 +307,8 @@ class RoomEventsService:
         return await self.views.serialize(loaded[i] for i in member_ids.values() if i in loaded)
 
     async def _current_auth_state(self, room_id: str, user_id: str) -> dict[StateKey, Event]:
-        state = await self.state.get_current_state_ids(room_id)
         keys = [("m.room.create", ""), ("m.room.power_levels", ""), ("m.room.member", user_id)]
-        ids = {k: state[k] for k in keys if k in state}
-        loaded = await self.events.get_events(ids.values())
-        return {k: loaded[v] for k, v in ids.items() if v in loaded}
+        return await current_state_events(self.state, self.events, room_id, keys)
 
     async def _require_joined(self, user_id: str, room_id: str) -> None:
         current = await self.state.get_membership(room_id, user_id)

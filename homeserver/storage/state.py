@@ -92,6 +92,16 @@ class StateStore:
         )
         return {(r["type"], r["state_key"]): r["event_id"] for r in rows}
 
+    async def get_current_state_ids_for(self, room_id: str, keys: list[StateKey]) -> dict[StateKey, str]:
+        """The current state event ids of some (type, state_key) pairs, in one query."""
+        rows = await self.db.fetch(
+            "SELECT c.type, c.state_key, c.event_id FROM current_state c"
+            " JOIN unnest($2::text[], $3::text[]) AS k (type, state_key)"
+            " ON c.type = k.type AND c.state_key = k.state_key WHERE c.room_id = $1",
+            room_id, [k[0] for k in keys], [k[1] for k in keys],
+        )
+        return {(r["type"], r["state_key"]): r["event_id"] for r in rows}
+
     async def get_current_state_event_id(self, room_id: str, event_type: str, state_key: str) -> str | None:
         return await self.db.fetchval(
             "SELECT event_id FROM current_state WHERE room_id = $1 AND type = $2 AND state_key = $3",
