@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import sys
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -15,7 +16,17 @@ import asyncpg
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def _migrations_dir() -> Path:
+    """migrations/ of the source checkout, or where a non-editable install put it."""
+    checkout = Path(__file__).resolve().parents[2] / "migrations"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "homeserver" / "migrations"
+
+
+MIGRATIONS_DIR = _migrations_dir()
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 # An arbitrary constant: the advisory lock that serialises migration runs.
 _MIGRATION_LOCK_ID = 0x6D617472
