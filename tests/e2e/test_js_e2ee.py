@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.server_process import ServerProcess
 
 JS_DIR = Path(__file__).parent / "js"
 
@@ -39,13 +38,6 @@ def _node_env(node: str) -> dict[str, str]:
     # npm runs install scripts with whatever "node" is on PATH: make it the one chosen.
     return {**os.environ, "PATH": str(Path(node).parent) + os.pathsep + os.environ.get("PATH", "")}
 
-
-@pytest.fixture
-def server(tmp_path, database_dsn):
-    process = ServerProcess(tmp_path / "hs", database_dsn)
-    process.start()
-    yield process
-    process.stop()
 
 
 def test_encrypted_dm_between_matrix_js_sdk_clients(server, js_client):

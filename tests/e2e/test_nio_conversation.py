@@ -4,37 +4,18 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
 from nio import (
-    AsyncClient, JoinResponse, LoginResponse, LogoutResponse, RegisterResponse, RoomCreateResponse,
-    RoomLeaveResponse, RoomMessagesResponse, RoomSendResponse, SyncResponse,
+    JoinResponse, LogoutResponse, RoomCreateResponse, RoomLeaveResponse, RoomMessagesResponse,
+    RoomSendResponse, SyncResponse,
 )
 
-from tests.e2e.server_process import ServerProcess
+from tests.e2e.nio_users import registered_client
 
-
-@pytest.fixture
-def server(tmp_path, database_dsn):
-    process = ServerProcess(tmp_path / "hs", database_dsn)
-    process.start()
-    yield process
-    process.stop()
-
-
-async def _register(url: str, name: str) -> AsyncClient:
-    client = AsyncClient(url, f"@{name}:e2e.local")
-    response = await client.register(name, "a strong password")
-    assert isinstance(response, RegisterResponse), response
-    await client.close()
-    client = AsyncClient(url, f"@{name}:e2e.local")
-    login = await client.login("a strong password", device_name=f"{name}'s laptop")
-    assert isinstance(login, LoginResponse), login
-    return client
 
 
 async def test_two_users_converse_with_nio(server):
-    alice = await _register(server.base_url, "alice")
-    bob = await _register(server.base_url, "bob")
+    alice = await registered_client(server.base_url, "alice")
+    bob = await registered_client(server.base_url, "bob")
     try:
         created = await alice.room_create(name="Family", invite=[bob.user_id])
         assert isinstance(created, RoomCreateResponse), created

@@ -5,32 +5,15 @@ from __future__ import annotations
 
 import io
 
-import pytest
 from nio import (
-    AsyncClient, DownloadResponse, JoinResponse, LoginResponse, RegisterResponse, RoomCreateResponse,
-    RoomSendResponse, SyncResponse, ThumbnailResponse, UploadResponse,
+    DownloadResponse, JoinResponse, RoomCreateResponse, RoomSendResponse, SyncResponse,
+    ThumbnailResponse, UploadResponse,
 )
 from nio.api import ResizingMethod
 from PIL import Image
 
-from tests.e2e.server_process import ServerProcess
+from tests.e2e.nio_users import registered_client
 
-
-@pytest.fixture
-def server(tmp_path, database_dsn):
-    process = ServerProcess(tmp_path / "hs", database_dsn)
-    process.start()
-    yield process
-    process.stop()
-
-
-async def _client(url: str, name: str) -> AsyncClient:
-    client = AsyncClient(url, f"@{name}:e2e.local")
-    assert isinstance(await client.register(name, "a strong password"), RegisterResponse)
-    await client.close()
-    client = AsyncClient(url, f"@{name}:e2e.local")
-    assert isinstance(await client.login("a strong password"), LoginResponse)
-    return client
 
 
 def _photo() -> bytes:
@@ -41,8 +24,8 @@ def _photo() -> bytes:
 
 
 async def test_photo_upload_thumbnail_and_download_with_nio(server):
-    alice = await _client(server.base_url, "alice")
-    bob = await _client(server.base_url, "bob")
+    alice = await registered_client(server.base_url, "alice")
+    bob = await registered_client(server.base_url, "bob")
     photo = _photo()
     try:
         uploaded, _ = await alice.upload(

@@ -3,7 +3,6 @@ parses them (its sync schema validates the ephemeral events)."""
 
 from __future__ import annotations
 
-import pytest
 from nio import (
     FullyReadEvent,
     ReceiptEvent,
@@ -14,16 +13,8 @@ from nio import (
     UpdateReceiptMarkerResponse,
 )
 
-from tests.e2e.server_process import ServerProcess
-from tests.e2e.test_nio_conversation import _register
+from tests.e2e.nio_users import registered_client
 
-
-@pytest.fixture
-def server(tmp_path, database_dsn):
-    process = ServerProcess(tmp_path / "hs", database_dsn)
-    process.start()
-    yield process
-    process.stop()
 
 
 def ephemeral(sync: SyncResponse, room_id: str) -> list:
@@ -32,8 +23,8 @@ def ephemeral(sync: SyncResponse, room_id: str) -> list:
 
 
 async def test_typing_receipts_and_read_marker_with_nio(server):
-    alice = await _register(server.base_url, "alice")
-    bob = await _register(server.base_url, "bob")
+    alice = await registered_client(server.base_url, "alice")
+    bob = await registered_client(server.base_url, "bob")
     try:
         created = await alice.room_create(name="Family", invite=[bob.user_id])
         room_id = created.room_id
