@@ -5,6 +5,7 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#client-authentication
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from aiohttp import web
@@ -12,6 +13,7 @@ from aiohttp import web
 from homeserver.client.base import V1, V3, Body, requester, services
 from homeserver.errors import MatrixError, forbidden, invalid_param, missing_param
 from homeserver.http import client_ip, json_response, parse_model, read_json_object
+from homeserver.services.clock import now_ms
 from homeserver.services.uia import DUMMY, PASSWORD, REGISTRATION_TOKEN, _identifier_user
 
 routes = web.RouteTableDef()
@@ -79,9 +81,7 @@ async def register(request: web.Request) -> web.Response:
         raise forbidden("Guest access is disabled")
     if kind != "user":
         raise invalid_param("kind must be 'user' or 'guest'")
-    if not svc.config.registration.enabled:
-        raise forbidden("Registration is disabled on this server")
-    svc.registration_limiter.check(client_ip(request))
+    _registration_gate(request)
     body = parse_model(RegisterBody, await read_json_object(request))
     await svc.accounts.check_registration(body.username.lower() if body.username is not None else None,
                                           body.password)
@@ -107,8 +107,6 @@ async def register(request: web.Request) -> web.Response:
 
 async def _free_localpart(svc) -> str:
     # Without a username the spec lets the server choose one.
-    import secrets
-
     for _ in range(10):
         candidate = "user" + secrets.token_hex(4)
         if await svc.accounts.is_available(candidate):
@@ -116,13 +114,19 @@ async def _free_localpart(svc) -> str:
     raise MatrixError(500, "M_UNKNOWN", "Could not pick a user name")
 
 
+def _registration_gate(request: web.Request) -> None:
+    """Every registration endpoint: refused while registration is closed, else rate-limited."""
+    svc = services(request)
+    if not svc.config.registration.enabled:
+        raise forbidden("Registration is disabled on this server")
+    svc.registration_limiter.check(client_ip(request))
+
+
 @routes.get(V3 + "/register/available")
 async def register_available(request: web.Request) -> web.Response:
     svc = services(request)
-    if not svc.config.registration.enabled:
-        # As Synapse: with registration closed, do not tell strangers which names exist.
-        raise forbidden("Registration is disabled on this server")
-    svc.registration_limiter.check(client_ip(request))
+    # As Synapse: with registration closed, do not tell strangers which names exist.
+    _registration_gate(request)
     username = request.query.get("username")
     if not username:
         raise missing_param("Missing username")
@@ -133,12 +137,8 @@ async def register_available(request: web.Request) -> web.Response:
 
 @routes.get(V1 + "/register/m.login.registration_token/validity")
 async def registration_token_validity(request: web.Request) -> web.Response:
-    from homeserver.services.clock import now_ms
-
     svc = services(request)
-    if not svc.config.registration.enabled:
-        raise forbidden("Registration is disabled on this server")
-    svc.registration_limiter.check(client_ip(request))
+    _registration_gate(request)
     token = request.query.get("token")
     if not token:
         raise missing_param("Missing token")
