@@ -78,6 +78,18 @@ class UrlPreviewer:
         await self.fetcher.close()
 
     async def preview(self, url: str, user_id: str, ts: int) -> dict[str, Any]:
+        # Requests for a URL join the one already looking it up, cache read included:
+        # a cache miss read just before another request stored its result would
+        # otherwise fetch the page a second time.
+        pending = self._in_flight.get(url)
+        if pending is None:
+            pending = asyncio.ensure_future(self._cached_or_fetched(url, user_id, ts))
+            self._in_flight[url] = pending
+            pending.add_done_callback(lambda done: self._finished(url, done))
+        # shield: a client hanging up must not cancel the lookup others wait on.
+        return await asyncio.shield(pending)
+
+    async def _cached_or_fetched(self, url: str, user_id: str, ts: int) -> dict[str, Any]:
         now = now_ms()
         cached = await self.store.get(url, ts)
         if cached is not None and cached.expires_ts > ts:
@@ -86,14 +98,7 @@ class UrlPreviewer:
         latest = await self.store.get(url, now)
         if latest is not None and latest.expires_ts > now:
             return latest.og
-
-        pending = self._in_flight.get(url)
-        if pending is None:
-            pending = asyncio.ensure_future(self._fetch_and_store(url, user_id))
-            self._in_flight[url] = pending
-            pending.add_done_callback(lambda done: self._finished(url, done))
-        # shield: a client hanging up must not cancel the fetch others wait on.
-        return await asyncio.shield(pending)
+        return await self._fetch_and_store(url, user_id)
 
     def _finished(self, url: str, done: asyncio.Future) -> None:
         self._in_flight.pop(url, None)
