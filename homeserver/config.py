@@ -216,10 +216,59 @@ class PresenceConfig(_Section):
     enabled: bool = True
 
 
+class TlsListenConfig(_Section):
+    """An optional HTTPS listener of the server's own, serving the same routes.
+
+    Behind a reverse proxy this is not needed; tests use it because Synapse
+    reaches a federation peer over HTTPS only, also at 127.0.0.1:PORT.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    certificate: Path
+    private_key: Path
+
+
+class TrustedKeyServer(_Section):
+    server_name: str
+    # Pinned keys of the notary ("ed25519:abc" -> base64); unset trusts what it serves over TLS.
+    verify_keys: dict[str, str] | None = None
+
+
+class FederationConfig(_Section):
+    # False: no outbound federation and the federation routes answer 403.
+    enabled: bool = True
+    # TLS certificates of other servers are checked; false only for tests.
+    verify_certificates: bool = True
+    # Outbound federation never reaches loopback, private, link-local or reserved
+    # addresses unless a range here names them (tests: ["127.0.0.1/32"]).
+    ip_range_allowlist: list[str] = []
+    # Further ranges never to contact, on top of the non-public ones.
+    ip_range_denylist: list[str] = []
+    # Notaries asked for a server's keys when the server itself cannot be reached.
+    trusted_key_servers: list[TrustedKeyServer] = [TrustedKeyServer(server_name="matrix.org")]
+    # One outbound request, connection and answer included.
+    request_timeout_seconds: float = Field(60, gt=0, le=600)
+    # Validity of our server keys as published in /_matrix/key/v2/server.
+    key_validity_hours: int = Field(24, ge=1, le=24 * 7)
+
+    @field_validator("ip_range_allowlist", "ip_range_denylist")
+    @classmethod
+    def _valid_ranges(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR range")
+        return value
+
+
 class Config(_Section):
     server_name: str
     public_baseurl: str | None = None
     listen: ListenConfig = ListenConfig()
+    tls_listen: TlsListenConfig | None = None
+    federation: FederationConfig = FederationConfig()
     data_dir: Path = Path("data")
     # A PostgreSQL DSN; none means an embedded PostgreSQL in data_dir/postgres.
     database: str | None = None
