@@ -30,6 +30,16 @@ def canonical_json_str(value: Any) -> str:
     return encode_canonical_json(value).decode("utf-8")
 
 
+def event_json_text(event_json: Any) -> str:
+    """The canonical text an event is stored and forwarded as.
+
+    Lenient where ``encode_canonical_json`` is strict: rooms of versions 1-5
+    allow floats and larger integers, and their events must be kept as they
+    were signed, so only the room version's own format check may refuse them.
+    """
+    return canonicaljson.encode_canonical_json(event_json).decode("utf-8")
+
+
 def check_canonical_values(value: Any, path: str = "") -> None:
     """Reject floats, out-of-range integers and non-string keys (room version 6+ rule)."""
     if isinstance(value, bool) or value is None or isinstance(value, str):

@@ -1,7 +1,9 @@
 """The event pipeline: build, check, persist, notify (DESIGN.md).
 
-Every local event goes through here; remote events will join at the check
-step, so the same authorization rules judge both.
+Every event goes through here. Local events are built here (step 1); remote
+events enter at the check step (``receive_remote``) once federation/inbound.py
+has checked their format, signatures and hashes, so the same authorization
+rules and the same writes apply to both.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ import dataclasses
 import logging
 import secrets
 import weakref
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 from homeserver.errors import MatrixError, bad_json, forbidden, too_large
 from homeserver.protocol import signing
-from homeserver.protocol.auth_rules import AuthError, auth_types_for_event, check_auth_rules
-from homeserver.protocol.canonical import canonical_json_str
+from homeserver.protocol.auth_rules import AuthError, auth_types_for_event, check_auth_events, check_auth_rules
+from homeserver.protocol.canonical import event_json_text
 from homeserver.protocol.events import Event, StateKey
 from homeserver.protocol.pdu_checks import PduFormatError, check_pdu_format
 from homeserver.protocol.room_versions import EventFormat, RoomVersion
@@ -26,6 +28,7 @@ from homeserver.storage.db import Database
 from homeserver.storage.events import EventStore
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
+from homeserver.services.state_resolution import StateResolver
 from homeserver.storage.streams import StreamChangeCache, StreamIdGenerator
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,23 @@ class PersistedEvent:
     stream_ordering: int
 
 
+@dataclasses.dataclass
+class _Placement:
+    """Where a written event sits: what the persist step needs beyond the event itself."""
+
+    state_before_group: int | None
+    state_before: Mapping[StateKey, str] | None
+    outlier: bool = False
+    # Live events move the room's tip (extremities, current state, the events stream).
+    live: bool = True
+    rejected: str | None = None
+    soft_failed: bool = False
+
+
+# A hook run after an event is written (the federation sender queues it for other servers).
+PersistedHook = Callable[[Event], Awaitable[None]]
+
+
 class EventPipeline:
     def __init__(
         self,
@@ -67,6 +87,7 @@ class EventPipeline:
         stream: StreamIdGenerator,
         room_changes: StreamChangeCache,
         on_persisted: Callable[[Event, set[str]], None],
+        resolver: StateResolver | None = None,
     ):
         self.server_name = server_name
         self.signing_key = signing_key
@@ -77,6 +98,11 @@ class EventPipeline:
         self.stream = stream
         self.room_changes = room_changes
         self.on_persisted = on_persisted
+        self.resolver = resolver or StateResolver(events, state)
+        self.after_persist: list[PersistedHook] = []
+        # Outliers and backfilled events are written below every live position, counting down,
+        # so that no /sync reports them as new (set on first use).
+        self._low_position: int | None = None
         # A room's lock lives while someone holds or awaits it, so the map stays small.
         self._room_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         # The tip of each room and who is joined, kept here because this process
@@ -123,8 +149,15 @@ class EventPipeline:
                 state[event.state_tuple] = event
             prev_events = [event.event_id]
 
-    async def send(self, room_id: str, draft: EventDraft) -> Event:
-        """Build, check and persist a local event in an existing room."""
+    async def send(
+        self, room_id: str, draft: EventDraft,
+        countersign: Callable[[Event], Awaitable[Event]] | None = None,
+    ) -> Event:
+        """Build, check and persist a local event in an existing room.
+
+        ``countersign`` is for an invite of a user on another server: that server
+        must sign the event before it is written (its answer is what we store).
+        """
         version = await self.events.get_room_version(room_id)
         if version is None:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
@@ -139,15 +172,15 @@ class EventPipeline:
             prevs = await self.events.get_events(prev_ids)
             if not prevs:
                 raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
-            # With several extremities (only after federation) take the newest
-            # one's state; state resolution will replace this choice.
-            newest = max(prevs.values(), key=lambda e: e.internal["stream_ordering"])
-            state_group = newest.internal["state_group_after"]
-            state_before = await self.state.get_state(state_group)
+            groups = [e.internal["state_group_after"] for e in prevs.values()]
+            state_group = groups[0] if len(set(groups)) == 1 else None
+            state_before = await self.resolver.resolve_groups(version, groups)
             depth = max(e.depth for e in prevs.values()) + 1
             event = self._build(version, room_id, draft, list(prevs), state_before, depth)
             auth_state = await self._auth_state(event, state_before)
             self._check(event, auth_state)
+            if countersign is not None:
+                event = await countersign(event)
             await self._persist(event, draft, list(prevs), state_group, state_before)
         return event
 
@@ -206,8 +239,8 @@ class EventPipeline:
             check_pdu_format(event.json, event.room_version)
         except PduFormatError as e:
             try:
-                size = len(canonical_json_str(event.json).encode())
-            except ValueError:  # a value canonical JSON refuses (e.g. a huge integer): e names it
+                size = len(event_json_text(event.json).encode())
+            except (TypeError, ValueError):  # a value canonical JSON refuses (e.g. a huge integer): e names it
                 raise bad_json(str(e))
             if size > MAX_EVENT_BYTES:
                 raise too_large(f"Event is too large (over {MAX_EVENT_BYTES} bytes)")
@@ -239,26 +272,33 @@ class EventPipeline:
                     internal["replaces_state"] = replaced
                     internal["prev_content"] = dict(prev.content)
                     internal["prev_sender"] = prev.sender
-        text = canonical_json_str(event.json)
+        text = event_json_text(event.json)
         now = now_ms()
         txn = (draft.sender, draft.txn[0], draft.txn[1], now) if draft.txn is not None else None
         # Our cached view of the room's tip is only trusted again once the write succeeds.
+        old_tip = self._extremities.get(room_id) or []
         self._extremities.pop(room_id)
         with self.stream.allocate() as position:
-            if event.is_state() or new_room is not None:
+            if event.is_state() or new_room is not None or state_before_group is None:
                 async with self.db.transaction() as conn:
                     if new_room is not None:
                         version, is_public = new_room
                         await self.rooms.insert_room(conn, room_id, version.identifier, event.sender, now, is_public)
-                    state_after = dict(state_before)
-                    state_after[event.state_tuple] = event.event_id
-                    group_after = await self.state.store_group(
-                        conn, room_id, state_before_group, {event.state_tuple: event.event_id}, state_after
-                    )
-                    await self.state.update_current_state(
-                        conn, room_id, event.state_tuple, event.event_id,
-                        event.membership if event.type == "m.room.member" else None,
-                    )
+                    if state_before_group is None and state_before:
+                        # The resolved state of a fork: stored once, as a snapshot.
+                        state_before_group = await self.state.store_group(
+                            conn, room_id, None, state_before, dict(state_before))
+                    group_after = state_before_group
+                    if event.is_state():
+                        state_after = dict(state_before)
+                        state_after[event.state_tuple] = event.event_id
+                        group_after = await self.state.store_group(
+                            conn, room_id, state_before_group, {event.state_tuple: event.event_id}, state_after
+                        )
+                        await self.state.update_current_state(
+                            conn, room_id, event.state_tuple, event.event_id,
+                            event.membership if event.type == "m.room.member" else None,
+                        )
                     await self.events.insert_event(
                         conn, event, text, position, state_before_group, group_after, internal, prev_events, txn
                     )
@@ -275,7 +315,8 @@ class EventPipeline:
                 stream_ordering=position, state_group_before=state_before_group,
                 state_group_after=group_after, rejected=None, redacted_by=None,
             )
-            self._extremities.set(room_id, [event.event_id])
+            # Extremities beyond the MAX_PREV_EVENTS cited stay (only after federation).
+            self._extremities.set(room_id, [e for e in old_tip if e not in prev_events] + [event.event_id])
             if new_room is not None:
                 self.events.remember_room_version(room_id, new_room[0])
             if event.redacts is not None:
@@ -285,6 +326,220 @@ class EventPipeline:
             self.room_changes.record(room_id, position)
         # Step 4: wake the local users who should see it.
         await self._notify(event)
+
+    # Remote events (federation/inbound.py and federation/joins.py call these)
+
+    async def receive_remote(
+        self,
+        event: Event,
+        *,
+        state_before: Mapping[StateKey, str] | None = None,
+        outlier: bool = False,
+        backfilled: bool = False,
+        internal: dict[str, Any] | None = None,
+    ) -> str | None:
+        """Check a remote event against the auth rules and write it; the rejection reason or None.
+
+        The caller has checked format, signatures and content hash (steps 1-3 of
+        the spec's "Checks performed on receipt of a PDU") and made sure the
+        event's auth events are stored. Here: step 4 (the event's own auth
+        events), step 5 (the state before the event, resolved from its prev
+        events unless ``state_before`` is given, as after a /state_ids lookup)
+        and step 6 (soft failure against the current state). A rejected event
+        is stored as rejected and never becomes state; a soft-failed one is
+        stored but moves nothing. Outliers (auth chains, invites of rooms we are
+        not in) only pass step 4.
+        """
+        room_id = event.room_id
+        async with self.room_lock(room_id):
+            known = await self.events.known_event_ids([event.event_id])
+            if event.event_id in known and (outlier or not known[event.event_id]):
+                return None  # already stored as well as it will be
+            rejected = await self._check_against_auth_events(event)
+            group: int | None = None
+            resolved: Mapping[StateKey, str] | None = None
+            soft_failed = False
+            if not outlier:
+                if state_before is None:
+                    prevs = await self.events.get_events(event.prev_event_ids)
+                    if len(prevs) != len(set(event.prev_event_ids)) or any(p.internal.get("outlier") for p in prevs.values()):
+                        raise ValueError(f"{event.event_id}: prev events missing; the caller must give its state")
+                    groups = [p.internal["state_group_after"] for p in prevs.values()]
+                    if len(set(groups)) == 1:
+                        group = groups[0]
+                    resolved = await self.resolver.resolve_groups(event.room_version, groups)
+                else:
+                    resolved = dict(state_before)
+                if rejected is None:
+                    # Step 5: the state before the event.
+                    try:
+                        check_auth_rules(event, await self._auth_state(event, resolved))
+                    except AuthError as e:
+                        rejected = f"state before: {e}"
+                if rejected is None and not backfilled:
+                    # Step 6: the current state; a failure here only soft-fails the event.
+                    current = await self.state.get_current_state_ids(room_id)
+                    try:
+                        check_auth_rules(event, await self._auth_state(event, current))
+                    except AuthError as e:
+                        log.info("soft-failing %s: %s", event.event_id, e)
+                        soft_failed = True
+            placement = _Placement(
+                state_before_group=group, state_before=resolved, outlier=outlier,
+                live=not outlier and not backfilled and rejected is None and not soft_failed,
+                rejected=rejected, soft_failed=soft_failed,
+            )
+            await self._persist_remote(event, placement, internal or {}, replace_outlier=event.event_id in known)
+        if placement.live or (outlier and event.type == "m.room.member"):
+            await self._notify(event)
+        return rejected
+
+    async def store_out_of_band_membership(self, event: Event, internal: dict[str, Any]) -> None:
+        """An invite from, or a rejection sent to, a room this server is not in.
+
+        The event is an outlier (we do not know the room's state), but it has a
+        live position and sets the user's membership, so that /sync shows the
+        invite (with its stripped state) or the rejection.
+        """
+        room_id = event.room_id
+        text = event_json_text(event.json)
+        async with self.room_lock(room_id):
+            known = await self.events.known_event_ids([event.event_id])
+            with self.stream.allocate() as position:
+                async with self.db.transaction() as conn:
+                    if event.event_id in known:
+                        await self.events.delete_outlier(conn, event.event_id)
+                    await self.events.insert_event(
+                        conn, event, text, position, None, None, internal, [], None,
+                        becomes_extremity=False, outlier=True,
+                    )
+                    await self.state.update_current_state(
+                        conn, room_id, event.state_tuple, event.event_id, event.membership)
+                event.internal.update(internal)
+                event.internal.update(stream_ordering=position, state_group_before=None, state_group_after=None,
+                                      rejected=None, redacted_by=None, outlier=True)
+                self.room_changes.record(room_id, position)
+        self.on_persisted(event, {event.state_key})
+
+    async def _check_against_auth_events(self, event: Event) -> str | None:
+        """Step 4: the event passes the auth rules against its own auth events, none rejected."""
+        auth_events = await self.events.get_events(event.auth_event_ids)
+        missing = set(event.auth_event_ids) - auth_events.keys()
+        if missing:
+            return f"auth events not found: {sorted(missing)}"
+        for auth_event in auth_events.values():
+            if auth_event.internal.get("rejected"):
+                return f"auth event {auth_event.event_id} was rejected"
+        auth_state = {e.state_tuple: e for e in auth_events.values() if e.is_state()}
+        if event.room_version.room_id_from_create_event and event.type != "m.room.create":
+            create = await self.events.get_event("$" + event.room_id[1:])
+            if create is None or create.internal.get("rejected"):
+                return "the room's create event is unknown or rejected"
+            auth_state[("m.room.create", "")] = create
+        try:
+            check_auth_events(event, auth_events.values())
+            check_auth_rules(event, auth_state)
+        except AuthError as e:
+            return str(e)
+        return None
+
+    async def _next_low_position(self) -> int:
+        if self._low_position is None:
+            self._low_position = min(0, await self.events.lowest_stream_ordering())
+        self._low_position -= 1
+        return self._low_position
+
+    async def _persist_remote(
+        self, event: Event, placement: _Placement, internal: dict[str, Any], replace_outlier: bool
+    ) -> None:
+        room_id = event.room_id
+        text = event_json_text(event.json)
+        if placement.soft_failed:
+            internal = {**internal, "soft_failed": True}
+        if not placement.live:
+            await self._write_remote(event, placement, internal, text, await self._next_low_position(), replace_outlier)
+            return
+        self._extremities.pop(room_id)
+        with self.stream.allocate() as position:
+            await self._write_remote(event, placement, internal, text, position, replace_outlier)
+            self.room_changes.record(room_id, position)
+            if event.redacts is not None:
+                self.events.invalidate(event.redacts)
+            if event.type == "m.room.member":
+                self._joined_members.pop(room_id)
+
+    async def _write_remote(
+        self, event: Event, placement: _Placement, internal: dict[str, Any], text: str, position: int,
+        replace_outlier: bool,
+    ) -> None:
+        room_id = event.room_id
+        state_before = placement.state_before
+        async with self.db.transaction() as conn:
+            if replace_outlier:
+                await self.events.delete_outlier(conn, event.event_id)
+            group_before = group_after = None
+            if state_before is not None:
+                group_before = placement.state_before_group
+                if group_before is None:
+                    group_before = await self.state.store_group(conn, room_id, None, state_before, dict(state_before))
+                group_after = group_before
+                if event.is_state() and placement.rejected is None:
+                    replaced = state_before.get(event.state_tuple)
+                    if replaced is not None:
+                        prev = await self.events.get_event(replaced)
+                        if prev is not None:
+                            internal.update(replaces_state=replaced, prev_content=dict(prev.content),
+                                            prev_sender=prev.sender)
+                    state_after = {**state_before, event.state_tuple: event.event_id}
+                    group_after = await self.state.store_group(
+                        conn, room_id, group_before, {event.state_tuple: event.event_id}, state_after)
+            becomes_extremity = placement.live and not await self.events.is_referenced_as_prev(event.event_id)
+            await self.events.insert_event(
+                conn, event, text, position, group_before, group_after, internal, event.prev_event_ids, None,
+                becomes_extremity=becomes_extremity, outlier=placement.outlier, rejected_reason=placement.rejected,
+            )
+            if becomes_extremity:
+                await self._update_current_state(conn, event, group_after)
+        event.internal.update(internal)
+        event.internal.update(
+            stream_ordering=position, state_group_before=group_before, state_group_after=group_after,
+            rejected=placement.rejected, redacted_by=None, outlier=placement.outlier,
+        )
+
+    async def _update_current_state(self, conn: Any, event: Event, group_after: int | None) -> None:
+        """The current state is the resolved state of the room's forward extremities."""
+        room_id = event.room_id
+        rows = await conn.fetch(
+            "SELECT e.event_id, e.state_group_after FROM forward_extremities f"
+            " JOIN events e ON e.event_id = f.event_id WHERE f.room_id = $1",
+            room_id,
+        )
+        groups = [r["state_group_after"] for r in rows if r["state_group_after"] is not None]
+        if not groups:
+            return
+        if set(groups) == {group_after}:
+            new_state = dict(await self.state.get_state(group_after))
+        else:
+            new_state = await self.resolver.resolve_groups(event.room_version, groups)
+        current = await self.state.get_current_state_ids(room_id)
+        changed = {k: v for k, v in new_state.items() if current.get(k) != v}
+        removed = [k for k in current if k not in new_state]
+        members = await self.events.get_events([v for k, v in changed.items() if k[0] == "m.room.member"
+                                                and v != event.event_id])
+        if event.event_id in changed.values():
+            members[event.event_id] = event
+        delta: dict[StateKey, tuple[str, str | None] | None] = {k: None for k in removed}
+        for key, event_id in changed.items():
+            membership = None
+            if key[0] == "m.room.member":
+                member = members.get(event_id)
+                membership = member.membership if member is not None else None
+            delta[key] = (event_id, membership)
+        if delta:
+            await self.state.apply_current_state_delta(conn, room_id, delta)
+            joined = [k[1] for k, v in delta.items() if k[0] == "m.room.member" and v and v[1] == "join"]
+            for user_id in joined:
+                await self.rooms.unforget(conn, user_id, room_id)
 
     async def _forward_extremities(self, room_id: str) -> list[str]:
         cached = self._extremities.get(room_id)
@@ -303,3 +558,8 @@ class EventPipeline:
         if event.type == "m.room.member" and event.state_key:
             to_wake.add(event.state_key)
         self.on_persisted(event, to_wake)
+        for hook in self.after_persist:
+            try:
+                await hook(event)
+            except Exception:  # the event is stored; a failing hook must not fail the send
+                log.exception("after-persist hook failed for %s", event.event_id)

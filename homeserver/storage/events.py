@@ -138,7 +138,8 @@ class EventStore:
         rows = await self.db.fetch(
             "SELECT room_id, event_id, stream_ordering FROM events"
             " WHERE type = 'm.room.member' AND state_key = $1"
-            " AND stream_ordering > $2 AND stream_ordering <= $3 AND NOT outlier AND rejected_reason IS NULL"
+            # Outliers too: an invite from another server is one (the room's state is unknown here).
+            " AND stream_ordering > $2 AND stream_ordering <= $3 AND rejected_reason IS NULL"
             " ORDER BY stream_ordering",
             user_id, after, up_to,
         )
@@ -157,21 +158,29 @@ class EventStore:
         internal: dict[str, Any],
         replaced_extremities: list[str],
         txn: tuple[str, str, str, int] | None,
+        *,
+        becomes_extremity: bool = True,
+        outlier: bool = False,
+        rejected_reason: str | None = None,
     ) -> None:
         """Write an event with its edges, the room's new forward extremity, its txn id, redaction and relation.
 
         One statement, so that outside a transaction it is still atomic and
-        costs a single round trip (the commit included).
+        costs a single round trip (the commit included). A remote event that
+        is an outlier, rejected, soft-failed or backfilled changes no
+        extremity (``becomes_extremity`` false), and a rejected one no
+        redaction or relation either.
         """
         txn_user, txn_device, txn_id, txn_ts = txn if txn is not None else (None, None, None, None)
-        relation = relation_of(event.content)
+        relation = relation_of(event.content) if rejected_reason is None else None
         await conn.execute(
             """
             WITH
             ev AS (
                 INSERT INTO events (event_id, room_id, stream_ordering, depth, type, state_key, sender,
-                    origin_server_ts, json, state_group_before, state_group_after, internal_json)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                    origin_server_ts, json, state_group_before, state_group_after, internal_json,
+                    outlier, rejected_reason)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $25, $26)
             ),
             edges AS (
                 INSERT INTO event_edges (event_id, prev_event_id)
@@ -182,10 +191,10 @@ class EventStore:
                 SELECT $1, a FROM unnest($14::text[]) AS a ON CONFLICT DO NOTHING
             ),
             old_extremities AS (
-                DELETE FROM forward_extremities WHERE room_id = $2 AND event_id = ANY($15::text[])
+                DELETE FROM forward_extremities WHERE $24::boolean AND room_id = $2 AND event_id = ANY($15::text[])
             ),
             new_extremity AS (
-                INSERT INTO forward_extremities (room_id, event_id) VALUES ($2, $1)
+                INSERT INTO forward_extremities (room_id, event_id) SELECT $2, $1 WHERE $24::boolean
             ),
             txn AS (
                 INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id, created_ts)
@@ -209,10 +218,33 @@ class EventStore:
             event.sender, event.origin_server_ts, canonical_json, state_group_before,
             state_group_after, json.dumps(internal),
             event.prev_event_ids, event.auth_event_ids, replaced_extremities,
-            txn_user, txn_device, txn_id, txn_ts, event.redacts,
+            txn_user, txn_device, txn_id, txn_ts, event.redacts if rejected_reason is None else None,
             relation.parent_id if relation else None, relation.rel_type if relation else None,
             relation.key if relation else None,
+            becomes_extremity, outlier, rejected_reason,
         )
+
+    async def delete_outlier(self, conn: asyncpg.Connection, event_id: str) -> None:
+        """Drop an outlier's row so that the event can be written again as part of the room's graph."""
+        await conn.execute("DELETE FROM events WHERE event_id = $1 AND outlier", event_id)
+        self._cache.pop(event_id)
+
+    async def lowest_stream_ordering(self) -> int:
+        """The lowest position in use: outliers and backfilled events are written below it."""
+        return await self.db.fetchval("SELECT COALESCE(min(stream_ordering), 0) FROM events")
+
+    async def known_event_ids(self, event_ids: Iterable[str]) -> dict[str, bool]:
+        """event id -> whether it is an outlier, for the ids we have stored."""
+        rows = await self.db.fetch(
+            "SELECT event_id, outlier FROM events WHERE event_id = ANY($1::text[])", list(event_ids)
+        )
+        return {r["event_id"]: r["outlier"] for r in rows}
+
+    async def is_referenced_as_prev(self, event_id: str) -> bool:
+        """Whether a stored event already names this one in its prev_events (it is no extremity)."""
+        return bool(await self.db.fetchval(
+            "SELECT 1 FROM event_edges WHERE prev_event_id = $1 LIMIT 1", event_id
+        ))
 
     def invalidate(self, event_id: str) -> None:
         self._cache.pop(event_id)

@@ -56,6 +56,15 @@ class RoomStore:
             room_id, room_version, creator, now, is_public,
         )
 
+    async def ensure_room(self, conn: asyncpg.Connection | asyncpg.Pool, room_id: str, room_version: str,
+                          creator: str | None, now: int) -> None:
+        """The row of a room that lives on other servers (an invite, a join over federation)."""
+        await conn.execute(
+            "INSERT INTO rooms (room_id, room_version, creator, created_ts, is_public)"
+            " VALUES ($1, $2, $3, $4, false) ON CONFLICT (room_id) DO NOTHING",
+            room_id, room_version, creator, now,
+        )
+
     async def room_exists(self, room_id: str) -> bool:
         return bool(await self.db.fetchval("SELECT 1 FROM rooms WHERE room_id = $1", room_id))
 

@@ -119,6 +119,31 @@ class StateStore:
             room_id, key[0], key[1], event_id, membership,
         )
 
+    async def apply_current_state_delta(
+        self, conn: asyncpg.Connection, room_id: str,
+        changes: Mapping[StateKey, tuple[str, str | None] | None],
+    ) -> None:
+        """Change several entries of a room's current state: key -> (event id, membership), or None to remove.
+
+        State resolution after a federated event may change or remove any entry, not just one.
+        """
+        upserts = [(k[0], k[1], v[0], v[1]) for k, v in changes.items() if v is not None]
+        removals = [k for k, v in changes.items() if v is None]
+        if upserts:
+            await conn.executemany(
+                "INSERT INTO current_state (room_id, type, state_key, event_id, membership)"
+                " VALUES ($1, $2, $3, $4, $5)"
+                " ON CONFLICT (room_id, type, state_key) DO UPDATE"
+                " SET event_id = EXCLUDED.event_id, membership = EXCLUDED.membership",
+                [(room_id, *row) for row in upserts],
+            )
+        if removals:
+            await conn.execute(
+                "DELETE FROM current_state c USING unnest($2::text[], $3::text[]) AS k (type, state_key)"
+                " WHERE c.room_id = $1 AND c.type = k.type AND c.state_key = k.state_key",
+                room_id, [k[0] for k in removals], [k[1] for k in removals],
+            )
+
     async def get_membership(self, room_id: str, user_id: str) -> tuple[str, str] | None:
         """(membership, event id) of a user's current membership in a room."""
         row = await self.db.fetchrow(
