@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from typing import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -14,7 +15,7 @@ import asyncpg
 from aiohttp import web
 
 from homeserver.app import create_app
-from homeserver.config import Config
+from homeserver.config import Config, TlsListenConfig
 from homeserver.services.container import Services, build_services
 from homeserver.signing_key import load_or_create_signing_key
 from homeserver.storage.db import Database, EmbeddedPostgres, ensure_database, run_migrations
@@ -70,18 +71,39 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
         yield await build_services(config, db, signing_key)
 
 
+def _tls_context(tls: TlsListenConfig) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(tls.certificate, tls.private_key)
+    except (OSError, ssl.SSLError) as e:
+        raise StartupError(f"cannot load the TLS certificate {tls.certificate} or key {tls.private_key}: {e}") from e
+    return context
+
+
+async def _listen(runner: web.AppRunner, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    try:
+        await site.start()
+    except OSError as e:
+        raise StartupError(f"cannot listen on {host}:{port}: {e.strerror}") from e
+
+
 async def serve(config: Config) -> None:
     async with open_services(config) as services:
         app = create_app(services)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, config.listen.host, config.listen.port)
         try:
-            await site.start()
-        except OSError as e:
+            await _listen(runner, config.listen.host, config.listen.port)
+            log.info("listening on http://%s:%d as %s", config.listen.host, config.listen.port, config.server_name)
+            if config.tls_listen is not None:
+                # The same app over HTTPS, for peers that reach us directly (tests: Synapse).
+                tls = config.tls_listen
+                await _listen(runner, tls.host, tls.port, _tls_context(tls))
+                log.info("listening on https://%s:%d", tls.host, tls.port)
+        except StartupError:
             await runner.cleanup()
-            raise StartupError(f"cannot listen on {config.listen.host}:{config.listen.port}: {e.strerror}") from e
-        log.info("listening on http://%s:%d as %s", config.listen.host, config.listen.port, config.server_name)
+            raise
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
