@@ -71,6 +71,10 @@ class _Placement:
     soft_failed: bool = False
 
 
+class _NoCurrentState(Exception):
+    pass
+
+
 # A hook run after an event is written (the federation sender queues it for other servers).
 PersistedHook = Callable[[Event], Awaitable[None]]
 
@@ -199,10 +203,33 @@ class EventPipeline:
         room_id: str | None,
         draft: EventDraft,
         prev_events: list[str],
-        state_before: dict[StateKey, str],
+        state_before: Mapping[StateKey, str],
         depth: int,
     ) -> Event:
         # Step 1 of the pipeline: the spec's auth events selection, then hash, sign, id.
+        event_json = self._skeleton(version, room_id, draft, prev_events, state_before, depth)
+        if version.event_format is EventFormat.V1:
+            event_json["event_id"] = f"${secrets.token_urlsafe(18)}:{self.server_name}"
+        return self.finish_event(event_json, version)
+
+    def finish_event(self, event_json: dict[str, Any], version: RoomVersion) -> Event:
+        """Hash and sign an event of ours (built here, or from a peer's make_join template)."""
+        try:
+            signing.add_content_hash(event_json)
+        except ValueError as e:
+            raise bad_json(f"Event content cannot be encoded: {e}")
+        signing.sign_event(event_json, version, self.server_name, self.signing_key)
+        return signing.event_from_pdu(event_json, version)
+
+    def _skeleton(
+        self,
+        version: RoomVersion,
+        room_id: str | None,
+        draft: EventDraft,
+        prev_events: list[str],
+        state_before: Mapping[StateKey, str],
+        depth: int,
+    ) -> dict[str, Any]:
         auth_keys = auth_types_for_event(version, draft.type, draft.sender, draft.state_key, draft.content)
         auth_ids = [state_before[key] for key in auth_keys if key in state_before]
         event_json: dict[str, Any] = {
@@ -219,19 +246,38 @@ class EventPipeline:
         if draft.redacts is not None and not version.redacts_in_content:
             event_json["redacts"] = draft.redacts
         if version.event_format is EventFormat.V1:
-            event_json["event_id"] = f"${secrets.token_urlsafe(18)}:{self.server_name}"
             event_json["prev_events"] = [[p, {}] for p in prev_events]
             event_json["auth_events"] = [[a, {}] for a in auth_ids]
             event_json["origin"] = self.server_name
         else:
             event_json["prev_events"] = prev_events
             event_json["auth_events"] = auth_ids
-        try:
-            signing.add_content_hash(event_json)
-        except ValueError as e:
-            raise bad_json(f"Event content cannot be encoded: {e}")
-        signing.sign_event(event_json, version, self.server_name, self.signing_key)
-        return signing.event_from_pdu(event_json, version)
+        return event_json
+
+    async def template(self, room_id: str, draft: EventDraft) -> tuple[RoomVersion, dict[str, Any], dict[StateKey, str]]:
+        """An unsigned event for another server to complete (make_join, make_leave, make_knock).
+
+        Also checked against the auth rules here, so that a peer is told at once
+        when the membership it asks for would be refused. Returns the room
+        version, the template and the state it was built on.
+        """
+        version = await self.events.get_room_version(room_id)
+        if version is None:
+            raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
+        async with self.room_lock(room_id):
+            prev_ids = (await self._forward_extremities(room_id))[:MAX_PREV_EVENTS]
+            prevs = await self.events.get_events(prev_ids)
+            if not prevs:
+                raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
+            groups = [e.internal["state_group_after"] for e in prevs.values()]
+            state_before = await self.resolver.resolve_groups(version, groups)
+            depth = max(e.depth for e in prevs.values()) + 1
+        skeleton = self._skeleton(version, room_id, draft, list(prevs), state_before, depth)
+        if version.event_format is EventFormat.V1:
+            skeleton.pop("origin", None)
+        probe = Event(skeleton, "$template", version)
+        self._check(probe, await self._auth_state(probe, state_before))
+        return version, skeleton, state_before
 
     def _check(self, event: Event, auth_state: dict[StateKey, Event]) -> None:
         # Step 2: format and size limits, then the authorization rules.
@@ -380,7 +426,11 @@ class EventPipeline:
                     # Step 6: the current state; a failure here only soft-fails the event.
                     current = await self.state.get_current_state_ids(room_id)
                     try:
+                        if not current:
+                            raise _NoCurrentState
                         check_auth_rules(event, await self._auth_state(event, current))
+                    except _NoCurrentState:
+                        pass  # our first event of the room (a join over federation): nothing to compare with
                     except AuthError as e:
                         log.info("soft-failing %s: %s", event.event_id, e)
                         soft_failed = True
