@@ -117,7 +117,9 @@ class FederationSender:
 
         Typing and single-user presence EDUs replace a queued one of the same
         room and user (or user) that is not yet in a transaction: only the
-        newest state matters to the receiver.
+        newest state matters to the receiver. Content that is not canonical
+        JSON (floats, out-of-range integers) raises CanonicalJsonError here,
+        rather than becoming a transaction that can never be signed.
         """
         targets = self._targets(destinations)
         if not targets:
@@ -127,7 +129,14 @@ class FederationSender:
             self._wake(destination)
 
     async def notify_destination_up(self, destination: str) -> None:
-        """The destination was heard from (e.g. it sent us a request): end its backoff and retry now."""
+        """The destination was heard from (e.g. it sent us a request): end its backoff and retry now.
+
+        The client's own (in-memory) backoff of the destination ends too, or the
+        retry would be refused before it left.
+        """
+        client_backoff = getattr(self.client, "backoff", None)
+        if callable(client_backoff):
+            client_backoff().record_success(destination)
         if await self.queue.clear_backoff(destination):
             woken = self._woken.get(destination)
             if woken is not None:
