@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import AsyncIterator
+
 from aiohttp import web
 
 from homeserver.services.container import Services
-from media import routes
+from media import federation, routes
 from media.app_keys import MEDIA
+from media.federation import FederationMediaFetcher, MediaFederationClient
 from media.repository import MediaRepository
 from media.store import ContentStore
 
@@ -18,8 +21,31 @@ def build_repository(services: Services) -> MediaRepository:
     return MediaRepository(services.config, services.media, content)
 
 
-def setup_media(app: web.Application, services: Services) -> MediaRepository:
+def setup_media(
+    app: web.Application, services: Services, federation_client: MediaFederationClient | None = None,
+) -> MediaRepository:
+    """Mounts the client and federation media routes.
+
+    federation_client (the FederationClient, or anything with its get_stream) lets
+    clients download media of other servers; without it only cached remote media
+    is served. It can also be given later with `use_federation`.
+    """
     repository = build_repository(services)
     app[MEDIA] = repository
     app.router.add_routes(routes.routes)
+    app.router.add_routes(federation.routes)
+    if federation_client is not None:
+        use_federation(app, repository, federation_client)
     return repository
+
+
+def use_federation(app: web.Application, repository: MediaRepository, client: MediaFederationClient) -> None:
+    """Fetch remote media through client; the fetcher is closed with the app."""
+    fetcher = FederationMediaFetcher(client, repository.config)
+    repository.remote_fetcher = fetcher
+
+    async def lifecycle(_: web.Application) -> AsyncIterator[None]:
+        yield
+        await fetcher.close()
+
+    app.cleanup_ctx.append(lifecycle)

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import datetime
 import logging
-from typing import AsyncIterator
+from typing import AsyncContextManager, AsyncIterator, Protocol
 
 from homeserver.config import Config
 from homeserver.errors import MatrixError, forbidden, not_found, too_large
@@ -40,8 +40,26 @@ class UploadInterrupted(Exception):
     """The client stopped sending before the body was complete."""
 
 
+class RemoteFile(Protocol):
+    content_type: str
+    upload_name: str | None
+    chunks: AsyncIterator[bytes]
+
+
+class RemoteFetcher(Protocol):
+    """Gets media from the server that holds it (media.federation.FederationMediaFetcher)."""
+
+    def open(self, origin: str, media_id: str, timeout_ms: int) -> AsyncContextManager[RemoteFile]:
+        """The media's bytes, or MatrixError (404 not there, 502 unreachable or too large)."""
+
+    async def close(self) -> None: ...
+
+
 class MediaRepository:
-    def __init__(self, config: Config, store: MediaStore, content: ContentStore):
+    def __init__(
+        self, config: Config, store: MediaStore, content: ContentStore,
+        remote_fetcher: RemoteFetcher | None = None,
+    ):
         self.config = config
         self.media_config = config.media
         self.server_name = config.server_name
@@ -52,6 +70,10 @@ class MediaRepository:
         self.upload_limiter = RateLimiter(limit.per_second, limit.burst)
         # Set (and replaced) whenever an upload completes, to wake downloads waiting for it.
         self._upload_signal = asyncio.Event()
+        # Fetches media of other servers (media.federation.FederationMediaFetcher);
+        # None: only what is already cached is served.
+        self.remote_fetcher = remote_fetcher
+        self._remote_in_flight: dict[tuple[str, str], asyncio.Task[RemoteMedia]] = {}
 
     # Uploads.
 
@@ -203,14 +225,51 @@ class MediaRepository:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(signal.wait(), min(remaining, _RECHECK_SECONDS))
 
-    async def remote_media(self, origin: str, media_id: str) -> RemoteMedia:
-        """Cached media of another server. Fetching it over federation is not there yet,
-        so media not in the cache is not found."""
+    async def remote_media(
+        self, origin: str, media_id: str, fetch: bool = True, timeout_ms: int = DEFAULT_WAIT_MS,
+    ) -> RemoteMedia:
+        """Media of another server: from the cache, else (when fetch and a remote
+        fetcher is set) fetched from its origin and cached."""
         media = await self.store.get_remote(origin, media_id)
+        if media is None and fetch and self.remote_fetcher is not None:
+            media = await self._fetch_remote_once(origin, media_id, timeout_ms)
         if media is None or media.quarantined_by is not None:
             raise not_found("Media not found")
         await self.store.touch_remote(origin, media_id, now_ms())
         return media
+
+    async def _fetch_remote_once(self, origin: str, media_id: str, timeout_ms: int) -> RemoteMedia:
+        """Concurrent requests for the same remote media join one fetch. The fetch runs
+        in a task of its own: a client that goes away does not cancel it for the others."""
+        key = (origin, media_id)
+        task = self._remote_in_flight.get(key)
+        if task is None:
+            task = asyncio.create_task(self._fetch_remote(origin, media_id, timeout_ms))
+            self._remote_in_flight[key] = task
+
+            def done(finished: asyncio.Task) -> None:
+                del self._remote_in_flight[key]
+                if not finished.cancelled():
+                    finished.exception()  # retrieved: maybe nobody waits any more
+
+            task.add_done_callback(done)
+        return await asyncio.shield(task)
+
+    async def _fetch_remote(self, origin: str, media_id: str, timeout_ms: int) -> RemoteMedia:
+        # Another fetch may have finished between the caller's cache read and now.
+        cached = await self.store.get_remote(origin, media_id)
+        if cached is not None:
+            return cached
+        async with self.remote_fetcher.open(origin, media_id, min(max(timeout_ms, 0), MAX_WAIT_MS)) as remote:
+            try:
+                return await self.store_remote(
+                    origin, media_id, remote.chunks, remote.content_type, remote.upload_name
+                )
+            except MatrixError as e:
+                if e.status == 413:
+                    # Spec: remote media over our limit is answered 502 M_TOO_LARGE.
+                    raise MatrixError(502, "M_TOO_LARGE", e.error)
+                raise
 
     async def store_remote(
         self, origin: str, media_id: str, body: AsyncIterator[bytes], content_type: str, upload_name: str | None,

@@ -15,6 +15,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from homeserver.client.base import requester
 from homeserver.errors import MatrixError, invalid_param, missing_param, not_found
 from homeserver.http import error_response, json_response, query_bool, query_int
+from homeserver.services.clock import now_ms
 from homeserver.storage.media import LOCAL
 from media.app_keys import MEDIA
 from media.names import check_file_name, check_mxc_parts, essence, parse_content_type
@@ -111,7 +112,10 @@ async def _find(request: web.Request, legacy: bool) -> tuple[Source, str | None]
         source = Source(LOCAL, media_id, media.sha256, media.content_type)
         stored_ts, upload_name = media.uploaded_ts, media.upload_name
     else:
-        remote = await repo.remote_media(server_name, media_id)
+        # The frozen legacy routes serve only what was stored before the freeze, so
+        # they fetch only while the freeze has not begun (and allow_remote permits).
+        fetch = not legacy or (query_bool(request, "allow_remote", True) and repo.served_before_freeze(now_ms()))
+        remote = await repo.remote_media(server_name, media_id, fetch=fetch, timeout_ms=timeout_ms)
         source = Source(server_name, media_id, remote.sha256, remote.content_type)
         stored_ts, upload_name = remote.fetched_ts, remote.upload_name
     # Spec v1.11: the unauthenticated routes are frozen; media stored after the
@@ -131,24 +135,33 @@ async def _download(request: web.Request, legacy: bool) -> web.StreamResponse:
     return file_response(path, source.content_type, upload_name, CACHE_PUBLIC if legacy else CACHE_PRIVATE)
 
 
-async def _thumbnail(request: web.Request, legacy: bool) -> web.StreamResponse:
+def thumbnail_request(request: web.Request) -> tuple[Request, bool]:
+    """The size and method asked for, and whether an animation is wanted."""
     width = _dimension(request, "width")
     height = _dimension(request, "height")
     method = request.query.get("method", "scale")
     if method not in ("crop", "scale"):
         raise invalid_param("method must be crop or scale")
-    animated = query_bool(request, "animated", False)
+    return Request(width, height, method), query_bool(request, "animated", False)
+
+
+async def _thumbnail(request: web.Request, legacy: bool) -> web.StreamResponse:
+    wanted, animated = thumbnail_request(request)
     source, _ = await _find(request, legacy)
     repo = repository(request)
-    served = await repo.thumbnailer.thumbnail(source, Request(width, height, method), animated)
+    served = await repo.thumbnailer.thumbnail(source, wanted, animated)
     path = repo.content.path(served.sha256)
     if not path.is_file():
         raise not_found("Media not found")
-    name = f"thumbnail.{_THUMBNAIL_EXTENSIONS.get(essence(served.content_type), 'bin')}"
+    name = thumbnail_name(served.content_type)
     # Spec: a thumbnail's Content-Disposition MUST be inline.
     return file_response(
         path, served.content_type, name, CACHE_PUBLIC if legacy else CACHE_PRIVATE, force_inline=True
     )
+
+
+def thumbnail_name(content_type: str) -> str:
+    return f"thumbnail.{_THUMBNAIL_EXTENSIONS.get(essence(content_type), 'bin')}"
 
 
 def _dimension(request: web.Request, name: str) -> int:
