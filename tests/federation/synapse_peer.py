@@ -98,7 +98,9 @@ def ensure_synapse(progress: Callable[[str], None] = print) -> SynapseInstall:
         with open(log_path, "w") as log:
             steps = [
                 [sys.executable, "-m", "venv", str(venv)],
-                [str(python), "-m", "pip", "install", "-q", SYNAPSE_REQUIREMENT, *EXTRA_REQUIREMENTS],
+                # Few retries and a bounded wait: without network this fails in minutes, not a quarter hour.
+                [str(python), "-m", "pip", "install", "-q", "--retries", "2", "--timeout", "60",
+                 SYNAPSE_REQUIREMENT, *EXTRA_REQUIREMENTS],
             ]
             for step in steps:
                 log.write(f"$ {' '.join(step)}\n")

@@ -8,7 +8,7 @@ import ssl
 import aiohttp
 
 from tests.e2e.server_process import ServerProcess
-from tests.federation.synapse_peer import DEFAULT_PASSWORD, SynapseError
+from tests.federation.synapse_peer import DEFAULT_PASSWORD, SynapseError, SynapsePeer
 
 
 async def test_synapse_registers_a_user_who_logs_in_and_creates_a_room(synapse):
@@ -34,6 +34,28 @@ async def test_synapse_serves_federation_over_tls_at_its_server_name(synapse):
             keys = await response.json()
     assert keys["server_name"] == synapse.server_name
     assert keys["verify_keys"]
+
+
+async def test_two_synapses_federate_on_the_bench(synapse, tmp_path, pg_admin_dsn, synapse_install):
+    """The bench's own baseline: if Synapse cannot federate with Synapse here, an interop
+    failure says nothing about our server."""
+    other = SynapsePeer(tmp_path / "other", pg_admin_dsn, synapse_install)
+    try:
+        await other.start()
+        carol, dave = await synapse.register("carol"), await other.register("dave")
+        async with synapse.client(carol) as c, other.client(dave) as d:
+            room_id = await c.create_room(preset="public_chat")
+            await d.join(room_id, via=[synapse.server_name])
+            await c.send_text(room_id, "over federation")
+
+            def message(sync: dict):
+                timeline = sync.get("rooms", {}).get("join", {}).get(room_id, {}).get("timeline", {})
+                return [e for e in timeline.get("events", []) if e["type"] == "m.room.message"]
+
+            [event] = await d.sync_until(message, timeout=60)
+        assert event["sender"] == carol.user_id and event["content"]["body"] == "over federation"
+    finally:
+        await other.close()
 
 
 async def test_synapse_keeps_its_data_across_a_restart(synapse):
