@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import pytest
 
+from tests.conftest import _with_database
 from tests.e2e.server_process import ServerProcess
 from tests.federation.synapse_peer import SynapseInstall, SynapsePeer, ensure_synapse
 
@@ -57,8 +58,6 @@ async def synapse(tmp_path_factory, pg_admin_dsn: str, synapse_install: SynapseI
 
 @pytest.fixture
 async def start_our_server_tls(tmp_path, pg_admin_dsn: str, database_pool):
-    from tests.conftest import _with_database
-
     started: list[tuple[ServerProcess, str]] = []
 
     async def start(**config: Any) -> ServerProcess:
