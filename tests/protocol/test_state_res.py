@@ -25,6 +25,7 @@ from homeserver.protocol.state_res import (
     _conflicted_subgraph,
     _EventCache,
     _mainline_sort,
+    _reverse_topological_power_sort,
     auth_chain,
     resolve_state,
 )
@@ -367,6 +368,32 @@ def test_power_events_sorted_by_sender_level_then_ts_then_id(room: Room) -> None
     assert resolve_state(room.version, states, room.get)[JR] == b.event_id
 
 
+def test_auth_dag_order_beats_the_tie_breakers(room: Room) -> None:
+    # Bob's power levels are an auth event of alice's join rules change, through an
+    # event outside the sorted set: alice's, though higher-powered and earlier, comes
+    # after it. Bob's level is read from his event's auth events (IPOWER: 0), not from
+    # the power levels it sets (50), so charlie's earlier kick of zara sorts first.
+    pb = room.build(
+        "PB",
+        Spec(BOB, "m.room.power_levels", room.power_levels({ALICE: 100, BOB: 50}), ""),
+        ["$START"],
+        ts=500,
+    )
+    between = room.build("TB", Spec(BOB, "m.room.topic", {"topic": "t"}, ""), [pb.event_id])
+    ja = room.build(
+        "JA",
+        Spec(ALICE, "m.room.join_rules", {"join_rule": "invite"}, ""),
+        [between.event_id],
+        auth=[*between.auth_event_ids, between.event_id],
+        ts=5,
+    )
+    kick = room.build(
+        "KZ", Spec(CHARLIE, "m.room.member", {"membership": "leave"}, ZARA), ["$START"], ts=1
+    )
+    ids = {pb.event_id, ja.event_id, kick.event_id}
+    assert _reverse_topological_power_sort(ids, _EventCache(room.get)) == ["$KZ", "$PB", "$JA"]
+
+
 # Robustness --------------------------------------------------------------------------
 
 
@@ -518,7 +545,7 @@ def test_v2_1_starts_from_the_create_event_not_the_unconflicted_state() -> None:
     room.build("TA", Spec(ALICE, "m.room.topic", {"topic": "alice"}, ""), ["$P1"], ts=100)
     room.build("TB", Spec(BOB, "m.room.topic", {"topic": "bob"}, ""), ["$P1"], ts=200)
     room.build("PD", Spec(ALICE, "m.room.power_levels", room.power_levels({BOB: 0}), ""), ["$P1"])
-    assert "$CREATE" not in room.events["$TB"].json["auth_events"]
+    assert "$CREATE" not in room.events["$TB"].auth_event_ids
     start = room.state_after["$START"]
     s1 = {**start, PL: "$PD", TOPIC: "$TA"}
     s2 = {**start, PL: "$PD", TOPIC: "$TB"}
@@ -534,16 +561,20 @@ def test_v2_1_starts_from_the_create_event_not_the_unconflicted_state() -> None:
 
 
 def test_v2_1_unconflicted_state_is_applied_last() -> None:
-    # The older power levels P2 are in the auth difference and replayed, yet the
-    # unconflicted power levels of both forks win.
-    room, s1, s2 = v12_room_with_pl_chain()
-    s1 = {**s1, PL: "$P3", ("m.room.name", ""): "$START"}  # "$START" is no state event
-    s2 = {**s2, PL: "$P3"}
-    room.build("N", Spec(ALICE, "m.room.name", {"name": "n"}, ""), ["$P2"])
-    s1[("m.room.name", "")] = "$N"
-    state = resolve_state(V12, [s1, s2], room.get)
-    assert state[PL] == "$P3"
-    assert state[("m.room.name", "")] == "$N"
+    # Both forks are at P1; one has a name event citing the newer P2 (alice raised
+    # bob), so P2 is in the auth difference and is replayed: it passes and becomes the
+    # partially resolved power levels, and bob's name, checked against it, passes.
+    # Then the unconflicted P1 of both forks is put back over it.
+    room, _, _ = v12_room_with_pl_chain()
+    name = room.build("N", Spec(BOB, "m.room.name", {"name": "n"}, ""), ["$P2"])
+    assert "$P2" in name.auth_event_ids
+    start = room.state_after["$START"]
+    s1 = {**start, PL: "$P1", ("m.room.name", ""): "$N"}
+    s2 = {**start, PL: "$P1"}
+    for version in (V12, V12_WITH_V2):
+        state = resolve_state(version, [s1, s2], room.get)
+        assert state[PL] == "$P1"
+        assert state[("m.room.name", "")] == "$N"
 
 
 def test_v1_is_not_supported() -> None:
