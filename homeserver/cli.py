@@ -1,4 +1,5 @@
-"""The `homeserver` command: generate-config, run, register-user, create-registration-token, media."""
+"""The `homeserver` command: generate-config, run, register-user, create-registration-token,
+rotate-signing-key, media."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from homeserver.config import ConfigError, load_config, render_default_config
 from homeserver.errors import MatrixError
 from homeserver.server import StartupError
-from homeserver.signing_key import write_new_signing_key
+from homeserver.signing_key import old_keys_path, rotate_signing_key, write_new_signing_key
 
 DEFAULT_CONFIG = Path("homeserver.yaml")
 
@@ -43,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--uses", type=int, default=None, help="how many registrations it allows")
     token.add_argument("--token", default=None, help="the token text (random when omitted)")
 
+    commands.add_parser(
+        "rotate-signing-key",
+        help="replace the server's signing key; the old one stays published as an old key (restart after)",
+    )
+
     _add_media_commands(commands)
 
     args = parser.parse_args(argv)
@@ -57,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             return _register_user(args.config, args.username, args.password, args.admin)
         if args.command == "create-registration-token":
             return _create_token(args.config, args.token, args.uses)
+        if args.command == "rotate-signing-key":
+            return _rotate_signing_key(args.config)
         if args.command == "media":
             return _media(args.config, args)
     except ConfigError as e:
@@ -148,6 +156,19 @@ def _create_token(path: Path, token: str | None, uses: int | None) -> int:
     print(token)
     return 0
 
+
+def _rotate_signing_key(path: Path) -> int:
+    from homeserver.services.clock import now_ms
+
+    key_path = load_config(path).signing_key_file
+    if not key_path.exists():
+        print(f"error: there is no signing key at {key_path} to rotate", file=sys.stderr)
+        return 1
+    new, old = rotate_signing_key(key_path, now_ms())
+    print(f"new signing key {new.alg}:{new.version} in {key_path}")
+    print(f"{old.key_id} is now an old key (expired_ts {old.expired_ts}), kept in {old_keys_path(key_path)}")
+    print("restart the server to sign with the new key")
+    return 0
 
 
 def _add_media_commands(commands) -> None:
