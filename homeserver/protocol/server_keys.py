@@ -246,7 +246,8 @@ def required_signature_servers(event: Event) -> set[str]:
         and event.membership == "join"
         and "join_authorised_via_users_server" in content
     ):
-        servers.add(_server_of(content["join_authorised_via_users_server"], "join_authorised_via_users_server"))
+        authoriser = content["join_authorised_via_users_server"]
+        servers.add(_server_of(authoriser, "join_authorised_via_users_server"))
     return servers
 
 
