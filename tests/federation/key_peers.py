@@ -16,6 +16,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from federation.keys import KeyRing, install
+from homeserver.appkeys import SERVICES
+from homeserver.http import matrix_middleware
 from homeserver.protocol.canonical import parse_json
 from homeserver.services.container import Services
 
@@ -79,13 +81,15 @@ async def peer(
 ) -> AsyncIterator[Peer]:
     """Our homeserver named ``server_name`` on database ``dsn``, with the key routes,
     reachable on ``network`` and fetching other servers' keys through it."""
-    from homeserver.app import create_app
     from homeserver.server import open_services
     from tests.conftest import make_config
 
     settings = make_config(tmp_path / server_name, dsn, server_name=server_name, **config)
     async with open_services(settings) as services:
-        app = create_app(services)
+        # Only the key routes (and the test's own), not the whole app: whatever else
+        # the federation wiring installs would talk to the real network.
+        app = web.Application(middlewares=[matrix_middleware])
+        app[SERVICES] = services
         keyring = install(app, services, network)
         # Tests see each fetch: no pause between two fetches of the same server.
         keyring.refetch_interval_ms = 0
