@@ -304,7 +304,10 @@ class ServerResolver:
             # without caching, so the next request asks again.
             logger.warning("SRV lookup failed, continuing without it: %s", exc)
             return cached[0] if cached is not None else ()
-        ttl = SRV_NEGATIVE_TTL if not answer.records else min(max(answer.ttl, SRV_MIN_TTL), SRV_MAX_TTL)
+        if answer.records:
+            ttl = min(max(answer.ttl, SRV_MIN_TTL), SRV_MAX_TTL)
+        else:
+            ttl = SRV_NEGATIVE_TTL
         _bounded_put(self._srv_cache, key, (answer.records, now + ttl))
         return answer.records
 

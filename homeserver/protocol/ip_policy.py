@@ -71,8 +71,10 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
 
 def parse_address(text: str) -> IPAddress | None:
     """The address an IP literal names (``[v6]`` brackets allowed), or None for a host name."""
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
     try:
-        return ipaddress.ip_address(text[1:-1] if text.startswith("[") and text.endswith("]") else text)
+        return ipaddress.ip_address(text)
     except ValueError:
         return None
 

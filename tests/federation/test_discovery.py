@@ -243,7 +243,8 @@ async def test_well_known_cached_for_default_24_hours():
 
 async def test_well_known_cache_control_max_age():
     clock = Clock()
-    well_known = FakeWellKnown({"example.org": ok("a.example:1", {"cache-control": "public, max-age=7200"})})
+    headers = {"cache-control": "public, max-age=7200"}
+    well_known = FakeWellKnown({"example.org": ok("a.example:1", headers)})
     resolver = make(well_known=well_known, clock=clock)
     await resolver.resolve_server("example.org")
     clock.now += 1.5 * HOUR

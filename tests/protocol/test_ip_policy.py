@@ -23,7 +23,9 @@ def test_public_addresses_pass(address):
 
 
 def test_allow_list_and_deny_list():
-    policy = AddressPolicy(allowed=["127.0.0.1/32", "10.0.0.0/8"], extra_denied=["10.9.0.0/16", "1.1.1.0/24"])
+    policy = AddressPolicy(
+        allowed=["127.0.0.1/32", "10.0.0.0/8"], extra_denied=["10.9.0.0/16", "1.1.1.0/24"]
+    )
     assert policy.is_allowed(ipaddress.ip_address("127.0.0.1"))
     assert not policy.is_allowed(ipaddress.ip_address("127.0.0.2"))
     assert policy.is_allowed(ipaddress.ip_address("10.1.0.1"))
