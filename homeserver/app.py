@@ -14,6 +14,7 @@ from homeserver.http import matrix_middleware
 from homeserver.services.container import Services
 from media import admin as media_admin, preview as media_preview
 from media.app import setup_media
+from federation.app import setup_federation
 
 CLIENT_ROUTE_MODULES = (
     versions, account, account_management, devices, profile, rooms, room_events, directory, sync,
@@ -31,6 +32,7 @@ def create_app(services: Services) -> web.Application:
     for module in CLIENT_ROUTE_MODULES:
         app.router.add_routes(module.routes)
     admin_register.install(app)
+    setup_federation(app, services)
     app.cleanup_ctx.append(presence.idle_sweeper)
     repository = setup_media(app, services)
     media_preview.install(app, repository)

@@ -5,7 +5,7 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#room-membership
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable, Protocol
 
 from homeserver.errors import MatrixError, forbidden, invalid_param, not_found
 from homeserver.protocol import ids
@@ -24,6 +24,16 @@ STRIPPED_STATE_TYPES = (
 )
 
 
+class RemoteMembership(Protocol):
+    """Memberships that need other servers; federation/joins.py provides it."""
+
+    async def join(self, user_id: str, room_id: str, servers: Iterable[str], content: dict[str, Any]) -> Event: ...
+
+    async def countersign_invite(self, event: Event, stripped_state: list[dict[str, Any]]) -> Event: ...
+
+    async def leave_out_of_band(self, user_id: str, room_id: str, content: dict[str, Any]) -> Event: ...
+
+
 class MembershipService:
     def __init__(
         self, server_name: str, pipeline: EventPipeline, events: EventStore, state: StateStore,
@@ -35,18 +45,33 @@ class MembershipService:
         self.state = state
         self.rooms = rooms
         self.users = users
+        # Set by federation/app.py when federation is on.
+        self.remote: RemoteMembership | None = None
+        # Alias -> (room id, servers) from the alias's server (GET /query/directory).
+        self.directory_lookup: Any = None
 
     async def resolve_room(self, room_id_or_alias: str) -> str:
+        return (await self.resolve_room_and_servers(room_id_or_alias))[0]
+
+    async def resolve_room_and_servers(self, room_id_or_alias: str, via: Iterable[str] = ()) -> tuple[str, list[str]]:
+        """The room id, and the servers to join it through (the alias's, then ``via``)."""
+        servers = list(via)
         if room_id_or_alias.startswith("#"):
             if not ids.is_valid_room_alias(room_id_or_alias):
                 raise invalid_param("Invalid room alias")
             found = await self.rooms.get_alias(room_id_or_alias)
-            if found is None:
-                raise not_found("Room alias not found")
-            return found[0]
+            if found is not None:
+                return found[0], servers
+            if ids.server_name_of(room_id_or_alias) != self.server_name and self.directory_lookup is not None:
+                room_id, alias_servers = await self.directory_lookup(room_id_or_alias)
+                return room_id, alias_servers + servers
+            raise not_found("Room alias not found")
         if not ids.is_valid_room_id(room_id_or_alias):
             raise invalid_param("Invalid room id or alias")
-        return room_id_or_alias
+        origin = ids.server_name_of(room_id_or_alias)
+        if origin is not None:
+            servers.append(origin)
+        return room_id_or_alias, servers
 
     async def _profile_content(self, user_id: str) -> dict[str, Any]:
         profile = await self.users.get_profile(user_id) or {}
@@ -63,14 +88,26 @@ class MembershipService:
     async def join_as_creator(self, room_id: str, user_id: str) -> Event:
         return await self.pipeline.send(room_id, await self.creator_join_draft(user_id))
 
-    async def join(self, user_id: str, room_id: str, reason: str | None = None) -> Event | None:
-        if not await self.rooms.room_exists(room_id):
-            if ids.server_name_of(room_id) not in (None, self.server_name):
-                raise MatrixError(404, "M_NOT_FOUND", "Joining rooms on other servers needs federation")
-            raise not_found("No known room with that id")
+    async def join(self, user_id: str, room_id: str, reason: str | None = None,
+                   servers: Iterable[str] = ()) -> Event | None:
         content: dict[str, Any] = {"membership": "join", **(await self._profile_content(user_id))}
         if reason:
             content["reason"] = reason
+        if not await self._resident(room_id):
+            if self.remote is None:
+                raise MatrixError(404, "M_NOT_FOUND", "Joining rooms on other servers needs federation")
+            servers = list(servers)
+            if not servers and ids.server_name_of(room_id) not in (None, self.server_name):
+                servers = [ids.server_name_of(room_id)]
+            current = await self.state.get_membership(room_id, user_id)
+            if current is not None:
+                # An invite names the server that sent it: the best server to join through.
+                invite = await self.events.get_event(current[1])
+                if invite is not None:
+                    servers.insert(0, invite.internal.get("invited_via") or ids.server_name_of(invite.sender))
+            if not servers:
+                raise not_found("No known room with that id; give a server to join it through")
+            return await self.remote.join(user_id, room_id, [s for s in servers if s], content)
         current = await self.state.get_membership(room_id, user_id)
         if current is not None and current[0] == "join":
             existing = await self.events.get_event(current[1])
@@ -84,6 +121,9 @@ class MembershipService:
             if current is not None and current[0] == "leave":
                 return (await self.events.get_event(current[1]))  # type: ignore[return-value]
             raise forbidden("You are not in this room")
+        if current[0] in ("invite", "knock") and not await self._resident(room_id) and self.remote is not None:
+            # Refusing an invite to (or retracting a knock on) a room of other servers.
+            return await self.remote.leave_out_of_band(user_id, room_id, _with_reason({}, reason))
         return await self._send_member(room_id, user_id, user_id, _with_reason({"membership": "leave"}, reason))
 
     async def invite(self, sender: str, room_id: str, target: str, reason: str | None = None,
@@ -93,8 +133,16 @@ class MembershipService:
         current = await self.state.get_membership(room_id, target)
         if current is not None and current[0] in ("join", "ban"):
             raise forbidden(f"{target} is already in the room" if current[0] == "join" else f"{target} is banned")
-        internal = {"invite_room_state": await self._stripped_state(room_id, sender)}
-        return await self._send_member(room_id, sender, target, _with_reason(content, reason), internal)
+        stripped = await self._stripped_state(room_id, sender)
+        internal = {"invite_room_state": stripped}
+        content = _with_reason(content, reason)
+        if ids.server_name_of(target) != self.server_name:
+            assert self.remote is not None  # check_invite_target refused otherwise
+            remote = self.remote
+            draft = EventDraft("m.room.member", sender, content, state_key=target, internal=internal)
+            return await self.pipeline.send(
+                room_id, draft, countersign=lambda event: remote.countersign_invite(event, stripped))
+        return await self._send_member(room_id, sender, target, content, internal)
 
     async def knock(self, user_id: str, room_id: str, reason: str | None = None) -> Event:
         """Ask to join (room versions 7+); whether the room allows it is for the auth rules
@@ -136,7 +184,7 @@ class MembershipService:
 
     def check_invite_target(self, target: str) -> None:
         self._check_target(target)
-        if ids.server_name_of(target) != self.server_name:
+        if ids.server_name_of(target) != self.server_name and self.remote is None:
             raise forbidden("Inviting users of other servers needs federation, which is not enabled")
 
     async def invite_content(self, target: str, is_direct: bool = False) -> dict[str, Any]:
@@ -144,6 +192,12 @@ class MembershipService:
         if is_direct:
             content["is_direct"] = True
         return content
+
+    async def _resident(self, room_id: str) -> bool:
+        """Whether this server is in the room (has its state), not just invited to it."""
+        if not await self.rooms.room_exists(room_id):
+            return False
+        return await self.events.get_forward_extremities(room_id) != []
 
     def _check_target(self, target: str) -> None:
         # Users of any server may be banned (in advance) or unbanned: that needs no federation.

@@ -11,7 +11,7 @@ and https://spec.matrix.org/v1.19/client-server-api/#fully-read-markers
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from homeserver.errors import forbidden, invalid_param, not_found
 from homeserver.protocol import ids
@@ -47,6 +47,8 @@ class ReceiptsService:
         self.rooms = rooms
         self.account_data = account_data
         self.notifier = notifier
+        # Told of every public receipt stored: federation sends them on.
+        self.listeners: list[Callable[[Receipt], Awaitable[None]]] = []
 
     async def set_receipt(
         self, user_id: str, room_id: str, receipt_type: str, event_id: str, thread_id: str | None,
@@ -111,6 +113,9 @@ class ReceiptsService:
         if stored:
             wake = [user_id] if receipt_type == READ_PRIVATE else await self.state.get_members(room_id, "join")
             self.notifier.notify_at(self.stream, position, wake)
+            if receipt_type != READ_PRIVATE:
+                for listener in self.listeners:
+                    await listener(receipt)
 
     async def _move_fully_read(self, user_id: str, room_id: str, event: Event) -> None:
         current = await self.account_data.get(user_id, room_id, FULLY_READ)

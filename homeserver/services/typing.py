@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from homeserver.errors import forbidden
 from homeserver.services.notifier import Notifier
@@ -34,6 +34,8 @@ class TypingService:
         self._typing: dict[str, dict[str, asyncio.TimerHandle]] = {}
         self._changes = StreamChangeCache(0)
         self._wake_tasks: set[asyncio.Task[None]] = set()
+        # Told of every typing change (user, room, typing, timeout): federation sends them on.
+        self.listeners: list[Callable[[str, str, bool, int], Awaitable[None]]] = []
 
     def position(self) -> int:
         return self._position
@@ -55,6 +57,8 @@ class TypingService:
         # Renewing a typing user's timeout changes nothing anyone sees.
         if (previous is None) == typing:
             await self._changed(room_id)
+        for listener in self.listeners:
+            await listener(user_id, room_id, typing, int(timeout_s * 1000) if typing else 0)
 
     def for_sync(self, room_ids: Sequence[str], after: int | None) -> dict[str, dict[str, Any]]:
         """room id -> its m.typing event, for the rooms whose typers changed after

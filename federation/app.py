@@ -1,0 +1,79 @@
+"""Wiring of the federation: client, keys, sender, receiver, routes and the hooks into services.
+
+``setup_federation`` is called by homeserver/app.py; it is the one place that
+knows every part (STYLE.md habit 5: explicit wiring).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from homeserver.protocol import ids
+from homeserver.protocol.events import Event
+from homeserver.services.container import Services
+from homeserver.storage.event_graph import EventGraphStore
+from homeserver.storage.federation_queue import FederationQueueStore
+from homeserver.storage.received_transactions import ReceivedTransactionStore
+
+from federation import keys, membership_routes, serving
+from federation.app_keys import FEDERATION
+from federation.client import FederationClient
+from federation.context import Federation
+from federation.edus import EduRelay
+from federation.inbound import EventReceiver
+from federation.joins import RemoteDirectory, RemoteMembership
+from federation.routes import TRANSACTIONS, routes as transaction_routes
+from federation.sender import FederationSender
+from federation.transactions import TransactionHandler
+
+log = logging.getLogger(__name__)
+
+
+def setup_federation(app: web.Application, services: Services) -> Federation | None:
+    config = services.config
+    if not config.federation.enabled:
+        return None
+    client = FederationClient(config.server_name, services.signing_key, config.federation)
+    keyring = keys.install(app, services, client)
+    sender = FederationSender(config.server_name, services.db, FederationQueueStore(services.db),
+                              services.events, client)
+    receiver = EventReceiver(services, keyring, client)
+    fed = Federation(
+        server_name=config.server_name, services=services, client=client, keyring=keyring,
+        sender=sender, receiver=receiver, graph=EventGraphStore(services.db, services.state),
+    )
+    app[FEDERATION] = fed
+    transactions = TransactionHandler(receiver, ReceivedTransactionStore(services.db))
+    app[TRANSACTIONS] = transactions
+    EduRelay(fed).install(transactions)
+    app.router.add_routes(transaction_routes)
+    app.router.add_routes(membership_routes.routes)
+    serving.install(app)
+
+    services.membership.remote = RemoteMembership(fed)
+    services.membership.directory_lookup = RemoteDirectory(fed).lookup
+
+    async def send_our_events(event: Event) -> None:
+        # Our users' events go to every other server of the room; a membership
+        # event also to the server of its target (a kick or ban of their user).
+        if ids.server_name_of(event.sender) != config.server_name or event.internal.get("outlier"):
+            return
+        destinations = set(await fed.servers_in_room(event.room_id))
+        if event.type == "m.room.member" and event.state_key:
+            destinations.add(ids.server_name_of(event.state_key) or config.server_name)
+        destinations.discard(config.server_name)
+        if destinations:
+            await sender.send_pdu(event, destinations)
+
+    services.pipeline.after_persist.append(send_our_events)
+
+    async def lifecycle(app: web.Application):
+        await sender.start()
+        yield
+        await sender.stop()
+        await client.close()
+
+    app.cleanup_ctx.append(lifecycle)
+    return fed

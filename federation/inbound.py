@@ -1,0 +1,296 @@
+"""Receiving PDUs from other servers: the spec's checks, in order, then the one pipeline.
+
+Spec: https://spec.matrix.org/v1.19/server-server-api/#checks-performed-on-receipt-of-a-pdu
+
+Steps 1-3 (format, signatures, content hash) are here, with the fetching a
+peer's event may need: its auth chain (``/event_auth``), its missing prev
+events (``/get_missing_events``, bounded), and when a gap is too large the
+state before it (``/state_ids`` + ``/event``). Steps 4-6 (auth events, state
+before, current state) are ``EventPipeline.receive_remote``, the code path
+local events take too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Iterable
+from urllib.parse import quote
+
+from homeserver.protocol import signing
+from homeserver.protocol.events import Event, StateKey
+from homeserver.protocol.pdu_checks import PduFormatError, check_pdu_format
+from homeserver.protocol.redaction import redact_event
+from homeserver.protocol.room_versions import RoomVersion
+from homeserver.protocol.signing import SignatureError
+from homeserver.services.container import Services
+
+log = logging.getLogger(__name__)
+
+FED = "/_matrix/federation/v1"
+# How far back /get_missing_events may take us before we ask for the state instead.
+MAX_MISSING_EVENTS = 20
+# Events fetched one by one at once (a state gap or an auth chain).
+FETCH_CONCURRENCY = 10
+
+
+class PduRejected(Exception):
+    """The PDU is dropped before the auth rules: bad format, signature, or unknown room."""
+
+
+class EventReceiver:
+    def __init__(self, services: Services, keyring: Any, client: Any):
+        self.services = services
+        self.keyring = keyring
+        self.client = client
+        self.events = services.events
+        self.pipeline = services.pipeline
+        # One PDU of a room at a time, across transactions and fetches.
+        self._room_locks: dict[str, asyncio.Lock] = {}
+
+    def room_lock(self, room_id: str) -> asyncio.Lock:
+        lock = self._room_locks.get(room_id)
+        if lock is None:
+            if len(self._room_locks) > 10_000:
+                self._room_locks = {r: l for r, l in self._room_locks.items() if l.locked()}
+            lock = self._room_locks[room_id] = asyncio.Lock()
+        return lock
+
+    # Steps 1-3
+
+    async def parse_and_verify(self, pdu: Any, version: RoomVersion | None = None) -> Event:
+        """A checked Event from a PDU (signatures verified, redacted on a hash mismatch); PduRejected."""
+        if not isinstance(pdu, dict):
+            raise PduRejected("a PDU must be a JSON object")
+        room_id = pdu.get("room_id")
+        if version is None:
+            if not isinstance(room_id, str):
+                raise PduRejected("PDU without a room_id")
+            version = await self.events.get_room_version(room_id)
+            if version is None:
+                raise PduRejected(f"unknown room {room_id}")
+        # Our own view of the event: without the sender's unsigned data.
+        pdu = {k: v for k, v in pdu.items() if k != "unsigned"}
+        try:
+            check_pdu_format(pdu, version)  # step 1
+            event = signing.event_from_pdu(pdu, version)
+        except (PduFormatError, ValueError) as e:
+            raise PduRejected(f"bad format: {e}")
+        try:
+            await self.keyring.verify_event_signatures(event)  # step 2
+        except SignatureError as e:
+            raise PduRejected(f"bad signature on {event.event_id}: {e}")
+        except Exception as e:  # keys could not be fetched: the same as unverifiable
+            raise PduRejected(f"cannot verify {event.event_id}: {e}")
+        if not signing.check_content_hash(pdu):  # step 3: keep it, but only its redacted form
+            log.info("content hash mismatch on %s: redacting", event.event_id)
+            event = Event(redact_event(pdu, version), event.event_id, version)
+        return event
+
+    async def event_id_of(self, pdu: Any) -> str | None:
+        """The id a PDU has in its room's version, for the transaction's answer; None if unknowable."""
+        if not isinstance(pdu, dict) or not isinstance(pdu.get("room_id"), str):
+            return None
+        version = await self.events.get_room_version(pdu["room_id"])
+        if version is None:
+            event_id = pdu.get("event_id")
+            return event_id if isinstance(event_id, str) else None
+        try:
+            return signing.compute_event_id({k: v for k, v in pdu.items() if k != "unsigned"}, version)
+        except Exception:
+            return None
+
+    # Whole PDUs
+
+    async def receive_pdu(self, origin: str, pdu: Any) -> str | None:
+        """Handle one PDU of a transaction; an error text for the transaction's answer, or None."""
+        try:
+            event = await self.parse_and_verify(pdu)
+        except PduRejected as e:
+            return str(e)
+        async with self.room_lock(event.room_id):
+            try:
+                return await self._receive_live(origin, event)
+            except PduRejected as e:
+                return str(e)
+
+    async def _receive_live(self, origin: str, event: Event, fetch_missing: bool = True) -> str | None:
+        known = await self.events.known_event_ids([event.event_id])
+        if event.event_id in known and not known[event.event_id]:
+            return None
+        await self.ensure_auth_events(origin, event)
+        missing = await self._missing_prevs(event)
+        if missing and fetch_missing:
+            await self._fetch_missing_prevs(origin, event)
+            missing = await self._missing_prevs(event)
+        state_before = None
+        if missing:
+            state_before = await self._state_before_from_peer(origin, event)
+        rejected = await self.pipeline.receive_remote(event, state_before=state_before)
+        if rejected is not None:
+            log.info("rejected %s from %s: %s", event.event_id, origin, rejected)
+            return f"rejected: {rejected}"
+        return None
+
+    async def _missing_prevs(self, event: Event) -> list[str]:
+        known = await self.events.known_event_ids(event.prev_event_ids)
+        # An outlier prev has no state of its own here: as good as missing.
+        return [p for p in event.prev_event_ids if p not in known or known[p]]
+
+    async def _fetch_missing_prevs(self, origin: str, event: Event) -> None:
+        """Step 5's gap filling: /get_missing_events back to what we have, oldest first."""
+        room_id = event.room_id
+        earliest = await self.events.get_forward_extremities(room_id)
+        try:
+            answer = await self.client.post_json(
+                origin, f"{FED}/get_missing_events/{quote(room_id, safe='')}",
+                {"earliest_events": earliest, "latest_events": [event.event_id],
+                 "limit": MAX_MISSING_EVENTS, "min_depth": 0},
+            )
+        except Exception as e:
+            log.info("get_missing_events from %s failed: %s", origin, e)
+            return
+        pdus = answer.get("events") if isinstance(answer, dict) else None
+        if not isinstance(pdus, list):
+            return
+        fetched: list[Event] = []
+        for pdu in pdus[:MAX_MISSING_EVENTS]:
+            try:
+                candidate = await self.parse_and_verify(pdu, event.room_version)
+            except PduRejected as e:
+                log.info("missing event from %s dropped: %s", origin, e)
+                continue
+            if candidate.room_id == room_id:
+                fetched.append(candidate)
+        for missing_event in sorted(fetched, key=lambda e: (e.depth, e.event_id)):
+            await self._receive_live(origin, missing_event, fetch_missing=False)
+
+    async def _state_before_from_peer(self, origin: str, event: Event) -> dict[StateKey, str]:
+        """The state before an event whose prev events we lack: the peer's state after each prev, resolved."""
+        room_id = event.room_id
+        state_sets: list[dict[StateKey, str]] = []
+        for prev_id in event.prev_event_ids:
+            prev = await self.events.get_event(prev_id)
+            if prev is not None and not prev.internal.get("outlier"):
+                state_sets.append({
+                    **await self.services.state.get_state(prev.internal["state_group_after"])
+                })
+                continue
+            try:
+                answer = await self.client.get_json(
+                    origin, f"{FED}/state_ids/{quote(room_id, safe='')}", {"event_id": prev_id})
+            except Exception as e:
+                raise PduRejected(f"cannot get the state at {prev_id} from {origin}: {e}")
+            pdu_ids = answer.get("pdu_ids") if isinstance(answer, dict) else None
+            auth_ids = answer.get("auth_chain_ids") if isinstance(answer, dict) else None
+            if not isinstance(pdu_ids, list) or not all(isinstance(i, str) for i in pdu_ids):
+                raise PduRejected(f"bad /state_ids answer from {origin}")
+            wanted = [i for i in (auth_ids or []) if isinstance(i, str)] + pdu_ids + [prev_id]
+            await self.fetch_events_as_outliers(origin, room_id, event.room_version, wanted)
+            loaded = await self.events.get_events(pdu_ids + [prev_id])
+            state = {e.state_tuple: e.event_id for i in pdu_ids if (e := loaded.get(i)) is not None and e.is_state()}
+            prev = loaded.get(prev_id)
+            if prev is not None and prev.is_state():
+                state[prev.state_tuple] = prev.event_id
+            state_sets.append(state)
+        return await self.pipeline.resolver.resolve(event.room_version, state_sets)
+
+    # Auth chains and single events
+
+    async def ensure_auth_events(self, origin: str, event: Event) -> None:
+        """Fetch and store (as outliers) the auth events of ``event`` that we lack."""
+        known = await self.events.known_event_ids(event.auth_event_ids)
+        if all(a in known for a in event.auth_event_ids):
+            return
+        try:
+            answer = await self.client.get_json(
+                origin, f"{FED}/event_auth/{quote(event.room_id, safe='')}/{quote(event.event_id, safe='')}")
+        except Exception as e:
+            log.info("event_auth from %s failed: %s", origin, e)
+            answer = None
+        chain = answer.get("auth_chain") if isinstance(answer, dict) else None
+        if isinstance(chain, list):
+            await self.store_outliers(origin, chain, event.room_version)
+        still_missing = [a for a in event.auth_event_ids if a not in await self.events.known_event_ids([a])]
+        if still_missing:
+            await self.fetch_events_as_outliers(origin, event.room_id, event.room_version, still_missing)
+
+    async def store_outliers(self, origin: str, pdus: Iterable[Any], version: RoomVersion,
+                             room_id: str | None = None) -> dict[str, Event]:
+        """Check and store events as outliers, auth events before the events they authorise."""
+        parsed: dict[str, Event] = {}
+        for pdu in pdus:
+            try:
+                event = await self.parse_and_verify(pdu, version)
+            except PduRejected as e:
+                log.info("event from %s dropped: %s", origin, e)
+                continue
+            if room_id is not None and event.room_id != room_id:
+                continue  # MSC4307: an auth chain stays in its room
+            parsed[event.event_id] = event
+        known = await self.events.known_event_ids(parsed)
+        for event in topological_by_auth(parsed):
+            if event.event_id in known:
+                continue
+            rejected = await self.pipeline.receive_remote(event, outlier=True)
+            if rejected:
+                log.info("outlier %s rejected: %s", event.event_id, rejected)
+        return parsed
+
+    async def fetch_events_as_outliers(self, origin: str, room_id: str, version: RoomVersion,
+                                       event_ids: Iterable[str]) -> None:
+        wanted = list(dict.fromkeys(event_ids))
+        known = await self.events.known_event_ids(wanted)
+        wanted = [i for i in wanted if i not in known]
+        semaphore = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+        async def fetch(event_id: str) -> Any:
+            async with semaphore:
+                try:
+                    answer = await self.client.get_json(origin, f"{FED}/event/{quote(event_id, safe='')}")
+                except Exception as e:
+                    log.info("cannot fetch %s from %s: %s", event_id, origin, e)
+                    return None
+                pdus = answer.get("pdus") if isinstance(answer, dict) else None
+                return pdus[0] if isinstance(pdus, list) and pdus else None
+
+        pdus = [p for p in await asyncio.gather(*(fetch(i) for i in wanted)) if p is not None]
+        # Their auth events may be missing too: fetch those first, one level at a time.
+        parsed = []
+        for pdu in pdus:
+            try:
+                parsed.append(await self.parse_and_verify(pdu, version))
+            except PduRejected:
+                continue
+        parsed = [e for e in parsed if e.room_id == room_id and e.event_id in wanted]
+        auth_ids = {a for e in parsed for a in e.auth_event_ids} - {e.event_id for e in parsed}
+        known_auth = await self.events.known_event_ids(auth_ids)
+        lacking = [a for a in auth_ids if a not in known_auth]
+        if lacking and len(lacking) < 500:
+            await self.fetch_events_as_outliers(origin, room_id, version, lacking)
+        for event in topological_by_auth({e.event_id: e for e in parsed}):
+            await self.pipeline.receive_remote(event, outlier=True)
+
+
+def topological_by_auth(events: dict[str, Event]) -> list[Event]:
+    """Events ordered so that each comes after the auth events among them (cycles broken by depth)."""
+    ordered: list[Event] = []
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    for start in sorted(events.values(), key=lambda e: (e.depth, e.event_id)):
+        stack: list[tuple[Event, int]] = [(start, 0)]
+        while stack:
+            event, index = stack.pop()
+            if index == 0:
+                if state.get(event.event_id):
+                    continue
+                state[event.event_id] = 1
+            auth = [a for a in event.auth_event_ids if a in events]
+            if index < len(auth):
+                stack.append((event, index + 1))
+                child = events[auth[index]]
+                if not state.get(child.event_id):
+                    stack.append((child, 0))
+                continue
+            state[event.event_id] = 2
+            ordered.append(event)
+    return ordered
