@@ -28,13 +28,14 @@ def setup_media(
 
     federation_client (the FederationClient, or anything with its get_stream) lets
     clients download media of other servers; without it only cached remote media
-    is served. It can also be given later with `use_federation`.
+    is served (as when federation is disabled). It can also be given later, before
+    the app starts, with `use_federation`.
     """
     repository = build_repository(services)
     app[MEDIA] = repository
     app.router.add_routes(routes.routes)
     app.router.add_routes(federation.routes)
-    if federation_client is not None:
+    if federation_client is not None and services.config.federation.enabled:
         use_federation(app, repository, federation_client)
     return repository
 

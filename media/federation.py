@@ -332,6 +332,11 @@ class FederationMediaFetcher:
             async with self._open_legacy(origin, media_id, query) as remote:
                 yield remote
             return
+        if 300 <= status < 400 and "Location" in headers:
+            # Not the spec's way (a Location part), but where a redirect leads is clear.
+            async with self._open_location(origin, media_id, headers["Location"]) as remote:
+                yield remote
+            return
         try:
             _, part = parse_multipart(headers.get("Content-Type"), body)
         except MultipartError as e:
@@ -355,9 +360,17 @@ class FederationMediaFetcher:
             f"/{urllib.parse.quote(media_id, safe='')}"
         )
         try:
-            _, headers, body = await self._get(origin, path, {**query, "allow_remote": "false"}, self.max_bytes + 1)
+            status, headers, body = await self._get(
+                origin, path, {**query, "allow_remote": "false"}, self.max_bytes + 1
+            )
         except _PeerError as e:
             raise self._answer(origin, media_id, e)
+        if 300 <= status < 400:
+            if "Location" not in headers:
+                raise _fetch_failed()
+            async with self._open_location(origin, media_id, headers["Location"]) as remote:
+                yield remote
+            return
         if len(body) > self.max_bytes:
             raise _too_large(self.max_bytes)
         yield RemoteFile(
@@ -391,7 +404,7 @@ class FederationMediaFetcher:
                 raise _PeerError(status, getattr(e, "errcode", None))
             log.warning("remote media from %s: %r", origin, e)
             raise _fetch_failed()
-        if not 200 <= status < 300:
+        if not 200 <= status < 400:
             raise _PeerError(status, _errcode(body))
         return status, headers, body
 
