@@ -151,20 +151,25 @@ class FederationReads:
 
     async def pdus_for_server(self, origin: str, events: list[Event]) -> list[JsonDict]:
         """The events as ``origin`` may see them: whole, or redacted where it may not."""
-        # (history visibility event id, origin's member event ids) per state group.
-        at_group: dict[int, tuple[str | None, list[str]]] = {}
-        for event in events:
-            group = event.internal.get("state_group_before")
-            if group is not None and group not in at_group:
-                state = await self.state.get_state(group)
-                members = [eid for (t, k), eid in state.items() if t == "m.room.member" and _server_of(k) == origin]
-                at_group[group] = (state.get(_HISTORY_VISIBILITY), members)
-        needed = {hv for hv, _ in at_group.values() if hv} | {m for _, ms in at_group.values() for m in ms}
-        loaded = await self.events.get_events(needed) if needed else {}
+        groups = {g for e in events if (g := e.internal.get("state_group_before")) is not None}
+        states = {g: await self.state.get_state(g) for g in groups}
+        hv_ids = {g: state.get(_HISTORY_VISIBILITY) for g, state in states.items()}
+        loaded = await self.events.get_events({i for i in hv_ids.values() if i})
+        # The origin's memberships matter only where the visibility is restricted;
+        # finding them means reading the whole state, so only there.
+        restricted = {
+            g for g in groups
+            if _visibility(loaded[hv_ids[g]].content if hv_ids[g] in loaded else {}) not in _OPEN_VISIBILITIES
+        }
+        members = {
+            g: [eid for (t, k), eid in states[g].items() if t == "m.room.member" and _server_of(k) == origin]
+            for g in restricted
+        }
+        loaded.update(await self.events.get_events({m for ms in members.values() for m in ms}))
         out = []
         for event in events:
             group = event.internal.get("state_group_before")
-            if group is None or self._visible(origin, event, *at_group[group], loaded):
+            if group is None or self._visible(origin, event, hv_ids[group], members.get(group, []), loaded):
                 out.append(pdu(event))
             else:
                 out.append(redact_event(event.json, event.room_version))

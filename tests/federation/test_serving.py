@@ -151,24 +151,36 @@ async def fed(services, api, tmp_path, pg_admin_dsn, database_pool) -> AsyncIter
 
 # Helpers
 
-async def remote_member(services, room_id: str, peer: Peer, user_id: str, membership: str = "join") -> Event:
-    """A membership event of a remote user, signed by its server, received through the pipeline."""
+async def remote_event(
+    services, room_id: str, peer: Peer, sender: str, event_type: str, content: dict,
+    state_key: str | None = None, prev_events: list[str] | None = None,
+) -> tuple[Event, str | None]:
+    """An event of a remote user, signed by its server and received through the pipeline;
+    with the rejection reason, if the auth rules rejected it."""
     version = await services.events.get_room_version(room_id)
-    prev_ids = await services.events.get_forward_extremities(room_id)
+    prev_ids = prev_events or await services.events.get_forward_extremities(room_id)
     prevs = await services.events.get_events(prev_ids)
     state = await services.state.get_current_state_ids(room_id)
-    content = {"membership": membership}
-    auth_keys = auth_types_for_event(version, "m.room.member", user_id, user_id, content)
-    event_json = {
-        "type": "m.room.member", "sender": user_id, "state_key": user_id, "content": content,
+    auth_keys = auth_types_for_event(version, event_type, sender, state_key, content)
+    event_json: dict[str, Any] = {
+        "type": event_type, "sender": sender, "content": content,
         "room_id": room_id, "origin_server_ts": now_ms(),
         "depth": max(e.depth for e in prevs.values()) + 1,
         "prev_events": list(prevs), "auth_events": [state[k] for k in auth_keys if k in state],
     }
+    if state_key is not None:
+        event_json["state_key"] = state_key
     signing.add_content_hash(event_json)
     signing.sign_event(event_json, version, peer.name, peer.key)
     event = signing.event_from_pdu(event_json, version)
-    assert await services.pipeline.receive_remote(event) is None
+    return event, await services.pipeline.receive_remote(event)
+
+
+async def remote_member(services, room_id: str, peer: Peer, user_id: str, membership: str = "join") -> Event:
+    """A membership event of a remote user, as a join over federation would store it."""
+    event, rejected = await remote_event(
+        services, room_id, peer, user_id, "m.room.member", {"membership": membership}, state_key=user_id)
+    assert rejected is None, rejected
     return event
 
 
@@ -627,3 +639,76 @@ async def test_user_devices_and_key_queries(fed, api):
     assert r.status == 404
     r = await fed.post(remote, f"{FED}/user/keys/query", {"device_keys": "nope"})
     assert r.status == 400
+
+
+# The graph: forks, rejected events, older room versions, cycles
+
+async def test_backfill_and_missing_events_follow_forks(fed, api):
+    alice, room_id = await room_with_remote_member(fed, api)
+    root = await alice.send_text(room_id, "root")
+    base = await alice.send_text(room_id, "base")
+    remote = fed.peers["remote"]
+    # bob's server sends a message off `root`, not knowing `base` yet: the room forks.
+    fork, rejected = await remote_event(
+        fed.services, room_id, remote, "@bob:remote.test", "m.room.message",
+        {"msgtype": "m.text", "body": "fork"}, prev_events=[root])
+    assert rejected is None
+    # The next local event merges the two forward extremities.
+    merge = await alice.send_text(room_id, "merge")
+    merged = await fed.services.events.get_event(merge)
+    assert set(merged.prev_event_ids) == {fork.event_id, base}
+    version = await fed.services.events.get_room_version(room_id)
+
+    r = await fed.get(remote, f"{FED}/backfill/{e(room_id)}", v=merge, limit=4)
+    ids = [signing.compute_event_id(p, version) for p in r["pdus"]]
+    assert ids[0] == merge and set(ids[1:3]) == {fork.event_id, base} and ids[3] == root
+
+    r = await fed.post(remote, f"{FED}/get_missing_events/{e(room_id)}",
+                       {"earliest_events": [base, root], "latest_events": [merge]})
+    assert [signing.compute_event_id(p, version) for p in r["events"]] == [fork.event_id]
+
+
+async def test_rejected_events_are_never_served(fed, api):
+    alice, room_id = await room_with_remote_member(fed, api)
+    remote = fed.peers["remote"]
+    # carol of remote.test never joined: her message is rejected on receipt.
+    bad, rejected = await remote_event(
+        fed.services, room_id, remote, "@carol:remote.test", "m.room.message",
+        {"msgtype": "m.text", "body": "not a member"})
+    assert rejected is not None
+    after = await alice.send_text(room_id, "after")
+    r = await fed.get(remote, f"{FED}/event/{e(bad.event_id)}")
+    assert r.status == 404
+    r = await fed.get(remote, f"{FED}/state_ids/{e(room_id)}", event_id=bad.event_id)
+    assert r.status == 404
+    r = await fed.get(remote, f"{FED}/backfill/{e(room_id)}", v=[after, bad.event_id], limit=100)
+    version = await fed.services.events.get_room_version(room_id)
+    assert bad.event_id not in {signing.compute_event_id(p, version) for p in r["pdus"]}
+
+
+async def test_an_older_room_version_cites_its_create_event(fed, api):
+    alice, room_id = await room_with_remote_member(fed, api, room_version="10")
+    message = await alice.send_text(room_id, "hello")
+    remote = fed.peers["remote"]
+    version = await fed.services.events.get_room_version(room_id)
+    r = await fed.get(remote, f"{FED}/event_auth/{e(room_id)}/{e(message)}")
+    ids = {signing.compute_event_id(p, version) for p in r["auth_chain"]}
+    assert ids == await _auth_chain_by_walking(fed.services, [message])
+    assert "m.room.create" in {p["type"] for p in r["auth_chain"]}
+    r = await fed.get(remote, f"{FED}/event/{e(message)}")
+    assert r["pdus"] == [await stored_json(fed.services, message)]
+
+
+async def test_auth_chain_walk_survives_a_cycle(fed, api):
+    from homeserver.storage.event_graph import EventGraphStore
+
+    alice, room_id = await room_with_remote_member(fed, api, room_version="10")
+    message = await alice.send_text(room_id, "hello")
+    create = (await fed.services.state.get_current_state_ids(room_id))[("m.room.create", "")]
+    # A peer could send auth_events that loop; the walk must still end.
+    await fed.services.db.execute("INSERT INTO event_auth (event_id, auth_event_id) VALUES ($1, $2)", create, message)
+    graph = EventGraphStore(fed.services.db, fed.services.state)
+    chain = await graph.auth_chain_ids([message])
+    assert create in chain and message in chain
+    assert await graph.auth_chain_ids([]) == set()
+    assert message in await graph.auth_chain_ids([message], include_given=True)
