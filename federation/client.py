@@ -97,6 +97,10 @@ class InvalidResponse(FederationUnreachable):
     """
 
 
+class ResponseTooLarge(InvalidResponse):
+    """The answer is over the size limit of the call; nothing past it was read."""
+
+
 def encode_query(query: Mapping[str, str | list[str]]) -> str:
     """``a=1&b=x&b=y`` with everything but unreserved characters percent-encoded."""
     parts = []
@@ -113,7 +117,7 @@ def _url_host(address: IPAddress) -> str:
 async def _read_body(response: aiohttp.ClientResponse, limit: int, *, truncate: bool) -> bytes:
     """At most ``limit`` bytes (decompressed); past it, truncated or InvalidResponse."""
     if not truncate and response.content_length is not None and response.content_length > limit:
-        raise InvalidResponse(f"answer of {response.content_length} bytes is over {limit}")
+        raise ResponseTooLarge(f"answer of {response.content_length} bytes is over {limit}")
     chunks: list[bytes] = []
     received = 0
     async for chunk in response.content.iter_chunked(65536):
@@ -122,7 +126,7 @@ async def _read_body(response: aiohttp.ClientResponse, limit: int, *, truncate: 
             if truncate:
                 chunks.append(chunk[: len(chunk) - (received - limit)])
                 break
-            raise InvalidResponse(f"answer is over {limit} bytes")
+            raise ResponseTooLarge(f"answer is over {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
