@@ -95,9 +95,15 @@ class EventReceiver:
         if version is None:
             event_id = pdu.get("event_id")
             return event_id if isinstance(event_id, str) else None
+        return self.event_id_in(pdu, version)
+
+    @staticmethod
+    def event_id_in(pdu: Any, version: RoomVersion) -> str | None:
+        if not isinstance(pdu, dict):
+            return None
         try:
             return signing.compute_event_id({k: v for k, v in pdu.items() if k != "unsigned"}, version)
-        except Exception:
+        except Exception:  # a PDU too broken to hash has no id
             return None
 
     # Whole PDUs

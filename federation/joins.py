@@ -158,7 +158,7 @@ class RemoteMembership:
                                                        room_id=room_id)
             state: dict[StateKey, str] = {}
             for pdu in state_pdus:
-                event_id = await fed.receiver.event_id_of(pdu)
+                event_id = fed.receiver.event_id_in(pdu, version)
                 stored = parsed.get(event_id) if event_id else None
                 if stored is not None and stored.is_state():
                     state[stored.state_tuple] = stored.event_id

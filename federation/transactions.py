@@ -84,6 +84,8 @@ class TransactionHandler:
                     except Exception:
                         log.exception("PDU %s from %s failed", event_id, origin)
                         error = "internal error"
+                    if error:
+                        log.warning("PDU %s from %s not accepted: %s", event_id, origin, error)
                     if event_id is not None:
                         results[event_id] = {"error": error} if error else {}
 

@@ -426,7 +426,8 @@ class EventPipeline:
                     # Step 6: the current state; a failure here only soft-fails the event.
                     current = await self.state.get_current_state_ids(room_id)
                     try:
-                        if not current:
+                        if ("m.room.create", "") not in current:
+                            # Only out-of-band memberships (an invite) are known: nothing to compare with.
                             raise _NoCurrentState
                         check_auth_rules(event, await self._auth_state(event, current))
                     except _NoCurrentState:

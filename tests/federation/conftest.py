@@ -76,4 +76,4 @@ async def start_our_server_tls(tmp_path, pg_admin_dsn: str, database_pool):
 
 @pytest.fixture
 async def our_server_tls(start_our_server_tls) -> ServerProcess:
-    return await start_our_server_tls()
+    return await start_our_server_tls(log_level="INFO")

@@ -1,0 +1,67 @@
+"""Rooms shared with a real Synapse: invites and joins both ways, messages both ways, in order.
+
+Synapse 1.163 from PyPI runs on 127.0.0.1 with an IP-literal server name and a
+self-signed certificate; so does our server (ServerProcess(tls=True)).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.federation.interop_helpers import invited_to, our_client, register_ours, timeline_events
+
+
+@pytest.mark.parametrize("room_version", ["10", "11", "12"])
+async def test_synapse_user_invites_ours_who_joins_and_they_talk(synapse, our_server_tls, room_version):
+    theirs = await synapse.register(f"mama{room_version}")
+    ours = await register_ours(our_server_tls, f"peter{room_version}")
+    async with synapse.client(theirs) as s, our_client(our_server_tls, ours) as o:
+        room_id = await s.create_room(preset="private_chat", room_version=room_version, name="Family")
+        await s.invite(room_id, ours.user_id)
+        invite = await o.sync_until(invited_to(room_id), timeout=60)
+        names = [e["content"].get("name") for e in invite["invite_state"]["events"] if e["type"] == "m.room.name"]
+        assert names == ["Family"]
+
+        await o.join(room_id)
+        await s.sync_until(timeline_events(room_id, "m.room.member", membership="join"), timeout=60)
+
+        for i in range(3):
+            await s.send_text(room_id, f"from synapse {i}")
+        bodies: list[str] = []
+
+        def collect(sync: dict):
+            bodies.extend(e["content"]["body"] for e in timeline_events(room_id, "m.room.message")(sync))
+            return len(bodies) >= 3
+
+        await o.sync_until(collect, timeout=60)
+        assert bodies == ["from synapse 0", "from synapse 1", "from synapse 2"]
+
+        for i in range(3):
+            await o.send_text(room_id, f"from us {i}")
+        theirs_seen: list[str] = []
+
+        def collect_theirs(sync: dict):
+            theirs_seen.extend(e["content"]["body"] for e in timeline_events(room_id, "m.room.message")(sync)
+                               if e["sender"] == ours.user_id)
+            return len(theirs_seen) >= 3
+
+        await s.sync_until(collect_theirs, timeout=60)
+        assert theirs_seen == ["from us 0", "from us 1", "from us 2"]
+
+
+@pytest.mark.parametrize("room_version", ["10", "12"])
+async def test_our_user_invites_a_synapse_user_who_joins(synapse, our_server_tls, room_version):
+    theirs = await synapse.register(f"aunt{room_version}")
+    ours = await register_ours(our_server_tls, f"anna{room_version}")
+    async with synapse.client(theirs) as s, our_client(our_server_tls, ours) as o:
+        room_id = await o.create_room(preset="private_chat", room_version=room_version, name="Ours")
+        await o.invite(room_id, theirs.user_id)
+        await s.sync_until(invited_to(room_id), timeout=60)
+        await s.join(room_id, via=[our_server_tls.federation_name])
+        await o.sync_until(timeline_events(room_id, "m.room.member", membership="join"), timeout=60)
+        await o.send_text(room_id, "welcome")
+        [message] = await s.sync_until(timeline_events(room_id, "m.room.message", body="welcome"), timeout=60)
+        assert message["sender"] == ours.user_id
+        await s.send_text(room_id, "thanks")
+        [reply] = await o.sync_until(timeline_events(room_id, "m.room.message", body="thanks"), timeout=60)
+        assert reply["sender"] == theirs.user_id
