@@ -30,6 +30,16 @@ from federation.transactions import TransactionHandler
 
 log = logging.getLogger(__name__)
 
+# A transaction holds up to 50 PDUs of 64 KiB and 100 EDUs: more than a client request may.
+MAX_FEDERATION_BODY_BYTES = 8 * 1024 * 1024
+
+
+@web.middleware
+async def federation_body_limit(request: web.Request, handler):
+    if request.path.startswith("/_matrix/federation/"):
+        request = request.clone(client_max_size=max(request.client_max_size, MAX_FEDERATION_BODY_BYTES))
+    return await handler(request)
+
 
 def setup_federation(app: web.Application, services: Services) -> Federation | None:
     config = services.config
@@ -45,6 +55,7 @@ def setup_federation(app: web.Application, services: Services) -> Federation | N
         sender=sender, receiver=receiver, graph=EventGraphStore(services.db, services.state),
     )
     app[FEDERATION] = fed
+    app.middlewares.append(federation_body_limit)
     transactions = TransactionHandler(receiver, ReceivedTransactionStore(services.db))
     app[TRANSACTIONS] = transactions
     EduRelay(fed).install(transactions)
