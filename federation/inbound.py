@@ -131,7 +131,7 @@ class EventReceiver:
             missing = await self._missing_prevs(event)
         state_before = None
         if missing:
-            state_before = await self._state_before_from_peer(origin, event)
+            state_before = await self.state_before_from_peer(origin, event)
         rejected = await self.pipeline.receive_remote(event, state_before=state_before)
         if rejected is not None:
             log.info("rejected %s from %s: %s", event.event_id, origin, rejected)
@@ -139,9 +139,9 @@ class EventReceiver:
         return None
 
     async def _missing_prevs(self, event: Event) -> list[str]:
-        known = await self.events.known_event_ids(event.prev_event_ids)
-        # An outlier prev has no state of its own here: as good as missing.
-        return [p for p in event.prev_event_ids if p not in known or known[p]]
+        # An outlier prev (of an auth chain) has no state of its own here: as good as missing.
+        with_state = await self.events.ids_with_state(event.prev_event_ids)
+        return [p for p in event.prev_event_ids if p not in with_state]
 
     async def _fetch_missing_prevs(self, origin: str, event: Event) -> None:
         """Step 5's gap filling: /get_missing_events back to what we have, oldest first."""
@@ -171,13 +171,13 @@ class EventReceiver:
         for missing_event in sorted(fetched, key=lambda e: (e.depth, e.event_id)):
             await self._receive_live(origin, missing_event, fetch_missing=False)
 
-    async def _state_before_from_peer(self, origin: str, event: Event) -> dict[StateKey, str]:
+    async def state_before_from_peer(self, origin: str, event: Event) -> dict[StateKey, str]:
         """The state before an event whose prev events we lack: the peer's state after each prev, resolved."""
         room_id = event.room_id
         state_sets: list[dict[StateKey, str]] = []
         for prev_id in event.prev_event_ids:
             prev = await self.events.get_event(prev_id)
-            if prev is not None and not prev.internal.get("outlier"):
+            if prev is not None and prev.internal.get("state_group_after") is not None:
                 state_sets.append({
                     **await self.services.state.get_state(prev.internal["state_group_after"])
                 })

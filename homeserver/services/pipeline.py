@@ -408,7 +408,8 @@ class EventPipeline:
             if not outlier:
                 if state_before is None:
                     prevs = await self.events.get_events(event.prev_event_ids)
-                    if len(prevs) != len(set(event.prev_event_ids)) or any(p.internal.get("outlier") for p in prevs.values()):
+                    if len(prevs) != len(set(event.prev_event_ids)) or any(
+                            p.internal.get("state_group_after") is None for p in prevs.values()):
                         raise ValueError(f"{event.event_id}: prev events missing; the caller must give its state")
                     groups = [p.internal["state_group_after"] for p in prevs.values()]
                     if len(set(groups)) == 1:
@@ -436,12 +437,13 @@ class EventPipeline:
                         log.info("soft-failing %s: %s", event.event_id, e)
                         soft_failed = True
             placement = _Placement(
-                state_before_group=group, state_before=resolved, outlier=outlier,
+                # A soft-failed event is kept out of every timeline, but keeps its state groups.
+                state_before_group=group, state_before=resolved, outlier=outlier or soft_failed,
                 live=not outlier and not backfilled and rejected is None and not soft_failed,
                 rejected=rejected, soft_failed=soft_failed,
             )
             await self._persist_remote(event, placement, internal or {}, replace_outlier=event.event_id in known)
-        if placement.live or (outlier and event.type == "m.room.member"):
+        if placement.live:
             await self._notify(event)
         return rejected
 

@@ -240,6 +240,14 @@ class EventStore:
         )
         return {r["event_id"]: r["outlier"] for r in rows}
 
+    async def ids_with_state(self, event_ids: Iterable[str]) -> set[str]:
+        """The ids among these whose state after them we know (not outliers of an auth chain)."""
+        rows = await self.db.fetch(
+            "SELECT event_id FROM events WHERE event_id = ANY($1::text[]) AND state_group_after IS NOT NULL",
+            list(event_ids),
+        )
+        return {r["event_id"] for r in rows}
+
     async def is_referenced_as_prev(self, event_id: str) -> bool:
         """Whether a stored event already names this one in its prev_events (it is no extremity)."""
         return bool(await self.db.fetchval(
