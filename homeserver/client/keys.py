@@ -38,14 +38,14 @@ async def upload_keys(request: web.Request) -> web.Response:
 async def query_keys(request: web.Request) -> web.Response:
     who = await requester(request)
     body = parse_model(QueryBody, await read_json_object(request))
-    return json_response(await services(request).e2e_keys.query(who.user_id, body.device_keys))
+    return json_response(await services(request).e2e_keys.query(who.user_id, body.device_keys, body.timeout))
 
 
 @routes.post(V3 + "/keys/claim")
 async def claim_keys(request: web.Request) -> web.Response:
     await requester(request)
     body = parse_model(ClaimBody, await read_json_object(request))
-    return json_response(await services(request).e2e_keys.claim(body.one_time_keys))
+    return json_response(await services(request).e2e_keys.claim(body.one_time_keys, body.timeout))
 
 
 @routes.get(V3 + "/keys/changes")

@@ -6,7 +6,9 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#end-to-end-encryption
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol
 
 import nacl.exceptions
 import nacl.signing
@@ -22,6 +24,8 @@ from homeserver.storage.streams import StreamIdGenerator
 
 JsonDict = dict[str, Any]
 
+log = logging.getLogger(__name__)
+
 MASTER, SELF_SIGNING, USER_SIGNING = "master", "self_signing", "user_signing"
 # Clients (Element among them) upload one-time keys when this count is low; Synapse
 # always reports it, as 0 when the device has none.
@@ -32,6 +36,33 @@ SIGNED_CURVE25519 = "signed_curve25519"
 class DeviceListChanges:
     changed: list[str]
     left: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class LocalDeviceChange:
+    """A change of one of our users' devices or keys, at a device list stream position.
+
+    Told to the service's listeners (federation sends it on to the servers that
+    share a room with the user).
+    """
+    user_id: str
+    position: int
+    device_ids: tuple[str, ...] = ()  # devices whose keys changed, or that were deleted
+    deleted: bool = False
+    cross_signing: bool = False  # the master or self-signing key changed
+
+
+class RemoteKeys(Protocol):
+    """Keys of other servers' users (federation/e2e.py): answers shaped as /keys/query and
+    /keys/claim, with the servers that could not be asked under "failures"."""
+
+    async def query(self, wanted: dict[str, list[str]], timeout_s: float) -> JsonDict: ...
+
+    async def claim(self, wanted: dict[str, dict[str, str]], timeout_s: float) -> JsonDict: ...
+
+
+# The spec's default for a /keys/query or /keys/claim that gives no timeout.
+DEFAULT_REMOTE_TIMEOUT_MS = 10_000
 
 
 def _ed25519_key(keys: Any, key_id: str) -> str | None:
@@ -72,6 +103,12 @@ def _check_cross_signing_key(key: Any, user_id: str, usage: str) -> None:
         raise invalid_param(f"{usage} key signatures must be an object")
 
 
+def _timeout_s(timeout_ms: int | None) -> float:
+    ms = DEFAULT_REMOTE_TIMEOUT_MS if timeout_ms is None else timeout_ms
+    # At least a second: a server cannot answer in less, and a 0 would fail every one.
+    return max(1_000, min(ms, 60_000)) / 1000
+
+
 def _keys_by_id(keys: Any, name: str) -> list[tuple[str, str, Any]]:
     """(algorithm, key id, key) of an upload's one_time_keys or fallback_keys."""
     if keys is None:
@@ -95,6 +132,16 @@ class E2eKeyService:
         self.state = state
         self.stream = stream
         self.notifier = notifier
+        self.listeners: list[Callable[[LocalDeviceChange], Awaitable[None]]] = []
+        # Set by the federation, when enabled: other servers' users are asked there.
+        self.remote: RemoteKeys | None = None
+
+    async def _tell(self, change: LocalDeviceChange) -> None:
+        for listener in self.listeners:
+            try:
+                await listener(change)
+            except Exception:  # the change is stored; telling others must not fail the request
+                log.exception("device list listener failed for %s", change.user_id)
 
     # POST /keys/upload
 
@@ -111,6 +158,7 @@ class E2eKeyService:
             with self.stream.allocate() as position:
                 await self.store.set_device_keys(user_id, device_id, device_keys, position)
             await self._notify_device_list(position, [user_id])
+            await self._tell(LocalDeviceChange(user_id, position, (device_id,)))
         await self.store.add_one_time_keys(user_id, device_id, one_time)
         if fallback:
             await self.store.set_fallback_keys(user_id, device_id, fallback)
@@ -138,12 +186,20 @@ class E2eKeyService:
 
     # POST /keys/query
 
-    async def query(self, requester: str, wanted: dict[str, list[str]]) -> JsonDict:
+    async def query(self, requester: str, wanted: dict[str, list[str]],
+                    timeout_ms: int | None = None) -> JsonDict:
         device_keys: dict[str, JsonDict] = {}
         cross: dict[str, dict[str, JsonDict]] = {MASTER: {}, SELF_SIGNING: {}, USER_SIGNING: {}}
+        failures: JsonDict = {}
+        remote = {u: d for u, d in wanted.items() if not self._is_local(u)}
+        if remote and self.remote is not None:
+            found = await self.remote.query(remote, _timeout_s(timeout_ms))
+            device_keys.update(found["device_keys"])
+            cross[MASTER].update(found["master_keys"])
+            cross[SELF_SIGNING].update(found["self_signing_keys"])
+            failures.update(found["failures"])
         for user_id, device_ids in wanted.items():
             if not self._is_local(user_id):
-                # No federation: other servers' users are simply not known here.
                 continue
             devices = await self.store.query_devices(user_id, device_ids or None)
             keys = await self.store.get_cross_signing_keys(user_id)
@@ -166,7 +222,7 @@ class E2eKeyService:
                     key, _cross_signing_public_key(key), extra, only_signer=signer)
         return {
             "device_keys": device_keys,
-            "failures": {},
+            "failures": failures,
             "master_keys": cross[MASTER],
             "self_signing_keys": cross[SELF_SIGNING],
             "user_signing_keys": cross[USER_SIGNING],
@@ -192,8 +248,14 @@ class E2eKeyService:
 
     # POST /keys/claim
 
-    async def claim(self, wanted: dict[str, dict[str, str]]) -> JsonDict:
+    async def claim(self, wanted: dict[str, dict[str, str]], timeout_ms: int | None = None) -> JsonDict:
         out: dict[str, JsonDict] = {}
+        failures: JsonDict = {}
+        remote = {u: d for u, d in wanted.items() if not self._is_local(u)}
+        if remote and self.remote is not None:
+            found = await self.remote.claim(remote, _timeout_s(timeout_ms))
+            out.update(found["one_time_keys"])
+            failures.update(found["failures"])
         for user_id, devices in wanted.items():
             if not self._is_local(user_id):
                 continue
@@ -202,7 +264,7 @@ class E2eKeyService:
                 if claimed is not None:
                     key_id, key = claimed
                     out.setdefault(user_id, {})[device_id] = {f"{algorithm}:{key_id}": key}
-        return {"one_time_keys": out, "failures": {}}
+        return {"one_time_keys": out, "failures": failures}
 
     # POST /keys/device_signing/upload
 
@@ -238,6 +300,9 @@ class E2eKeyService:
         with self.stream.allocate() as position:
             await self.store.set_cross_signing_keys(user_id, changed, position)
         await self._notify_device_list(position, [user_id])
+        if MASTER in changed or SELF_SIGNING in changed:
+            # The user-signing key is never shown to other servers.
+            await self._tell(LocalDeviceChange(user_id, position, cross_signing=True))
 
     # POST /keys/signatures/upload
 
@@ -257,6 +322,15 @@ class E2eKeyService:
             with self.stream.allocate() as position:
                 await self.store.add_signatures(user_id, accepted, position)
             await self._notify_device_list(position, sorted({a[1] for a in accepted}))
+            # Other servers see the new signatures on the user's own keys; a signature of
+            # another user's master key is shown to its signer alone.
+            own_targets = {a[2] for a in accepted if a[1] == user_id}
+            if own_targets:
+                master = own.get(MASTER)
+                master_id = _cross_signing_public_key(master) if master else None
+                devices = tuple(sorted(own_targets - {master_id}))
+                await self._tell(LocalDeviceChange(
+                    user_id, position, devices, cross_signing=master_id in own_targets))
         return {"failures": failures}
 
     async def _check_signed_object(
@@ -321,6 +395,21 @@ class E2eKeyService:
         with self.stream.allocate() as position:
             await self.store.mark_changed([user_id], position)
         await self._notify_device_list(position, [user_id])
+        await self._tell(LocalDeviceChange(user_id, position, tuple(device_ids), deleted=True))
+
+    async def remote_devices_changed(self, user_ids: Iterable[str]) -> None:
+        """Other servers' users whose device lists changed: our users who share a room
+        with them see them in /sync device_lists.changed."""
+        user_ids = sorted(set(user_ids))
+        if not user_ids:
+            return
+        with self.stream.allocate() as position:
+            await self.store.mark_changed(user_ids, position)
+        await self._notify_device_list(position, user_ids)
+
+    async def previous_change(self, user_id: str, position: int) -> int | None:
+        """The user's device list position before ``position`` (the prev_id of an update)."""
+        return await self.store.last_change_before(user_id, position)
 
     async def _notify_device_list(self, position: int, user_ids: list[str]) -> None:
         wake: set[str] = set()

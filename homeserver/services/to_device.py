@@ -5,6 +5,8 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#send-to-device-messaging
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from homeserver.errors import invalid_param, missing_param
@@ -19,6 +21,13 @@ JsonDict = dict[str, Any]
 # Messages per /sync response, as Synapse; the rest come with the next sync.
 SYNC_LIMIT = 100
 ALL_DEVICES = "*"
+# Messages from other servers' users are idempotent by (sender, message id); they
+# have no device here, so their transaction ids are kept under this device id.
+REMOTE_SENDER_DEVICE = ""
+
+# (sender, event type, message id, {server: {user: {device or "*": content}}}): set by the
+# federation to send messages for other servers' users as m.direct_to_device EDUs.
+RemoteSender = Callable[[str, str, str, dict[str, dict[str, dict[str, JsonDict]]]], Awaitable[None]]
 
 
 class ToDeviceService:
@@ -27,6 +36,7 @@ class ToDeviceService:
         self.store = store
         self.stream = stream
         self.notifier = notifier
+        self.remote: RemoteSender | None = None
 
     async def send(self, sender: Requester, event_type: str, txn_id: str, messages: Any) -> None:
         if messages is None:
@@ -34,6 +44,7 @@ class ToDeviceService:
         if not isinstance(messages, dict):
             raise invalid_param("messages must be an object")
         queued: list[tuple[str, str | None, JsonDict]] = []
+        remote: dict[str, dict[str, dict[str, JsonDict]]] = {}
         for user_id, devices in messages.items():
             try:
                 parsed = ids.parse_user_id(user_id)
@@ -45,13 +56,36 @@ class ToDeviceService:
                 if not isinstance(content, dict):
                     raise invalid_param("A message content must be an object")
                 if parsed.server_name != self.server_name:
-                    continue  # No federation: messages for other servers' users go nowhere.
+                    remote.setdefault(parsed.server_name, {}).setdefault(user_id, {})[device_id] = content
+                    continue
                 message = {"sender": sender.user_id, "type": event_type, "content": content}
                 queued.append((user_id, None if device_id == ALL_DEVICES else device_id, message))
         if await self.store.txn_position(sender.user_id, sender.device_id, txn_id) is not None:
             return  # A retried request: already queued once.
         with self.stream.allocate() as position:
             if not await self.store.queue((sender.user_id, sender.device_id), txn_id, queued, position):
+                return
+        self.notifier.notify_at(self.stream, position, {user_id for user_id, _, _ in queued})
+        if remote and self.remote is not None:
+            # Without federation, messages for other servers' users go nowhere.
+            await self.remote(sender.user_id, event_type, secrets.token_urlsafe(16), remote)
+
+    async def receive_remote(self, sender: str, event_type: str, message_id: str,
+                             messages: dict[str, dict[str, JsonDict]]) -> None:
+        """Messages of another server's user (an m.direct_to_device EDU, already checked to be
+        from the sender's server) for our users' devices; once per message id."""
+        queued: list[tuple[str, str | None, JsonDict]] = []
+        for user_id, devices in messages.items():
+            if ids.server_name_of(user_id) != self.server_name or not isinstance(devices, dict):
+                continue
+            for device_id, content in devices.items():
+                if isinstance(content, dict):
+                    message = {"sender": sender, "type": event_type, "content": content}
+                    queued.append((user_id, None if device_id == ALL_DEVICES else device_id, message))
+        if not queued:
+            return
+        with self.stream.allocate() as position:
+            if not await self.store.queue((sender, REMOTE_SENDER_DEVICE), message_id, queued, position):
                 return
         self.notifier.notify_at(self.stream, position, {user_id for user_id, _, _ in queued})
 

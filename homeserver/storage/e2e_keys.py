@@ -163,6 +163,12 @@ class E2eKeyStore:
             position, user_ids,
         )
 
+    async def last_change_before(self, user_id: str, position: int) -> int | None:
+        return await self.db.fetchval(
+            "SELECT max(stream_id) FROM device_lists_stream WHERE user_id = $1 AND stream_id < $2",
+            user_id, position,
+        )
+
     async def changed_users(self, after: int, up_to: int, among: Iterable[str]) -> set[str]:
         """Which of ``among`` changed their devices or keys in the window."""
         rows = await self.db.fetch(
