@@ -1,30 +1,29 @@
 """The federation read routes (federation/serving.py), called by other servers.
 
-Our server ("test.local") runs in-process with its key routes and the read routes.
-Two more in-process servers, "remote.test" and "other.test", each on a database of
+Our server ("test.local") serves its key routes and the read routes in-process. Two
+more instances of our server, "remote.test" and "other.test", each on a database of
 its own, sign the requests with their own keys; our KeyRing fetches those keys from
-their /_matrix/key/v2/server over plain HTTP (the only stand-in: how a server name
-is found, which federation/discovery.py does for real). Remote users enter our rooms
+their /_matrix/key/v2/server through tests/federation/key_peers.py's Network, real
+HTTP to the in-process app of that name (the only stand-in: how a server name is
+found, which federation/discovery.py does for real). Remote users enter our rooms
 as events signed by their server and received through the pipeline, as a join
 over federation would be stored.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-from pathlib import Path
 from typing import Any, AsyncIterator
 from urllib.parse import quote, urlencode
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from federation import keys as federation_keys
 from federation import serving
-from homeserver.app import create_app
+from homeserver.appkeys import SERVICES
+from homeserver.http import matrix_middleware
 from homeserver.protocol import signing
 from homeserver.protocol.auth_rules import auth_types_for_event
 from homeserver.protocol.events import Event
@@ -32,7 +31,8 @@ from homeserver.protocol.xmatrix import sign_request
 from homeserver.services.clock import now_ms
 from homeserver.services.pipeline import EventDraft
 from tests.client.e2e_helpers import cross_signing_key, device_keys, upload, upload_device_keys
-from tests.conftest import _with_database, make_config
+from tests.conftest import _with_database
+from tests.federation.key_peers import Network, Peer, peer
 from tests.helpers import Api, Response
 
 FED = "/_matrix/federation/v1"
@@ -40,42 +40,8 @@ V3 = "/_matrix/client/v3"
 OUR_NAME = "test.local"
 
 
-class PeerKeyClient:
-    """The KeyRing's transport: other servers' key routes, reached at their test ports."""
-
-    def __init__(self) -> None:
-        self.base_urls: dict[str, str] = {}
-
-    async def get_json(self, destination: str, path: str, query: Any = None, *,
-                       signed: bool = True, timeout: float | None = None) -> Any:
-        async with aiohttp.ClientSession() as session:
-            async with session.get(self.base_urls[destination] + path, params=query) as resp:
-                assert resp.status == 200, await resp.text()
-                return await resp.json()
-
-    async def post_json(self, destination: str, path: str, body: Any, *,
-                        query: Any = None, timeout: float | None = None) -> Any:
-        raise AssertionError("no notary is configured in these tests")
-
-
-class Peer:
-    """Another server: its name, its signing key, its running key routes."""
-
-    def __init__(self, services: Any, server: TestServer):
-        self.services = services
-        self.server = server
-
-    @property
-    def name(self) -> str:
-        return self.services.server_name
-
-    @property
-    def key(self):
-        return self.services.signing_key
-
-
 class Federation:
-    """Our server as other servers see it: signed requests from a peer."""
+    """Our server as other servers see it: requests signed by a peer's key."""
 
     def __init__(self, client: TestClient, services: Any, peers: dict[str, Peer]):
         self.client = client
@@ -92,8 +58,9 @@ class Federation:
         if body is not None:
             headers["Content-Type"] = "application/json"
         if peer is not None:
+            # The signed target is the path and query exactly as sent.
             headers["Authorization"] = sign_request(
-                peer.key, method, url.raw_path_qs, peer.name, OUR_NAME, body
+                peer.services.signing_key, method, url.raw_path_qs, peer.server_name, OUR_NAME, body
             )
         data = json.dumps(body).encode() if body is not None else None
         async with self.client.session.request(method, url, data=data, headers=headers) as resp:
@@ -107,46 +74,27 @@ class Federation:
         return await self.request(peer, "POST", path, body=body)
 
 
-@contextlib.asynccontextmanager
-async def _peer(tmp_path: Path, pg_admin_dsn: str, database_pool, name: str) -> AsyncIterator[Peer]:
-    from homeserver.server import open_services
-
-    database = await database_pool.take()
-    try:
-        config = make_config(tmp_path / name, _with_database(pg_admin_dsn, database), server_name=name)
-        async with open_services(config) as services:
-            app = web.Application()
-            app[federation_keys.KEYRING] = federation_keys.KeyRing(
-                name, services.signing_key, federation_keys.ServerKeyStore(services.db), PeerKeyClient(),
-                key_validity_ms=3600_000,
-            )
-            app.router.add_routes(federation_keys.routes)
-            server = TestServer(app, host="127.0.0.1")
-            await server.start_server()
-            try:
-                yield Peer(services, server)
-            finally:
-                await server.close()
-    finally:
-        await database_pool.give_back(database)
-
-
 @pytest.fixture
-async def fed(services, api, tmp_path, pg_admin_dsn, database_pool) -> AsyncIterator[Federation]:
-    key_client = PeerKeyClient()
-    app = create_app(services)
-    federation_keys.install(app, services, key_client)
+async def fed(services, tmp_path, pg_admin_dsn, database_pool) -> AsyncIterator[Federation]:
+    """Our key and read routes on an app of their own, whose KeyRing reaches the peers
+    through the test network; the peers are our server too, on databases of their own."""
+    network = Network()
+    app = web.Application(middlewares=[matrix_middleware])
+    app[SERVICES] = services
+    federation_keys.install(app, services, network)
     serving.install(app)
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
-    async with _peer(tmp_path, pg_admin_dsn, database_pool, "remote.test") as remote, \
-            _peer(tmp_path, pg_admin_dsn, database_pool, "other.test") as other:
-        for peer in (remote, other):
-            key_client.base_urls[peer.name] = str(peer.server.make_url("")).rstrip("/")
-        try:
+    network.add(OUR_NAME, client)
+    databases = [await database_pool.take() for _ in range(2)]
+    try:
+        async with peer(tmp_path, _with_database(pg_admin_dsn, databases[0]), "remote.test", network) as remote, \
+                peer(tmp_path, _with_database(pg_admin_dsn, databases[1]), "other.test", network) as other:
             yield Federation(client, services, {"remote": remote, "other": other})
-        finally:
-            await client.close()
+    finally:
+        await client.close()
+        for database in databases:
+            await database_pool.give_back(database)
 
 
 # Helpers
@@ -171,7 +119,7 @@ async def remote_event(
     if state_key is not None:
         event_json["state_key"] = state_key
     signing.add_content_hash(event_json)
-    signing.sign_event(event_json, version, peer.name, peer.key)
+    signing.sign_event(event_json, version, peer.server_name, peer.services.signing_key)
     event = signing.event_from_pdu(event_json, version)
     return event, await services.pipeline.receive_remote(event)
 
@@ -226,7 +174,7 @@ async def test_signature_by_another_server_is_401(fed, api):
     path = f"{FED}/event/{e(message)}"
     url = fed.client.make_url(path)
     # Signed with other.test's key but claiming to come from remote.test.
-    header = sign_request(fed.peers["other"].key, "GET", url.raw_path_qs, "remote.test", OUR_NAME, None)
+    header = sign_request(fed.peers["other"].services.signing_key, "GET", url.raw_path_qs, "remote.test", OUR_NAME, None)
     async with fed.client.session.get(url, headers={"Authorization": header}) as resp:
         assert resp.status == 401
 
