@@ -171,6 +171,41 @@ class RemoteMembership:
         if rejected is not None:
             raise forbidden(f"The join does not pass the auth rules against the room's state: {rejected}")
 
+    # Knocking
+
+    async def knock(self, user_id: str, room_id: str, servers: Iterable[str], content: dict[str, Any]) -> Event:
+        from federation.client import FederationError
+
+        last: Exception | None = None
+        for server in [s for s in dict.fromkeys(servers) if s and s != self.server_name]:
+            try:
+                version, template = await self._make(server, "make_knock", room_id, user_id,
+                                                      {"ver": SUPPORTED_VERSIONS})
+                if not version.knock_allowed:
+                    raise MatrixError(400, "M_INCOMPATIBLE_ROOM_VERSION", "The room's version has no knocking",
+                                      room_version=version.identifier)
+                event = self._complete(template, version, user_id, room_id, "knock", content)
+                answer = await self.fed.client.put_json(
+                    server, f"{V1}/send_knock/{_path(room_id, event.event_id)}", event.json)
+            except MatrixError as e:
+                if e.status in (400, 403):
+                    raise
+                last = e
+                continue
+            except FederationError as e:
+                raise _remote_error(e, "send_knock")
+            except Exception as e:
+                last = e
+                continue
+            stripped = answer.get("knock_room_state") if isinstance(answer, dict) else None
+            services = self.fed.services
+            await services.rooms.ensure_room(services.db.pool, room_id, version.identifier, None, now_ms())
+            services.events.remember_room_version(room_id, version)
+            await services.pipeline.store_out_of_band_membership(event, {
+                "knock_room_state": [s for s in stripped or [] if isinstance(s, dict)], "invited_via": server})
+            return event
+        raise MatrixError(502, "M_UNKNOWN", f"Could not knock through any server: {last}")
+
     # Invites of users on other servers
 
     async def countersign_invite(self, event: Event, stripped_state: list[dict[str, Any]]) -> Event:

@@ -98,8 +98,9 @@ async def knock(request: web.Request) -> web.Response:
     svc = services(request)
     who = await requester(request)
     body = parse_model(MembershipBody, await read_json_object(request, allow_empty=True))
-    room_id = await svc.membership.resolve_room(request.match_info["room_id_or_alias"])
-    await svc.membership.knock(who.user_id, room_id, body.reason)
+    via = request.query.getall("via", []) + request.query.getall("server_name", [])
+    room_id, servers = await svc.membership.resolve_room_and_servers(request.match_info["room_id_or_alias"], via)
+    await svc.membership.knock(who.user_id, room_id, body.reason, servers)
     return json_response({"room_id": room_id})
 
 

@@ -33,6 +33,8 @@ class RemoteMembership(Protocol):
 
     async def leave_out_of_band(self, user_id: str, room_id: str, content: dict[str, Any]) -> Event: ...
 
+    async def knock(self, user_id: str, room_id: str, servers: Iterable[str], content: dict[str, Any]) -> Event: ...
+
 
 class MembershipService:
     def __init__(
@@ -144,10 +146,14 @@ class MembershipService:
                 room_id, draft, countersign=lambda event: remote.countersign_invite(event, stripped))
         return await self._send_member(room_id, sender, target, content, internal)
 
-    async def knock(self, user_id: str, room_id: str, reason: str | None = None) -> Event:
+    async def knock(self, user_id: str, room_id: str, reason: str | None = None,
+                    servers: Iterable[str] = ()) -> Event:
         """Ask to join (room versions 7+); whether the room allows it is for the auth rules
         (join rule knock or knock_restricted, not banned, invited or joined)."""
-        if not await self.rooms.room_exists(room_id):
+        if not await self._resident(room_id):
+            servers = [s for s in servers if s and s != self.server_name]
+            if self.remote is not None and servers:
+                return await self.remote.knock(user_id, room_id, servers, _with_reason({}, reason))
             if ids.server_name_of(room_id) not in (None, self.server_name):
                 raise MatrixError(404, "M_NOT_FOUND", "Knocking on rooms of other servers needs federation")
             raise not_found("No known room with that id")

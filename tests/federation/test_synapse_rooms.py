@@ -6,6 +6,8 @@ self-signed certificate; so does our server (ServerProcess(tls=True)).
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 
 from tests.federation.interop_helpers import invited_to, our_client, register_ours, timeline_events
@@ -65,3 +67,24 @@ async def test_our_user_invites_a_synapse_user_who_joins(synapse, our_server_tls
         await s.send_text(room_id, "thanks")
         [reply] = await o.sync_until(timeline_events(room_id, "m.room.message", body="thanks"), timeout=60)
         assert reply["sender"] == theirs.user_id
+
+
+async def test_our_user_knocks_on_a_synapse_room_and_is_let_in(synapse, our_server_tls):
+    theirs = await synapse.register("porter")
+    ours = await register_ours(our_server_tls, "knocker")
+    async with synapse.client(theirs) as s, our_client(our_server_tls, ours) as o:
+        room_id = await s.create_room(preset="private_chat", room_version="10", name="Knock here",
+                                      initial_state=[{"type": "m.room.join_rules", "state_key": "",
+                                                      "content": {"join_rule": "knock"}}])
+        await o.call("POST", f"/_matrix/client/v3/knock/{quote(room_id, safe='')}", {"reason": "hello"},
+                     {"via": synapse.server_name})
+        knock = await o.sync_until(lambda sync: sync["rooms"].get("knock", {}).get(room_id), timeout=60)
+        assert any(e["type"] == "m.room.name" for e in knock["knock_state"]["events"])
+        [knocked] = await s.sync_until(timeline_events(room_id, "m.room.member", membership="knock"), timeout=60)
+        assert knocked["state_key"] == ours.user_id and knocked["content"]["reason"] == "hello"
+
+        await s.invite(room_id, ours.user_id)
+        await o.sync_until(invited_to(room_id), timeout=60)
+        await o.join(room_id)
+        await s.send_text(room_id, "come in")
+        await o.sync_until(timeline_events(room_id, "m.room.message", body="come in"), timeout=60)
