@@ -76,7 +76,7 @@ class FederationReads:
         acl = await self.events.get_event(acl_id) if acl_id else None
         if acl is not None and not server_allowed(acl.content, origin):
             raise forbidden("Server is banned from this room by its server ACL")
-        if origin not in await self.graph.joined_servers(room_id):
+        if not await self.graph.server_in_room(room_id, origin):
             raise forbidden("Host not in room")
 
     async def _room_event(self, origin: str, room_id: str, event_id: str) -> Event:

@@ -82,6 +82,27 @@ class EventGraphStore:
         excluded = {r["event_id"] for r in rejected}
         return {key: eid for key, eid in state.items() if eid not in excluded}
 
+    async def backfill_points(self, room_id: str, oldest: int = 20, limit: int = 10) -> list[str]:
+        """The prev events we lack of the room's oldest events: where to backfill from.
+
+        "Oldest" means lowest in our stream, the end backwards pagination reaches;
+        an outlier prev counts as lacking (we hold no state at it). Deepest first.
+        """
+        rows = await self.db.fetch(
+            """
+            WITH oldest AS (
+                SELECT event_id, depth FROM events WHERE room_id = $1 AND NOT outlier
+                ORDER BY stream_ordering LIMIT $2
+            )
+            SELECT ed.prev_event_id, max(o.depth) AS depth FROM oldest o
+            JOIN event_edges ed ON ed.event_id = o.event_id
+            WHERE NOT EXISTS (SELECT 1 FROM events p WHERE p.event_id = ed.prev_event_id AND NOT p.outlier)
+            GROUP BY ed.prev_event_id ORDER BY depth DESC, ed.prev_event_id LIMIT $3
+            """,
+            room_id, oldest, limit,
+        )
+        return [row["prev_event_id"] for row in rows]
+
     async def backfill_ids(self, room_id: str, from_ids: Collection[str], limit: int) -> list[str]:
         """Up to ``limit`` events of the room: ``from_ids`` and their ancestors through
         prev_events, highest depth first (then newest in our stream first).
@@ -187,3 +208,11 @@ class EventGraphStore:
             room_id,
         )
         return {row["server_name"] for row in rows}
+
+    async def server_in_room(self, room_id: str, server_name: str) -> bool:
+        """Whether a user of the server is joined to the room (current state)."""
+        return bool(await self.db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM current_state WHERE room_id = $1 AND type = 'm.room.member'"
+            " AND membership = 'join' AND substr(state_key, strpos(state_key, ':') + 1) = $2)",
+            room_id, server_name,
+        ))

@@ -174,7 +174,8 @@ async def test_signature_by_another_server_is_401(fed, api):
     path = f"{FED}/event/{e(message)}"
     url = fed.client.make_url(path)
     # Signed with other.test's key but claiming to come from remote.test.
-    header = sign_request(fed.peers["other"].services.signing_key, "GET", url.raw_path_qs, "remote.test", OUR_NAME, None)
+    other_key = fed.peers["other"].services.signing_key
+    header = sign_request(other_key, "GET", url.raw_path_qs, "remote.test", OUR_NAME, None)
     async with fed.client.session.get(url, headers={"Authorization": header}) as resp:
         assert resp.status == 401
 
