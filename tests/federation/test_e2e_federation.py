@@ -19,6 +19,9 @@ import nacl.signing
 import pytest
 import yaml
 
+from federation.client import FederationClient
+from homeserver.config import FederationConfig
+from homeserver.signing_key import load_signing_key
 from tests.client.e2e_helpers import cross_signing_key, device_keys, public, sign
 from tests.e2e.server_process import ServerProcess
 from tests.e2e.test_js_e2ee import JS_DIR, _node_env, _node_tool, js_client  # noqa: F401 (fixture)
@@ -248,22 +251,53 @@ async def test_to_device_messages_both_ways(two_servers):
     assert [e["content"] for e in own] == [{"to": "me"}]
 
 
-async def test_inbound_edus_must_come_from_the_users_server(two_servers):
-    """A server speaks only for its own users: hs1 relaying hs0's user is refused."""
-    from federation.device_lists import is_from, parse_user_devices
+async def send_as(server: ServerProcess, destination: ServerProcess, txn_id: str, edus: list[dict]) -> None:
+    """A transaction signed with ``server``'s own key, as if ``server`` had sent it."""
+    key = load_signing_key(server.directory / "data" / "signing.key")
+    config = FederationConfig(verify_certificates=False, ip_range_allowlist=["127.0.0.1/32"],
+                              trusted_key_servers=[])
+    client = FederationClient(server.federation_name, key, config)
+    try:
+        await client.put_json(destination.federation_name, f"/_matrix/federation/v1/send/{txn_id}",
+                              {"origin": server.federation_name, "origin_server_ts": int(time.time() * 1000),
+                               "pdus": [], "edus": edus})
+    finally:
+        await client.close()
 
+
+async def test_a_server_speaks_only_for_its_users_and_a_gap_means_a_resync(two_servers):
     hs0, hs1 = two_servers
-    assert is_from(f"@bob:{hs1.federation_name}", hs1.federation_name)
-    assert not is_from(f"@alice:{hs0.federation_name}", hs1.federation_name)
-    with pytest.raises(ValueError):
-        parse_user_devices("@bob:b.example", {"user_id": "@eve:b.example", "devices": []})
-    stream_id, devices, master, self_signing = parse_user_devices("@bob:b.example", {
-        "user_id": "@bob:b.example", "stream_id": 7, "devices": [
-            {"device_id": "A", "keys": {"user_id": "@bob:b.example", "device_id": "A"}},
-            {"device_id": "B", "keys": {"user_id": "@eve:b.example", "device_id": "B"}}],
-        "master_key": {"user_id": "@eve:b.example", "usage": ["master"], "keys": {"ed25519:x": "x"}}})
-    assert stream_id == 7 and [(d.device_id, d.keys is not None) for d in devices] == [("A", True), ("B", False)]
-    assert master is None and self_signing is None
+    alice = await register(hs0, "alice")
+    carol = await register(hs0, "carol")
+    bob = await register(hs1, "bob")
+    await upload_keys(bob)
+    await share_a_room(alice, bob, hs0.federation_name)
+    result = await keys_query(alice, {bob.user_id: []})
+    assert list(result["device_keys"][bob.user_id]) == [bob.device_id]
+    _, alice_since = await sync_until(alice, lambda s: True)
+
+    forged_key = nacl.signing.SigningKey.generate()
+    forged = {"user_id": bob.user_id, "device_id": "FORGED", "stream_id": 10**9, "prev_id": [10**9 - 1],
+              "deleted": False, "keys": device_keys(Device(bob.user_id, "FORGED", "", ""), forged_key)}
+    await send_as(hs1, hs0, "forged-1", [
+        # hs1 may not send for hs0's users...
+        {"edu_type": "m.direct_to_device", "content": {
+            "sender": carol.user_id, "type": "m.forged", "message_id": "m1",
+            "messages": {alice.user_id: {alice.device_id: {"from": "not carol"}}}}},
+        # ...and a device list update after one hs0 never saw makes hs0 ask hs1 for the whole list.
+        {"edu_type": "m.device_list_update", "content": forged},
+        {"edu_type": "m.direct_to_device", "content": {
+            "sender": bob.user_id, "type": "m.real", "message_id": "m2",
+            "messages": {alice.user_id: {"*": {"from": "bob"}}}}},
+    ])
+    got, _ = await sync_until(alice, to_device_events("m.real"), alice_since)
+    assert [(e["sender"], e["content"]) for e in got] == [(bob.user_id, {"from": "bob"})]
+    await sync_until(alice, device_list_changed(bob.user_id), alice_since)
+    held = await held_devices(hs0, bob.user_id)
+    assert held == {"stale": False, "master": False, "devices": [bob.device_id]}
+    async with alice.client() as c:
+        later = await c.sync(alice_since)
+    assert not to_device_events("m.forged")(later)
 
 
 # --- interop with Synapse: matrix-js-sdk on both sides ---------------------------------------
