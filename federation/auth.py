@@ -14,6 +14,7 @@ from homeserver.protocol.canonical import parse_json
 from homeserver.protocol.signing import SignatureError
 from homeserver.protocol.xmatrix import SCHEME, XMatrixError, parse_x_matrix, request_json
 from homeserver.services.clock import now_ms
+from federation.app_keys import FEDERATION
 from federation.keys import KEYRING, KeyRing
 
 _ORIGIN = web.RequestKey("federation_origin", str)
@@ -83,4 +84,8 @@ async def federation_origin(request: web.Request) -> str:
         keyring = request.config_dict[KEYRING]
         origin = await authenticate_request(request, keyring, keyring.server_name)
         request[_ORIGIN] = origin
+        fed = request.config_dict.get(FEDERATION)
+        if fed is not None:
+            # The origin is up: what we hold for it is sent now, not after our backoff.
+            await fed.sender.notify_destination_up(origin)
     return origin

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Protocol
 
 from homeserver.errors import MatrixError, forbidden, invalid_param, not_found
 from homeserver.protocol.auth_rules import get_named_level, get_user_power_level
@@ -16,7 +16,7 @@ from homeserver.services.event_views import EventViews
 from homeserver.services.membership import MembershipService
 from homeserver.services.pipeline import EventDraft, EventPipeline
 from homeserver.services.relation_checks import RelationChecks
-from homeserver.services.tokens import pagination_token, parse_pagination_token
+from homeserver.services.tokens import MIN_POSITION, pagination_token, parse_pagination_token
 from homeserver.storage.events import EventFilterSql, EventStore
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
@@ -33,6 +33,18 @@ class RoomAccess:
     state_group: int | None  # state at that point (None with up_to None: use current state)
 
 
+class Backfiller(Protocol):
+    """Fetches a room's history from before the oldest event we have (federation/backfill.py)."""
+
+    async def backfill(self, room_id: str, limit: int) -> bool:
+        """Store up to about ``limit`` older events of the room; whether any were added."""
+        ...
+
+
+# Rounds of backfill one /messages page may wait for before answering with what it has.
+MAX_BACKFILL_ROUNDS = 3
+
+
 class RoomEventsService:
     def __init__(
         self, pipeline: EventPipeline, events: EventStore, state: StateStore, rooms: RoomStore,
@@ -47,6 +59,8 @@ class RoomEventsService:
         self.views = views
         self.membership = membership
         self.stream = stream
+        # Set by the federation wiring: history of rooms joined over federation lives on other servers too.
+        self.backfiller: Backfiller | None = None
 
     # Writing
 
@@ -212,7 +226,7 @@ class RoomEventsService:
         if from_token is not None:
             start = parse_pagination_token(from_token)
         else:
-            start = ceiling if backwards else 0
+            start = ceiling if backwards else MIN_POSITION
         end_bound = parse_pagination_token(to_token) if to_token is not None else None
         sql_filter = EventFilterSql(
             types=event_filter.types, not_types=event_filter.not_types,
@@ -220,7 +234,7 @@ class RoomEventsService:
         )
         if backwards:
             upper = min(start, ceiling)
-            lower = end_bound if end_bound is not None else 0
+            lower = end_bound if end_bound is not None else MIN_POSITION
         else:
             lower = start
             upper = min(end_bound, ceiling) if end_bound is not None else ceiling
@@ -230,6 +244,22 @@ class RoomEventsService:
             room_id, lower, upper, limit + 1, newest_first=backwards, event_filter=sql_filter
         )
         has_more = len(ids) > limit
+        if backwards and not has_more and self.backfiller is not None:
+            # Past the oldest event we have: the rest of the history may be on other
+            # servers of the room. Backfilled events get positions below every one
+            # we had, so the same query, run again, finds them next in this page.
+            added = False
+            for _ in range(MAX_BACKFILL_ROUNDS):
+                added = await self.backfiller.backfill(room_id, limit + 1 - len(ids))
+                if not added:
+                    break
+                ids = await self.events.room_event_ids(
+                    room_id, lower, upper, limit + 1, newest_first=True, event_filter=sql_filter
+                )
+                if len(ids) > limit:
+                    break
+            # The last round brought events: more may follow, so the client is given an `end`.
+            has_more = len(ids) > limit or (added and bool(ids))
         ids = ids[:limit]
         loaded = await self.events.get_events(ids)
         chunk_events = [loaded[i] for i in ids if i in loaded]
@@ -266,7 +296,8 @@ class RoomEventsService:
         )
         before_count = limit // 2
         after_count = limit - before_count
-        before_ids = await self.events.room_event_ids(room_id, 0, position - 1, before_count, True, sql_filter)
+        before_ids = await self.events.room_event_ids(
+            room_id, MIN_POSITION, position - 1, before_count, True, sql_filter)
         after_ids = await self.events.room_event_ids(room_id, position, ceiling, after_count, False, sql_filter)
         loaded = await self.events.get_events(before_ids + after_ids)
         before = await self.views.visible_to(requester.user_id, [loaded[i] for i in before_ids if i in loaded], joined)
@@ -285,7 +316,7 @@ class RoomEventsService:
             "event": (await self.views.serialize([event], for_device))[0],
             "events_before": await self.views.serialize(before, for_device),
             "events_after": await self.views.serialize(after, for_device),
-            "start": pagination_token(max(start, 0)),
+            "start": pagination_token(start),
             "end": pagination_token(end),
             "state": await self.views.serialize(state_events[i] for i in state_ids.values() if i in state_events),
         }

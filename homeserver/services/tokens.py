@@ -4,7 +4,9 @@ A sync token is ``s<events>_<account data>_<receipts>_<typing>_<to-device>_<devi
 the position of each stream (DESIGN.md, Streams), in that order; missing
 trailing positions read as 0, so tokens of older versions still parse. Pagination tokens are ``s<events>`` and name the point
 *after* an event position; both parse the same way, so a client may pass a
-sync token to /messages as Synapse allows.
+sync token to /messages as Synapse allows. Events backfilled over federation sit
+below every live position, at negative ones (docs/architecture.md, "Pagination
+by stream order"): the pagination token of position -n is ``b<n>``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from homeserver.errors import invalid_param
 
 # Stream positions are PostgreSQL bigints; a larger number in a token is not one of ours.
 MAX_POSITION = 2**63 - 1
+# Below every position: the far end of backwards pagination.
+MIN_POSITION = -MAX_POSITION
 _TOKEN = re.compile(r"s[0-9]+(?:_[0-9]+)*")
+_BELOW_ZERO = re.compile(r"b[0-9]+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,11 +51,16 @@ class SyncToken:
 
 
 def parse_pagination_token(token: str) -> int:
+    if _BELOW_ZERO.fullmatch(token):
+        position = -int(token[1:])
+        if position < MIN_POSITION:
+            raise invalid_param("Invalid token")
+        return position
     return _parts(token)[0]
 
 
 def pagination_token(position: int) -> str:
-    return f"s{position}"
+    return f"s{position}" if position >= 0 else f"b{-position}"
 
 
 def _parts(token: str) -> list[int]:

@@ -86,7 +86,8 @@ class EventGraphStore:
         """The prev events we lack of the room's oldest events: where to backfill from.
 
         "Oldest" means lowest in our stream, the end backwards pagination reaches;
-        an outlier prev counts as lacking (we hold no state at it). Deepest first.
+        a prev whose state we do not hold (an auth chain's outlier) counts as lacking.
+        Deepest first.
         """
         rows = await self.db.fetch(
             """
@@ -96,7 +97,8 @@ class EventGraphStore:
             )
             SELECT ed.prev_event_id, max(o.depth) AS depth FROM oldest o
             JOIN event_edges ed ON ed.event_id = o.event_id
-            WHERE NOT EXISTS (SELECT 1 FROM events p WHERE p.event_id = ed.prev_event_id AND NOT p.outlier)
+            WHERE NOT EXISTS (SELECT 1 FROM events p
+                             WHERE p.event_id = ed.prev_event_id AND p.state_group_after IS NOT NULL)
             GROUP BY ed.prev_event_id ORDER BY depth DESC, ed.prev_event_id LIMIT $3
             """,
             room_id, oldest, limit,
