@@ -28,6 +28,10 @@ def _alias(request: web.Request) -> str:
 async def get_alias(request: web.Request) -> web.Response:
     svc = services(request)
     alias = _alias(request)
+    if ids.parse_room_alias(alias)[1] != svc.server_name:
+        # Asked of the alias's server (404 when it has none, or without federation).
+        room_id, servers = await svc.membership.resolve_room_and_servers(alias)
+        return json_response({"room_id": room_id, "servers": servers})
     found = await svc.rooms.get_alias(alias)
     if found is None:
         raise not_found("Room alias not found")

@@ -128,7 +128,8 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
     notifier.watch(receipt_stream)
     presence_stream = await StreamIdGenerator.load(db, "presence", "stream_id")
     notifier.watch(presence_stream)
-    presence = PresenceService(config.presence.enabled, PresenceStore(db), presence_stream, notifier)
+    presence = PresenceService(config.presence.enabled, PresenceStore(db), presence_stream, notifier,
+                               server_name)
 
     def on_persisted(event: Event, users_to_wake: set[str]) -> None:
         notifier.notify_at(event_stream, event.internal["stream_ordering"], users_to_wake)
@@ -151,7 +152,7 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         pipeline, events, state, rooms, views, membership, event_stream,
         relation_checks=RelationChecks(events, relation_store),
     )
-    profiles = ProfileService(users, state, events, pipeline)
+    profiles = ProfileService(users, state, events, pipeline, server_name)
     account_data = AccountDataService(account_data_store, account_data_stream, notifier)
     receipts = ReceiptsService(ReceiptStore(db), receipt_stream, events, state, rooms, account_data, notifier)
     typing = TypingService(state, notifier)

@@ -8,6 +8,11 @@ state changes, or the timestamps are over a minute old (REFRESH_MS).
 The idle timeout runs as one periodic sweep rather than a timer per user: a
 user not syncing for IDLE_MS becomes unavailable, and OFFLINE_MS later offline.
 Spec: https://spec.matrix.org/v1.19/client-server-api/#presence
+
+Users of other servers get rows too, from their servers' m.presence EDUs
+(``remote_update``); the sweep takes one offline when their server has said
+nothing for FEDERATION_TIMEOUT_MS, as Synapse does. ``listeners`` hear the
+visible changes of our own users (the federation sends them on).
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from homeserver.errors import forbidden
+from homeserver.protocol import ids
 from homeserver.protocol.filters import EventFilter
 from homeserver.services.clock import now_ms
 from homeserver.services.notifier import Notifier
@@ -35,14 +41,24 @@ OFFLINE_MS = 30 * 60_000
 # timeout is late by at most this much.
 REFRESH_MS = 60_000
 SWEEP_INTERVAL_S = 60.0
+# A remote user not heard of for this long is taken offline (their server re-sends
+# the presence of its online users more often than this: Synapse every 25 minutes).
+FEDERATION_TIMEOUT_MS = 30 * 60_000
+
+# (user id, content of their m.presence event)
+PresenceListener = Callable[[str, dict[str, Any]], Awaitable[None]]
 
 
 class PresenceService:
-    def __init__(self, enabled: bool, store: PresenceStore, stream: StreamIdGenerator, notifier: Notifier):
+    def __init__(self, enabled: bool, store: PresenceStore, stream: StreamIdGenerator, notifier: Notifier,
+                 server_name: str | None = None):
         self.enabled = enabled
         self.store = store
         self.stream = stream
         self.notifier = notifier
+        # Without a server name every user counts as ours.
+        self.server_name = server_name
+        self.listeners: list[PresenceListener] = []
         # The stored row of every user seen since start, so that a sync needs no read.
         self._rows: dict[str, PresenceRow | None] = {}
         # Writes decide on the row as it is when they run: a sweep and a sync of one
@@ -99,6 +115,28 @@ class PresenceService:
                 explicit=state == UNAVAILABLE,
             )
             await self._write(current, new)
+
+    async def remote_update(
+        self, user_id: str, state: str, status_msg: str | None, last_active_ago: int, now: int | None = None,
+    ) -> bool:
+        """The presence of another server's user, as their server told it (an m.presence
+        EDU); kept only while they share a room with one of our users. Whether it was."""
+        if not self.enabled or self._is_local(user_id) or state not in STATES:
+            return False
+        if not any(self._is_local(u) for u in await self.store.room_partners(user_id) if u != user_id):
+            return False
+        now = now_ms() if now is None else now
+        async with self._lock:
+            current = await self._row(user_id) or PresenceRow(user_id, OFFLINE, None, now, now, False, 0)
+            # last_sync_ts is when their server last spoke of them (FEDERATION_TIMEOUT_MS).
+            new = dataclasses.replace(current, state=state, status_msg=status_msg,
+                                      last_active_ts=now - max(0, last_active_ago), last_sync_ts=now,
+                                      explicit=False)
+            await self._write(current, new)
+        return True
+
+    def _is_local(self, user_id: str) -> bool:
+        return self.server_name is None or ids.server_name_of(user_id) == self.server_name
 
     async def get_presence_for(self, observer: str, user_id: str) -> dict[str, Any]:
         """GET /presence/{userId}/status: one's own, or that of someone sharing a room."""
@@ -164,7 +202,11 @@ class PresenceService:
                 if current is None or current.state == OFFLINE:
                     continue
                 idle_for = now - current.last_sync_ts
-                if idle_for >= IDLE_MS + OFFLINE_MS:
+                if not self._is_local(current.user_id):
+                    if idle_for < FEDERATION_TIMEOUT_MS:
+                        continue
+                    new = dataclasses.replace(current, state=OFFLINE)
+                elif idle_for >= IDLE_MS + OFFLINE_MS:
                     new = dataclasses.replace(current, state=OFFLINE, explicit=False)
                 elif idle_for >= IDLE_MS and current.state == ONLINE:
                     new = dataclasses.replace(current, state=UNAVAILABLE)
@@ -205,6 +247,13 @@ class PresenceService:
             await self.store.put(new)
         self._rows[new.user_id] = new
         self.notifier.notify_at(self.stream, position, await self.store.room_partners(new.user_id))
+        if self.listeners and self._is_local(new.user_id):
+            content = _content(new, now_ms())
+            for listener in self.listeners:
+                try:
+                    await listener(new.user_id, content)
+                except Exception:  # the change is stored; telling other servers is best effort
+                    log.exception("presence listener failed for %s", new.user_id)
 
 
 def _content(row: PresenceRow, now: int) -> dict[str, Any]:

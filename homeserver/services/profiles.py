@@ -1,5 +1,7 @@
 """Profiles: display name, avatar and further fields; changes reach every joined room.
 
+The profiles of other servers' users are asked of their servers (``remote_lookup``,
+set by the federation wiring).
 Spec: https://spec.matrix.org/v1.19/client-server-api/#profiles
 """
 
@@ -8,9 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from homeserver.errors import MatrixError, invalid_param, not_found
+from homeserver.protocol import ids
 from homeserver.services.pipeline import EventDraft, EventPipeline
 from homeserver.storage.events import EventStore
 from homeserver.storage.state import StateStore
@@ -27,13 +30,21 @@ _KEY_NAME = re.compile(r"avatar_url|displayname|m\.tz|[a-z][a-z0-9_]*(\.[a-z][a-
 
 
 class ProfileService:
-    def __init__(self, users: UserStore, state: StateStore, events: EventStore, pipeline: EventPipeline):
+    def __init__(self, users: UserStore, state: StateStore, events: EventStore, pipeline: EventPipeline,
+                 server_name: str | None = None):
         self.users = users
         self.state = state
         self.events = events
         self.pipeline = pipeline
+        self.server_name = server_name
+        # User id -> their profile from their server (GET /query/profile); set by
+        # federation/app.py when federation is on.
+        self.remote_lookup: Callable[[str], Awaitable[dict[str, Any]]] | None = None
 
     async def get(self, user_id: str) -> dict[str, Any]:
+        if (self.remote_lookup is not None and self.server_name is not None
+                and ids.server_name_of(user_id) != self.server_name):
+            return await self.remote_lookup(user_id)
         profile = await self.users.get_profile(user_id)
         if profile is None:
             raise not_found("Profile not found")
