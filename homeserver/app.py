@@ -32,9 +32,9 @@ def create_app(services: Services) -> web.Application:
     for module in CLIENT_ROUTE_MODULES:
         app.router.add_routes(module.routes)
     admin_register.install(app)
-    setup_federation(app, services)
+    fed = setup_federation(app, services)
     app.cleanup_ctx.append(presence.idle_sweeper)
-    repository = setup_media(app, services)
+    repository = setup_media(app, services, federation_client=fed.client if fed is not None else None)
     media_preview.install(app, repository)
     app.router.add_routes(media_admin.routes)
     # No catch-all route: the middleware turns aiohttp's 404 and 405 into M_UNRECOGNIZED,

@@ -192,11 +192,15 @@ def parse_multipart(content_type: str | None, body: bytes) -> tuple[dict[str, An
     """The metadata object and the media part of a multipart/mixed answer (RFC 2046)."""
     delimiter = b"--" + boundary_of(content_type).encode("ascii")
     view = memoryview(body)
-    # The first delimiter opens the body or follows a preamble's CRLF.
-    start = 0 if body.startswith(delimiter) else body.find(b"\r\n" + delimiter)
-    if start < 0:
-        raise MultipartError("no opening boundary")
-    position = start + (0 if start == 0 else 2) + len(delimiter)
+    # The first delimiter opens the body or follows a CRLF (after a preamble, or at
+    # the very start, as Synapse writes it).
+    if body.startswith(delimiter):
+        position = len(delimiter)
+    else:
+        start = body.find(b"\r\n" + delimiter)
+        if start < 0:
+            raise MultipartError("no opening boundary")
+        position = start + 2 + len(delimiter)
     parts: list[tuple[CIMultiDict, memoryview]] = []
     while True:
         if body.startswith(b"--", position):

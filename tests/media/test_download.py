@@ -121,6 +121,8 @@ async def test_unknown_media_is_not_found(api):
     assert (r.status, r.errcode) == (404, "M_NOT_FOUND")
 
 
+# Federation off: what is not cached here cannot be fetched, so it is not found.
+@pytest.mark.parametrize("config_overrides", [{"federation": {"enabled": False}}])
 async def test_media_of_another_server_is_not_found_without_federation(api):
     alice = await api.register("alice")
     media_id = await upload_ok(alice, b"ours", "text/plain")
@@ -130,6 +132,8 @@ async def test_media_of_another_server_is_not_found_without_federation(api):
         assert (r.status, r.errcode) == (404, "M_NOT_FOUND"), path
 
 
+# Federation off: what is not cached here cannot be fetched, so it is not found.
+@pytest.mark.parametrize("config_overrides", [{"federation": {"enabled": False}}])
 async def test_path_traversal_in_server_name_or_media_id_is_refused(api):
     alice = await api.register("alice")
     await upload_ok(alice, b"something stored", "text/plain")
@@ -245,6 +249,8 @@ async def _chunks(data: bytes):
     yield data
 
 
+# Federation off: what is not cached here cannot be fetched, so it is not found.
+@pytest.mark.parametrize("config_overrides", [{"federation": {"enabled": False}}])
 async def test_cached_remote_media_is_served_and_purged_on_its_own(api, services):
     alice = await api.register("alice")
     repo = api.client.app[MEDIA]
