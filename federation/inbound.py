@@ -22,6 +22,7 @@ from homeserver.protocol.events import Event, StateKey
 from homeserver.protocol.pdu_checks import PduFormatError, check_pdu_format
 from homeserver.protocol.redaction import redact_event
 from homeserver.protocol.room_versions import RoomVersion
+from homeserver.protocol.server_acl import server_allowed
 from homeserver.protocol.signing import SignatureError
 from homeserver.services.container import Services
 
@@ -114,6 +115,8 @@ class EventReceiver:
             event = await self.parse_and_verify(pdu)
         except PduRejected as e:
             return str(e)
+        if not await self.origin_allowed(event.room_id, origin):
+            return f"{origin} is denied by the room's server ACL"
         async with self.room_lock(event.room_id):
             try:
                 return await self._receive_live(origin, event)
@@ -200,6 +203,14 @@ class EventReceiver:
                 state[prev.state_tuple] = prev.event_id
             state_sets.append(state)
         return await self.pipeline.resolver.resolve(event.room_version, state_sets)
+
+    async def origin_allowed(self, room_id: str, origin: str) -> bool:
+        """The room's m.room.server_acl (spec: PDUs of a denied server in /send are dropped)."""
+        acl_id = await self.services.state.get_current_state_event_id(room_id, "m.room.server_acl", "")
+        if acl_id is None:
+            return True
+        acl = await self.events.get_event(acl_id)
+        return acl is None or server_allowed(acl.content, origin)
 
     # Auth chains and single events
 
