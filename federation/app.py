@@ -17,7 +17,7 @@ from homeserver.storage.event_graph import EventGraphStore
 from homeserver.storage.federation_queue import FederationQueueStore
 from homeserver.storage.received_transactions import ReceivedTransactionStore
 
-from federation import backfill, e2e, keys, membership_routes, serving
+from federation import backfill, e2e, keys, membership_routes, presence, queries, serving
 from federation.app_keys import FEDERATION
 from federation.client import FederationClient
 from federation.context import Federation
@@ -60,6 +60,8 @@ def setup_federation(app: web.Application, services: Services) -> Federation | N
     app[TRANSACTIONS] = transactions
     EduRelay(fed).install(transactions)
     e2e.install(fed, transactions)
+    presence.install(fed, transactions)
+    queries.install(fed, transactions)
     app.router.add_routes(transaction_routes)
     app.router.add_routes(membership_routes.routes)
     serving.install(app)

@@ -12,7 +12,9 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#presence
 Users of other servers get rows too, from their servers' m.presence EDUs
 (``remote_update``); the sweep takes one offline when their server has said
 nothing for FEDERATION_TIMEOUT_MS, as Synapse does. ``listeners`` hear the
-visible changes of our own users (the federation sends them on).
+visible changes of our own users (the federation sends them on), and, so that
+other servers do not time them out in turn, the sweep repeats the presence of
+those not offline every FEDERATION_PING_MS.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ SWEEP_INTERVAL_S = 60.0
 # A remote user not heard of for this long is taken offline (their server re-sends
 # the presence of its online users more often than this: Synapse every 25 minutes).
 FEDERATION_TIMEOUT_MS = 30 * 60_000
+FEDERATION_PING_MS = 25 * 60_000
+# How often the sweep looks for users due a repeat (a read of every row not offline).
+PING_CHECK_MS = 60_000
 
 # (user id, content of their m.presence event)
 PresenceListener = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -59,6 +64,9 @@ class PresenceService:
         # Without a server name every user counts as ours.
         self.server_name = server_name
         self.listeners: list[PresenceListener] = []
+        # Our users not offline -> when the listeners last heard of them.
+        self._announced: dict[str, int] = {}
+        self._next_ping_check = 0
         # The stored row of every user seen since start, so that a sync needs no read.
         self._rows: dict[str, PresenceRow | None] = {}
         # Writes decide on the row as it is when they run: a sweep and a sync of one
@@ -214,7 +222,20 @@ class PresenceService:
                     continue
                 await self._write(current, new)
                 changed.append(current.user_id)
+        if self.listeners and now >= self._next_ping_check:
+            self._next_ping_check = now + PING_CHECK_MS
+            await self._repeat_to_listeners(now)
         return changed
+
+    async def _repeat_to_listeners(self, now: int) -> None:
+        # Every row not offline: last synced before a moment that has not come yet.
+        for candidate in await self.store.idle_since(now + 1):
+            user_id = candidate.user_id
+            if not self._is_local(user_id) or now - self._announced.get(user_id, 0) < FEDERATION_PING_MS:
+                continue
+            row = await self._row(user_id)  # the cached row may be newer
+            if row is not None and row.state != OFFLINE:
+                await self._tell_listeners(row, now)
 
     async def sweep_periodically(self) -> None:
         """Sweep now and then every SWEEP_INTERVAL_S, until cancelled."""
@@ -248,12 +269,19 @@ class PresenceService:
         self._rows[new.user_id] = new
         self.notifier.notify_at(self.stream, position, await self.store.room_partners(new.user_id))
         if self.listeners and self._is_local(new.user_id):
-            content = _content(new, now_ms())
-            for listener in self.listeners:
-                try:
-                    await listener(new.user_id, content)
-                except Exception:  # the change is stored; telling other servers is best effort
-                    log.exception("presence listener failed for %s", new.user_id)
+            await self._tell_listeners(new, now_ms())
+
+    async def _tell_listeners(self, row: PresenceRow, now: int) -> None:
+        if row.state == OFFLINE:
+            self._announced.pop(row.user_id, None)
+        else:
+            self._announced[row.user_id] = now
+        content = _content(row, now)
+        for listener in self.listeners:
+            try:
+                await listener(row.user_id, content)
+            except Exception:  # the change is stored; telling other servers is best effort
+                log.exception("presence listener failed for %s", row.user_id)
 
 
 def _content(row: PresenceRow, now: int) -> dict[str, Any]:
