@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from homeserver.appkeys import SERVICES
+from homeserver.client import tags
 from homeserver.client import (
     account, account_data, account_management, admin_register, devices, directory, key_backup, keys, profile,
     presence, push_rules, receipts, relations, room_directory, room_events, rooms, sync, to_device,
@@ -32,6 +33,7 @@ def create_app(services: Services) -> web.Application:
     for module in CLIENT_ROUTE_MODULES:
         app.router.add_routes(module.routes)
     admin_register.install(app)
+    tags.install(app)
     fed = setup_federation(app, services)
     app.cleanup_ctx.append(presence.idle_sweeper)
     repository = setup_media(app, services, federation_client=fed.client if fed is not None else None)
