@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from homeserver.appkeys import SERVICES
-from homeserver.client import tags
+from homeserver.client import reports, tags
 from homeserver.client import (
     account, account_data, account_management, admin_register, devices, directory, key_backup, keys, profile,
     presence, push_rules, receipts, relations, room_directory, room_events, rooms, sync, to_device,
@@ -34,6 +34,7 @@ def create_app(services: Services) -> web.Application:
         app.router.add_routes(module.routes)
     admin_register.install(app)
     tags.install(app)
+    reports.install(app)
     fed = setup_federation(app, services)
     app.cleanup_ctx.append(presence.idle_sweeper)
     repository = setup_media(app, services, federation_client=fed.client if fed is not None else None)
