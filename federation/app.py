@@ -18,7 +18,7 @@ from homeserver.storage.federation_queue import FederationQueueStore
 from homeserver.storage.received_transactions import ReceivedTransactionStore
 
 from federation import backfill, e2e, keys, membership_routes, presence, queries, serving
-from federation import openid
+from federation import hierarchy, openid
 from federation.app_keys import FEDERATION
 from federation.client import FederationClient
 from federation.context import Federation
@@ -66,6 +66,7 @@ def setup_federation(app: web.Application, services: Services) -> Federation | N
     app.router.add_routes(transaction_routes)
     app.router.add_routes(membership_routes.routes)
     serving.install(app)
+    hierarchy.install(app, fed)
     app.router.add_routes(openid.routes)
     backfill.install(fed)
 

@@ -11,7 +11,7 @@ from homeserver.client import (
     presence, push_rules, receipts, relations, room_directory, room_events, rooms, sync, to_device,
     user_directory, versions, voip,
 )
-from homeserver.client import openid
+from homeserver.client import hierarchy, openid
 from homeserver.http import matrix_middleware
 from homeserver.services.container import Services
 from media import admin as media_admin, preview as media_preview
@@ -31,6 +31,7 @@ def create_app(services: Services) -> web.Application:
         client_max_size=services.config.limits.max_request_body_bytes,
     )
     app[SERVICES] = services
+    hierarchy.install(app)
     for module in CLIENT_ROUTE_MODULES:
         app.router.add_routes(module.routes)
     admin_register.install(app)

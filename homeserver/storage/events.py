@@ -23,6 +23,9 @@ class EventFilterSql:
     not_types: Sequence[str] = ()
     senders: Sequence[str] | None = None
     not_senders: Sequence[str] = ()
+    # The users the reader ignores: their non-state events are left out, their state
+    # events kept (spec: "Ignoring Users").
+    ignored_senders: Sequence[str] = ()
 
 
 class EventStore:
@@ -108,10 +111,12 @@ class EventStore:
             " AND NOT (type LIKE ANY($6::text[]))"
             " AND ($7::text[] IS NULL OR sender = ANY($7::text[]))"
             " AND NOT (sender = ANY($8::text[]))"
+            " AND NOT (state_key IS NULL AND sender = ANY($9::text[]))"
             f" ORDER BY stream_ordering {'DESC' if newest_first else 'ASC'} LIMIT $4",
             room_id, after, up_to, limit,
             _like_patterns(f.types), _like_patterns(f.not_types) or [],
             list(f.senders) if f.senders is not None else None, list(f.not_senders),
+            list(f.ignored_senders),
         )
         return [row["event_id"] for row in rows]
 
