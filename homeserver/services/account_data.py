@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from homeserver.services.ignored_users import IGNORED_USER_LIST, check_ignored_user_list
 from homeserver.services.notifier import Notifier
 from homeserver.storage.account_data import GLOBAL, AccountDataStore
 from homeserver.storage.streams import StreamIdGenerator
@@ -16,6 +17,9 @@ class AccountDataService:
         self.notifier = notifier
 
     async def put(self, user_id: str, room_id: str | None, data_type: str, content: dict[str, Any]) -> None:
+        if room_id is None and data_type == IGNORED_USER_LIST:
+            # The server reads this one (it hides the users' events): it must make sense.
+            check_ignored_user_list(user_id, content)
         with self.stream.allocate() as position:
             await self.store.put(user_id, room_id or GLOBAL, data_type, content, position)
         self.notifier.notify_at(self.stream, position, [user_id])

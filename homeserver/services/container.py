@@ -15,6 +15,7 @@ from homeserver.services.key_backup import KeyBackupService
 from homeserver.services.deactivation import DeactivationService
 from homeserver.services.aggregations import Aggregator
 from homeserver.services.event_views import EventViews
+from homeserver.services.ignored_users import IgnoredUsers
 from homeserver.services.membership import MembershipService
 from homeserver.services.notifications import NotificationCounter
 from homeserver.services.notifier import Notifier
@@ -148,9 +149,10 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
     accounts.device_deletion_listeners.append(e2e_keys.devices_deleted)
     push_rules = PushRulesService(db, PushRuleStore(db), account_data_store, account_data_stream, notifier)
     membership = MembershipService(server_name, pipeline, events, state, rooms, users)
+    ignored_users = IgnoredUsers(account_data_store)
     room_events = RoomEventsService(
         pipeline, events, state, rooms, views, membership, event_stream,
-        relation_checks=RelationChecks(events, relation_store),
+        relation_checks=RelationChecks(events, relation_store), ignored_users=ignored_users,
     )
     profiles = ProfileService(users, state, events, pipeline, server_name)
     account_data = AccountDataService(account_data_store, account_data_stream, notifier)
@@ -182,8 +184,8 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
             events, state, rooms, account_data_store, views, notifier, event_stream,
             account_data_stream, room_changes, receipts=receipts, typing=typing,
             e2e_keys=e2e_keys, to_device=to_device,
-            push_rules=push_rules, presence=presence,
-            notifications=NotificationCounter(events, state, push_rules, PushActionStore(db)),
+            push_rules=push_rules, presence=presence, ignored_users=ignored_users,
+            notifications=NotificationCounter(events, state, push_rules, PushActionStore(db), ignored_users),
         ),
         account_data=account_data,
         receipts=receipts,

@@ -15,6 +15,7 @@ from typing import Any
 from homeserver.protocol import power_levels, push_rules
 from homeserver.protocol.events import Event
 from homeserver.services.current_state import current_state_events
+from homeserver.services.ignored_users import IgnoredUsers
 from homeserver.services.push_rules import PushRulesService
 from homeserver.storage.events import EventStore
 from homeserver.storage.push_actions import PushAction, PushActionStore
@@ -47,7 +48,9 @@ def _counts(notifications: int = 0, highlights: int = 0) -> dict[str, int]:
 class NotificationCounter:
     def __init__(
         self, events: EventStore, state: StateStore, push_rules_: PushRulesService, store: PushActionStore,
+        ignored_users: IgnoredUsers | None = None,
     ):
+        self.ignored_users = ignored_users
         self.events = events
         self.state = state
         self.push_rules = push_rules_
@@ -82,7 +85,12 @@ class NotificationCounter:
     async def _evaluate(self, user_id: str, room_id: str, after: int, up_to: int) -> list[PushAction]:
         ids = await self.events.room_event_ids(room_id, after, up_to, MAX_EVALUATED, True)
         loaded = await self.events.get_events(ids)
-        candidates = [loaded[i] for i in reversed(ids) if i in loaded and loaded[i].sender != user_id]
+        # Nothing an ignored user sends notifies (spec: "Ignoring Users").
+        ignored = await self.ignored_users.ignored_by(user_id) if self.ignored_users is not None else frozenset()
+        candidates = [
+            loaded[i] for i in reversed(ids) if i in loaded and loaded[i].sender != user_id
+            and loaded[i].sender not in ignored
+        ]
         if not candidates:
             return []
         rules = await self.push_rules.ruleset(user_id)
@@ -90,7 +98,8 @@ class NotificationCounter:
         member_count = len(await self.state.get_members(room_id, "join"))
         found = []
         for event in candidates:
-            # Homeservers MUST NOT notify users of their own events (left out above).
+            # Homeservers MUST NOT notify users of their own events (left out above, with
+            # the ignored users').
             context = push_rules.RoomContext(
                 user_id=user_id, member_count=member_count, display_name=room.display_name,
                 sender_power_level=power_levels.get_user_power_level(event.sender, room.auth_state),

@@ -13,6 +13,7 @@ from homeserver.protocol.ids import is_valid_room_alias
 from homeserver.services.auth import Requester
 from homeserver.services.current_state import current_state_events
 from homeserver.services.event_views import EventViews
+from homeserver.services.ignored_users import IgnoredUsers
 from homeserver.services.membership import MembershipService
 from homeserver.services.pipeline import EventDraft, EventPipeline
 from homeserver.services.relation_checks import RelationChecks
@@ -49,9 +50,10 @@ class RoomEventsService:
     def __init__(
         self, pipeline: EventPipeline, events: EventStore, state: StateStore, rooms: RoomStore,
         views: EventViews, membership: MembershipService, stream: StreamIdGenerator,
-        relation_checks: RelationChecks | None = None,
+        relation_checks: RelationChecks | None = None, ignored_users: IgnoredUsers | None = None,
     ):
         self.relation_checks = relation_checks
+        self.ignored_users = ignored_users
         self.pipeline = pipeline
         self.events = events
         self.state = state
@@ -150,6 +152,8 @@ class RoomEventsService:
         event = await self.events.get_event(event_id)
         if event is None or event.room_id != room_id or event.internal.get("rejected"):
             raise not_found("Event not found")
+        if _from_ignored(event, await self._ignored(requester.user_id)):
+            raise not_found("Event not found")
         visible = await self.views.visible_to(requester.user_id, [event], access.membership == "join")
         if not visible:
             raise not_found("Event not found")
@@ -222,6 +226,7 @@ class RoomEventsService:
     ) -> dict[str, Any]:
         """GET /rooms/{roomId}/messages. Spec: client-server-api/#get_matrixclientv3roomsroomidmessages"""
         access = await self.access(requester.user_id, room_id)
+        ignored = await self._ignored(requester.user_id)
         ceiling = access.up_to if access.up_to is not None else self.stream.current()
         if from_token is not None:
             start = parse_pagination_token(from_token)
@@ -231,6 +236,7 @@ class RoomEventsService:
         sql_filter = EventFilterSql(
             types=event_filter.types, not_types=event_filter.not_types,
             senders=event_filter.senders, not_senders=event_filter.not_senders,
+            ignored_senders=tuple(ignored),
         )
         if backwards:
             upper = min(start, ceiling)
@@ -287,12 +293,15 @@ class RoomEventsService:
         joined = access.membership == "join"
         position = event.internal["stream_ordering"]
         ceiling = access.up_to if access.up_to is not None else self.stream.current()
+        ignored = await self._ignored(requester.user_id)
         # As in /messages, a former member reads nothing after they left.
-        if position > ceiling or not await self.views.visible_to(requester.user_id, [event], joined):
+        if position > ceiling or _from_ignored(event, ignored) or not await self.views.visible_to(
+                requester.user_id, [event], joined):
             raise not_found("Event not found")
         sql_filter = EventFilterSql(
             types=event_filter.types, not_types=event_filter.not_types,
             senders=event_filter.senders, not_senders=event_filter.not_senders,
+            ignored_senders=tuple(ignored),
         )
         before_count = limit // 2
         after_count = limit - before_count
@@ -337,6 +346,9 @@ class RoomEventsService:
         loaded = await self.events.get_events(member_ids.values())
         return await self.views.serialize(loaded[i] for i in member_ids.values() if i in loaded)
 
+    async def _ignored(self, user_id: str) -> frozenset[str]:
+        return await self.ignored_users.ignored_by(user_id) if self.ignored_users is not None else frozenset()
+
     async def _current_auth_state(self, room_id: str, user_id: str) -> dict[StateKey, Event]:
         keys = [("m.room.create", ""), ("m.room.power_levels", ""), ("m.room.member", user_id)]
         return await current_state_events(self.state, self.events, room_id, keys)
@@ -370,3 +382,8 @@ class RoomEventsService:
             found = await self.rooms.get_alias(alias)
             if found is None or found[0] != room_id:
                 raise MatrixError(400, "M_BAD_ALIAS", f"{alias} does not point to this room")
+
+
+def _from_ignored(event: Event, ignored: frozenset[str]) -> bool:
+    """An ignored user's event that is hidden: state events are always shown (spec)."""
+    return event.sender in ignored and event.state_key is None

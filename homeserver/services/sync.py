@@ -19,6 +19,7 @@ from homeserver.protocol.filters import SyncFilter
 from homeserver.services.auth import Requester
 from homeserver.services.e2e_keys import E2eKeyService
 from homeserver.services.event_views import EventViews
+from homeserver.services.ignored_users import IGNORED_USER_LIST, IgnoredUsers
 from homeserver.services.notifications import NotificationCounter
 from homeserver.services.notifier import Notifier
 from homeserver.services.presence import PresenceService
@@ -59,8 +60,9 @@ class SyncService:
         account_data_stream: StreamIdGenerator, room_changes: StreamChangeCache,
         receipts: ReceiptsService, typing: TypingService, e2e_keys: E2eKeyService,
         to_device: ToDeviceService, push_rules: PushRulesService, notifications: NotificationCounter,
-        presence: PresenceService,
+        presence: PresenceService, ignored_users: IgnoredUsers | None = None,
     ):
+        self.ignored_users = ignored_users or IgnoredUsers(account_data)
         self.events = events
         self.state = state
         self.rooms = rooms
@@ -121,6 +123,9 @@ class SyncService:
         account_data: dict[str, dict[str, dict[str, Any]]] = await self.account_data.changed_since(
             user_id, since.account_data if since else 0, now.account_data
         )
+        ignored = await self.ignored_users.ignored_by(user_id)
+        # A changed ignore list may have hidden invites now to be shown: they are all sent again.
+        ignore_list_changed = IGNORED_USER_LIST in account_data.get(GLOBAL, {})
         joined = [r for r, (m, _) in memberships.items() if m == "join" and room_filter.allows_room(r)]
         receipts = await self.receipts.for_sync(user_id, joined, since.receipts if since else 0, now.receipts)
         typing = self.typing.for_sync(joined, since.typing if since else None)
@@ -147,13 +152,15 @@ class SyncService:
                         section = await self._room_section(
                             request, room_id, since if not newly else None, now.events, None,
                             account_data.get(room_id, {}), currently_joined=True, ephemeral=ephemeral,
+                            ignored=ignored,
                         )
                         if section is not None:
                             join[room_id] = section
                 elif membership in ("invite", "knock"):
-                    if since is None or room_id in changed_membership:
+                    if since is None or room_id in changed_membership or ignore_list_changed:
                         event = await self.events.get_event(event_id)
-                        if event is not None:
+                        # Spec: invites from ignored users are not sent to the client.
+                        if event is not None and not (membership == "invite" and event.sender in ignored):
                             stripped = list(event.internal.get("invite_room_state" if membership == "invite"
                                                                else "knock_room_state", []))
                             stripped.append(stripped_state_event(event))
@@ -173,7 +180,7 @@ class SyncService:
                         return
                     section = await self._room_section(
                         request, room_id, since, event.internal["stream_ordering"], event,
-                        account_data.get(room_id, {}), currently_joined=False,
+                        account_data.get(room_id, {}), currently_joined=False, ignored=ignored,
                     )
                     if section is not None:
                         section.pop("unread_notifications", None)
@@ -239,7 +246,7 @@ class SyncService:
     async def _room_section(
         self, request: SyncRequest, room_id: str, since: SyncToken | None, up_to: int,
         leave_event: Event | None, room_account_data: dict[str, dict[str, Any]], currently_joined: bool,
-        ephemeral: list[dict[str, Any]] = (),
+        ephemeral: list[dict[str, Any]] = (), ignored: frozenset[str] = frozenset(),
     ) -> dict[str, Any] | None:
         user_id = request.requester.user_id
         room_filter = request.filter.room
@@ -249,6 +256,7 @@ class SyncService:
         sql_filter = EventFilterSql(
             types=timeline_filter.types, not_types=timeline_filter.not_types,
             senders=timeline_filter.senders, not_senders=timeline_filter.not_senders,
+            ignored_senders=tuple(ignored),
         )
         ids = await self.events.room_event_ids(room_id, lower, up_to, limit + 1, True, sql_filter)
         limited = len(ids) > limit
