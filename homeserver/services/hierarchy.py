@@ -35,6 +35,7 @@ from aiohttp import web
 
 from homeserver.errors import forbidden, invalid_param, not_found
 from homeserver.protocol import ids, spaces
+from homeserver.protocol.spaces import RemoteAnswer, RoomEntry, parse_remote_answer
 from homeserver.protocol.events import Event
 from homeserver.protocol.redaction import redact_event
 from homeserver.protocol.room_versions import RoomVersion
@@ -68,8 +69,6 @@ _SUMMARY_TYPES = (
     "m.room.join_rules", "m.room.history_visibility", "m.room.guest_access", "m.room.encryption",
     "m.room.server_acl",
 )
-_STRING_FIELDS = ("name", "topic", "canonical_alias", "avatar_url", "join_rule", "room_type", "encryption",
-                  "room_version")
 
 
 class RemoteHierarchy(Protocol):
@@ -77,25 +76,6 @@ class RemoteHierarchy(Protocol):
 
     async def fetch(self, server: str, room_id: str, suggested_only: bool) -> Any:
         """The server's GET /hierarchy answer (parsed JSON), or None when it gave none."""
-
-
-@dataclasses.dataclass(frozen=True)
-class RoomEntry:
-    """A room's summary and its (ordered, valid, possibly suggested-only) stripped children."""
-
-    summary: JsonDict
-    children: list[JsonDict]
-
-    def as_json(self) -> JsonDict:
-        return {**self.summary, "children_state": self.children}
-
-
-@dataclasses.dataclass(frozen=True)
-class RemoteAnswer:
-    room: RoomEntry
-    # Summaries of children the remote server gave, by room id; children it says nobody may reach.
-    children: dict[str, JsonDict]
-    inaccessible: frozenset[str]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -448,65 +428,6 @@ class HierarchyService:
         if servers:
             log.info("no server of %s gave the hierarchy of %s", servers[:MAX_SERVERS_PER_ROOM], room_id)
         return None
-
-
-# Reading other servers' answers: keep only well-formed parts, never trust their shape.
-
-def _summary_from(raw: Any) -> JsonDict | None:
-    if not isinstance(raw, dict) or not isinstance(raw.get("room_id"), str) or not ids.is_valid_room_id(raw["room_id"]):
-        return None
-    out: JsonDict = {"room_id": raw["room_id"]}
-    members = raw.get("num_joined_members")
-    out["num_joined_members"] = members if isinstance(members, int) and not isinstance(members, bool) and members >= 0 else 0
-    for flag in ("world_readable", "guest_can_join"):
-        out[flag] = raw.get(flag) is True
-    for name in _STRING_FIELDS:
-        value = raw.get(name)
-        if isinstance(value, str) and value:
-            out[name] = value
-    allowed = raw.get("allowed_room_ids")
-    if isinstance(allowed, list):
-        allowed = [r for r in allowed if isinstance(r, str) and ids.is_valid_room_id(r)]
-        if allowed:
-            out["allowed_room_ids"] = allowed
-    return out
-
-
-def _stripped_child(raw: Any) -> JsonDict | None:
-    if not spaces.is_child_event(raw):
-        return None
-    ts = raw.get("origin_server_ts")
-    sender = raw.get("sender")
-    return {
-        "type": spaces.SPACE_CHILD, "state_key": raw["state_key"], "content": raw["content"],
-        "sender": sender if isinstance(sender, str) else "",
-        "origin_server_ts": ts if isinstance(ts, int) and not isinstance(ts, bool) else 0,
-    }
-
-
-def parse_remote_answer(room_id: str, raw: Any, suggested_only: bool) -> RemoteAnswer | None:
-    """A federation /hierarchy answer for ``room_id``, or None when it is not one."""
-    if not isinstance(raw, dict):
-        return None
-    room = raw.get("room")
-    summary = _summary_from(room)
-    if summary is None or summary["room_id"] != room_id:
-        return None
-    state = room.get("children_state")
-    stripped = [c for c in (_stripped_child(e) for e in state) if c] if isinstance(state, list) else []
-    children_state = (spaces.ordered_children(stripped, suggested_only)
-                      if summary.get("room_type") == spaces.SPACE_ROOM_TYPE else [])
-    children: dict[str, JsonDict] = {}
-    raw_children = raw.get("children")
-    for child in raw_children if isinstance(raw_children, list) else []:
-        child_summary = _summary_from(child)
-        if child_summary is not None:
-            children[child_summary["room_id"]] = child_summary
-    inaccessible = raw.get("inaccessible_children")
-    return RemoteAnswer(
-        RoomEntry(summary, children_state), children,
-        frozenset(r for r in inaccessible if isinstance(r, str)) if isinstance(inaccessible, list) else frozenset(),
-    )
 
 
 # The app holds the one instance, so that federation/app.py can set its remote hook.

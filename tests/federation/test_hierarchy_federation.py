@@ -22,7 +22,8 @@ from federation import hierarchy as federation_hierarchy
 from federation import keys as federation_keys
 from homeserver.appkeys import SERVICES
 from homeserver.http import matrix_middleware
-from homeserver.services.hierarchy import HIERARCHY, HierarchyService, parse_remote_answer
+from homeserver.protocol.spaces import parse_remote_answer
+from homeserver.services.hierarchy import HIERARCHY, HierarchyService
 from homeserver.services.pipeline import EventDraft
 from homeserver.storage.hierarchy import HierarchyStore
 from tests.conftest import _with_database
