@@ -60,6 +60,9 @@ MAX_REMOTE_FETCHES = 10
 MAX_CHILDREN_PER_SPACE = 50
 MAX_SERVERS_PER_ROOM = 3
 REMOTE_CACHE_SECONDS = 60
+NO_ANSWER_CACHE_SECONDS = 30
+# After this long on a page, no further remote space is asked (the next page goes on).
+PAGE_SECONDS = 20
 REMOTE_CACHE_SIZE = 1000
 SESSION_SECONDS = 5 * 60
 MAX_SESSIONS = 1000
@@ -195,7 +198,7 @@ class HierarchyService:
         # Set by federation/app.py when federation is on.
         self.remote: RemoteHierarchy | None = None
         self._sessions: collections.OrderedDict[str, _Session] = collections.OrderedDict()
-        self._remote_cache: collections.OrderedDict[tuple[str, bool], tuple[float, RemoteAnswer]] = (
+        self._remote_cache: collections.OrderedDict[tuple[str, bool], tuple[float, RemoteAnswer | None]] = (
             collections.OrderedDict())
 
     # The Client-Server API
@@ -230,6 +233,7 @@ class HierarchyService:
 
         rooms: list[JsonDict] = []
         examined = fetches = 0
+        deadline = time.monotonic() + PAGE_SECONDS
         while queue and len(rooms) < page_size and examined < MAX_ROOMS_EXAMINED:
             entry = queue[-1]
             if entry.room_id in processed:
@@ -237,7 +241,8 @@ class HierarchyService:
                 continue
             local = await self._local_room(entry.room_id)
             needs_fetch = local is None and not self._summary_will_do(entry, depth_limit)
-            if needs_fetch and fetches >= MAX_REMOTE_FETCHES:
+            # At least one fetch per page, so that every page makes progress.
+            if needs_fetch and fetches and (fetches >= MAX_REMOTE_FETCHES or time.monotonic() > deadline):
                 break  # the next page goes on from here
             queue.pop()
             processed.add(entry.room_id)
@@ -407,7 +412,8 @@ class HierarchyService:
         return _LocalRoom(room_id, version, contents, child_events, joined)
 
     async def _fetch_remote(self, room_id: str, via: Sequence[str], suggested_only: bool) -> RemoteAnswer | None:
-        """The first valid answer of the room's via servers (cached a minute), or None."""
+        """The first valid answer of the room's via servers, or None; answers are cached a
+        minute, and the lack of one half a minute (a page may hold many children of a dead server)."""
         if self.remote is None:
             return None
         key = (room_id, suggested_only)
@@ -415,19 +421,23 @@ class HierarchyService:
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         servers = [s for s in dict.fromkeys(via) if s != self.server_name and ids.is_valid_server_name(s)]
-        for server in servers[:MAX_SERVERS_PER_ROOM]:
+        servers = servers[:MAX_SERVERS_PER_ROOM]
+        if not servers:
+            return None
+        answer = None
+        for server in servers:
             answer = parse_remote_answer(room_id, await self.remote.fetch(server, room_id, suggested_only),
                                          suggested_only)
-            if answer is None:
-                continue
-            self._remote_cache[key] = (time.monotonic() + REMOTE_CACHE_SECONDS, answer)
-            self._remote_cache.move_to_end(key)
-            while len(self._remote_cache) > REMOTE_CACHE_SIZE:
-                self._remote_cache.popitem(last=False)
-            return answer
-        if servers:
-            log.info("no server of %s gave the hierarchy of %s", servers[:MAX_SERVERS_PER_ROOM], room_id)
-        return None
+            if answer is not None:
+                break
+        if answer is None:
+            log.info("no server of %s gave the hierarchy of %s", servers, room_id)
+        seconds = REMOTE_CACHE_SECONDS if answer is not None else NO_ANSWER_CACHE_SECONDS
+        self._remote_cache[key] = (time.monotonic() + seconds, answer)
+        self._remote_cache.move_to_end(key)
+        while len(self._remote_cache) > REMOTE_CACHE_SIZE:
+            self._remote_cache.popitem(last=False)
+        return answer
 
 
 # The app holds the one instance, so that federation/app.py can set its remote hook.
