@@ -65,7 +65,7 @@ async def _make_membership(request: web.Request, membership: str) -> web.Respons
                               room_version=version.identifier)
     content: dict[str, Any] = {"membership": membership}
     if membership == "join":
-        authoriser = await fed.restricted_join_authoriser(room_id, user_id)
+        authoriser = await fed.services.membership.restricted.authoriser(room_id, user_id)
         if authoriser is not None:
             content["join_authorised_via_users_server"] = authoriser
     _, template, _ = await fed.services.pipeline.template(

@@ -12,6 +12,7 @@ from homeserver.protocol import ids
 from homeserver.protocol.client_format import stripped_state_event
 from homeserver.protocol.events import Event
 from homeserver.services.pipeline import EventDraft, EventPipeline
+from homeserver.services.restricted_joins import RestrictedJoins
 from homeserver.storage.events import EventStore
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
@@ -47,6 +48,7 @@ class MembershipService:
         self.state = state
         self.rooms = rooms
         self.users = users
+        self.restricted = RestrictedJoins(server_name, events, state)
         # Set by federation/app.py when federation is on.
         self.remote: RemoteMembership | None = None
         # Alias -> (room id, servers) from the alias's server (GET /query/directory).
@@ -115,6 +117,9 @@ class MembershipService:
             existing = await self.events.get_event(current[1])
             if existing is not None and dict(existing.content) == content:
                 return existing  # already joined with this profile: nothing to change
+        authoriser = await self.restricted.authoriser(room_id, user_id)
+        if authoriser is not None:
+            content["join_authorised_via_users_server"] = authoriser
         return await self._send_member(room_id, user_id, user_id, content)
 
     async def leave(self, user_id: str, room_id: str, reason: str | None = None) -> Event:
