@@ -88,3 +88,22 @@ async def test_our_user_knocks_on_a_synapse_room_and_is_let_in(synapse, our_serv
         await o.join(room_id)
         await s.send_text(room_id, "come in")
         await o.sync_until(timeline_events(room_id, "m.room.message", body="come in"), timeout=60)
+
+
+async def test_our_user_joins_a_restricted_synapse_room_through_its_space(synapse, our_server_tls):
+    theirs = await synapse.register("spacekeeper")
+    ours = await register_ours(our_server_tls, "spacewalker")
+    async with synapse.client(theirs) as s, our_client(our_server_tls, ours) as o:
+        space = await s.create_room(preset="public_chat", room_version="10", creation_content={"type": "m.space"})
+        room = await s.create_room(room_version="10", initial_state=[{
+            "type": "m.room.join_rules", "state_key": "",
+            "content": {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": space}]}}])
+        refused = await o.request("POST", f"/_matrix/client/v3/join/{quote(room, safe='')}", {},
+                                  {"via": synapse.server_name})
+        assert refused[0] == 403, refused
+        await o.join(space, via=[synapse.server_name])
+        await o.join(room, via=[synapse.server_name])
+        [member] = await s.sync_until(lambda sync: [
+            e for e in timeline_events(room, "m.room.member", membership="join")(sync)
+            if e["state_key"] == ours.user_id], timeout=60)
+        assert member["content"]["join_authorised_via_users_server"] == theirs.user_id
