@@ -12,6 +12,7 @@ from homeserver.client import (
     user_directory, versions, voip,
 )
 from homeserver.client import hierarchy, openid
+from homeserver.client import room_upgrade
 from homeserver.http import matrix_middleware
 from homeserver.services.container import Services
 from media import admin as media_admin, preview as media_preview
@@ -21,7 +22,7 @@ from federation.app import setup_federation
 CLIENT_ROUTE_MODULES = (
     versions, account, account_management, devices, profile, rooms, room_events, directory, sync,
     account_data, receipts, voip, keys, key_backup, to_device, user_directory, push_rules, room_directory,
-    relations, presence, openid,
+    relations, presence, openid, room_upgrade,
 )
 
 

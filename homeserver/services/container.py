@@ -31,6 +31,7 @@ from homeserver.services.relations import RelationsService
 from homeserver.services.room_creation import RoomCreator
 from homeserver.services.room_directory import RoomDirectoryService
 from homeserver.services.room_events import RoomEventsService
+from homeserver.services.room_upgrade import RoomUpgrader
 from homeserver.services.sync import SyncService
 from homeserver.services.to_device import ToDeviceService
 from homeserver.services.turn import TurnService
@@ -99,6 +100,7 @@ class Services:
     turn: TurnService
     presence: PresenceService
     relations: RelationsService
+    room_upgrader: RoomUpgrader
 
     @property
     def server_name(self) -> str:
@@ -204,4 +206,5 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         turn=TurnService(config.turn),
         presence=presence,
         relations=RelationsService(events, relation_store, views, room_events, event_stream),
+        room_upgrader=RoomUpgrader(pipeline, events, state, rooms, membership),
     )
