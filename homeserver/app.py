@@ -13,6 +13,7 @@ from homeserver.client import (
 )
 from homeserver.client import hierarchy, openid
 from homeserver.client import room_upgrade
+from homeserver.client import search
 from homeserver.http import matrix_middleware
 from homeserver.services.container import Services
 from media import admin as media_admin, preview as media_preview
@@ -22,7 +23,7 @@ from federation.app import setup_federation
 CLIENT_ROUTE_MODULES = (
     versions, account, account_management, devices, profile, rooms, room_events, directory, sync,
     account_data, receipts, voip, keys, key_backup, to_device, user_directory, push_rules, room_directory,
-    relations, presence, openid, room_upgrade,
+    relations, presence, openid, room_upgrade, search,
 )
 
 

@@ -32,6 +32,7 @@ from homeserver.services.room_creation import RoomCreator
 from homeserver.services.room_directory import RoomDirectoryService
 from homeserver.services.room_events import RoomEventsService
 from homeserver.services.room_upgrade import RoomUpgrader
+from homeserver.services.search import SearchService
 from homeserver.services.sync import SyncService
 from homeserver.services.to_device import ToDeviceService
 from homeserver.services.turn import TurnService
@@ -53,6 +54,7 @@ from homeserver.storage.receipts import ReceiptStore
 from homeserver.storage.registration import RegistrationStore
 from homeserver.storage.relations import RelationStore
 from homeserver.storage.rooms import RoomStore
+from homeserver.storage.search import SearchStore
 from homeserver.storage.state import StateStore
 from homeserver.storage.streams import StreamChangeCache, StreamIdGenerator
 from homeserver.storage.to_device import ToDeviceStore
@@ -101,6 +103,7 @@ class Services:
     presence: PresenceService
     relations: RelationsService
     room_upgrader: RoomUpgrader
+    search: SearchService
 
     @property
     def server_name(self) -> str:
@@ -207,4 +210,5 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         presence=presence,
         relations=RelationsService(events, relation_store, views, room_events, event_stream),
         room_upgrader=RoomUpgrader(pipeline, events, state, rooms, membership),
+        search=SearchService(SearchStore(db), events, state, views, event_stream, ignored_users),
     )
