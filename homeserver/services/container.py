@@ -31,6 +31,8 @@ from homeserver.services.relations import RelationsService
 from homeserver.services.room_creation import RoomCreator
 from homeserver.services.room_directory import RoomDirectoryService
 from homeserver.services.room_events import RoomEventsService
+from homeserver.services.notification_list import NotificationList
+from homeserver.services.room_summary import RoomSummaryService
 from homeserver.services.room_upgrade import RoomUpgrader
 from homeserver.services.search import SearchService
 from homeserver.services.sync import SyncService
@@ -42,10 +44,12 @@ from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.db import Database
 from homeserver.storage.devices import DeviceStore
 from homeserver.storage.e2e_keys import E2eKeyStore
+from homeserver.storage.event_graph import EventGraphStore
 from homeserver.storage.key_backup import KeyBackupStore
 from homeserver.storage.events import EventStore
 from homeserver.storage.filters import FilterStore
 from homeserver.storage.media import MediaStore
+from homeserver.storage.notification_list import NotificationListStore
 from homeserver.storage.presence import PresenceStore
 from homeserver.storage.push_actions import PushActionStore
 from homeserver.storage.push_rules import PushRuleStore
@@ -103,6 +107,8 @@ class Services:
     presence: PresenceService
     relations: RelationsService
     room_upgrader: RoomUpgrader
+    room_summary: RoomSummaryService
+    notification_list: NotificationList
     search: SearchService
 
     @property
@@ -210,5 +216,11 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         presence=presence,
         relations=RelationsService(events, relation_store, views, room_events, event_stream),
         room_upgrader=RoomUpgrader(pipeline, events, state, rooms, membership),
+        room_summary=RoomSummaryService(membership, rooms, events, state, EventGraphStore(db, state)),
+        notification_list=NotificationList(
+            NotificationListStore(db),
+            NotificationCounter(events, state, push_rules, PushActionStore(db), ignored_users),
+            events, state, views, event_stream,
+        ),
         search=SearchService(SearchStore(db), events, state, views, event_stream, ignored_users),
     )
