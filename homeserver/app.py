@@ -12,6 +12,7 @@ from homeserver.client import (
     user_directory, versions, voip,
 )
 from homeserver.client import hierarchy, openid
+from homeserver.client import sliding_sync
 from homeserver.client import mutual_rooms, notifications, room_summary, room_upgrade
 from homeserver.client import search
 from homeserver.http import matrix_middleware
@@ -24,6 +25,7 @@ CLIENT_ROUTE_MODULES = (
     versions, account, account_management, devices, profile, rooms, room_events, directory, sync,
     account_data, receipts, voip, keys, key_backup, to_device, user_directory, push_rules, room_directory,
     relations, presence, openid, room_upgrade, search,
+    sliding_sync,
     room_summary, mutual_rooms, notifications,
 )
 

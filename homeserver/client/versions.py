@@ -18,7 +18,10 @@ SUPPORTED_VERSIONS = [
 
 @routes.get("/_matrix/client/versions")
 async def versions(request: web.Request) -> web.Response:
-    return json_response({"versions": SUPPORTED_VERSIONS, "unstable_features": {}})
+    return json_response({"versions": SUPPORTED_VERSIONS, "unstable_features": {
+        # Simplified sliding sync (MSC4186, client/sliding_sync.py): Element X looks for this flag.
+        "org.matrix.simplified_msc3575": True,
+    }})
 
 
 @routes.get("/.well-known/matrix/client")

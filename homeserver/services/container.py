@@ -35,6 +35,7 @@ from homeserver.services.notification_list import NotificationList
 from homeserver.services.room_summary import RoomSummaryService
 from homeserver.services.room_upgrade import RoomUpgrader
 from homeserver.services.search import SearchService
+from homeserver.services.sliding_sync import SlidingSyncService
 from homeserver.services.sync import SyncService
 from homeserver.services.to_device import ToDeviceService
 from homeserver.services.turn import TurnService
@@ -89,6 +90,7 @@ class Services:
     room_events: RoomEventsService
     views: EventViews
     sync: SyncService
+    sliding_sync: SlidingSyncService
     account_data: AccountDataService
     receipts: ReceiptsService
     typing: TypingService
@@ -191,13 +193,14 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         room_creator=RoomCreator(server_name, pipeline, rooms, membership),
         room_events=room_events,
         views=views,
-        sync=SyncService(
+        sync=(sync := SyncService(
             events, state, rooms, account_data_store, views, notifier, event_stream,
             account_data_stream, room_changes, receipts=receipts, typing=typing,
             e2e_keys=e2e_keys, to_device=to_device,
             push_rules=push_rules, presence=presence, ignored_users=ignored_users,
             notifications=NotificationCounter(events, state, push_rules, PushActionStore(db), ignored_users),
-        ),
+        )),
+        sliding_sync=SlidingSyncService.beside(sync, db),
         account_data=account_data,
         receipts=receipts,
         typing=typing,

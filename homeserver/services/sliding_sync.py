@@ -1,0 +1,264 @@
+"""Simplified sliding sync (MSC4186), as Synapse serves it to Element X.
+
+A request names lists of the user's rooms, ordered by recency (``bump_stamp``)
+and cut to ranges, plus room subscriptions. The user's rooms and what the lists
+sort and filter on come from one query; only the rooms of the window get
+timelines and state. A connection (user, device, conn_id) remembers in memory
+what it was sent at each position it handed out, so a request with ``pos`` gets
+only what changed; an unknown ``pos`` (e.g. after a restart) is 400
+``M_UNKNOWN_POS`` and the client starts again.
+Spec: https://github.com/matrix-org/matrix-spec-proposals/pull/4186
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import re
+import secrets
+import time
+from typing import Any, Callable
+
+from homeserver.errors import MatrixError
+from homeserver.services.auth import Requester
+from homeserver.services.ignored_users import IgnoredUsers
+from homeserver.services.notifier import Notifier
+from homeserver.services.sliding_sync_extensions import ExtensionsRequest, SlidingSyncExtensions, WindowRooms
+from homeserver.services.sliding_sync_rooms import RoomBuilder, RoomConfig, SentRoom
+from homeserver.services.sync import SyncService
+from homeserver.services.tokens import SyncToken
+from homeserver.storage.account_data import GLOBAL, AccountDataStore
+from homeserver.storage.cache import LruCache
+from homeserver.storage.db import Database
+from homeserver.storage.events import EventStore
+from homeserver.storage.rooms import RoomStore
+from homeserver.storage.sliding_sync import SlidingSyncStore, UserRoom
+from homeserver.storage.streams import StreamChangeCache
+
+# Connections kept in memory; the oldest past this start again with M_UNKNOWN_POS.
+MAX_CONNECTIONS = 1000
+# Rooms computed at once; bounded by the database pool.
+ROOM_CONCURRENCY = 8
+_POS = re.compile(r"([0-9a-f]{16})_([0-9]{1,18})")
+
+
+@dataclasses.dataclass(frozen=True)
+class ListFilters:
+    is_dm: bool | None = None
+    is_invite: bool | None = None
+    is_encrypted: bool | None = None
+    spaces: tuple[str, ...] | None = None
+    # None in these lists stands for rooms without a type.
+    room_types: tuple[str | None, ...] | None = None
+    not_room_types: tuple[str | None, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class ListRequest:
+    ranges: tuple[tuple[int, int], ...]
+    config: RoomConfig
+    filters: ListFilters = ListFilters()
+
+
+@dataclasses.dataclass(frozen=True)
+class SlidingSyncRequest:
+    requester: Requester
+    conn_id: str
+    pos: str | None
+    timeout_ms: int
+    lists: dict[str, ListRequest]
+    room_subscriptions: dict[str, RoomConfig]
+    extensions: ExtensionsRequest = ExtensionsRequest()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Position:
+    token: SyncToken
+    rooms: dict[str, SentRoom]
+
+
+class _Connection:
+    def __init__(self) -> None:
+        # The position last handed out and the one before: a client whose response was
+        # lost retries with the older one.
+        self.positions: dict[int, _Position] = {}
+        self.lock = asyncio.Lock()
+
+
+class SlidingSyncService:
+    def __init__(
+        self, store: SlidingSyncStore, events: EventStore, rooms: RoomStore, account_data: AccountDataStore,
+        ignored_users: IgnoredUsers, notifier: Notifier, room_changes: StreamChangeCache,
+        current_token: Callable[[], SyncToken], builder: RoomBuilder, extensions: SlidingSyncExtensions,
+    ):
+        self.store = store
+        self.events = events
+        self.rooms = rooms
+        self.account_data = account_data
+        self.ignored_users = ignored_users
+        self.notifier = notifier
+        self.room_changes = room_changes
+        self.current_token = current_token
+        self.builder = builder
+        self.extensions = extensions
+        self._connections: LruCache[tuple[str, str, str], _Connection] = LruCache(MAX_CONNECTIONS)
+        # Positions of an earlier process never match this one's.
+        self._instance = secrets.token_hex(8)
+        self._serial = itertools.count(1)
+
+    @classmethod
+    def beside(cls, sync: SyncService, db: Database) -> "SlidingSyncService":
+        """Built on the stores and services that /sync v3 uses (one set, one notifier)."""
+        return cls(
+            SlidingSyncStore(db), sync.events, sync.rooms, sync.account_data, sync.ignored_users,
+            sync.notifier, sync.room_changes, sync.current_token,
+            RoomBuilder(sync.events, sync.state, sync.views, sync.notifications),
+            SlidingSyncExtensions(sync.to_device, sync.e2e_keys, sync.account_data, sync.push_rules,
+                                  sync.receipts, sync.typing),
+        )
+
+    async def sync(self, request: SlidingSyncRequest) -> dict[str, Any]:
+        who = request.requester
+        key = (who.user_id, who.device_id, request.conn_id)
+        if request.pos is None:
+            # No pos: the connection starts again from nothing.
+            connection = _Connection()
+            self._connections.set(key, connection)
+            previous_serial, previous = None, None
+        else:
+            connection = self._connections.get(key)
+            match = _POS.fullmatch(request.pos)
+            previous_serial = int(match.group(2)) if match and match.group(1) == self._instance else None
+            previous = connection.positions.get(previous_serial) if connection and previous_serial else None
+            if connection is None or previous is None:
+                raise MatrixError(400, "M_UNKNOWN_POS", "Unknown position: start the connection again")
+        async with connection.lock:
+            deadline = time.monotonic() + request.timeout_ms / 1000
+            while True:
+                wake = self.notifier.token_for(who.user_id)
+                result, rooms_sent, has_news = await self._once(request, previous)
+                remaining = deadline - time.monotonic()
+                if has_news or previous is None or remaining <= 0 or not await self.notifier.wait(wake, remaining):
+                    break
+            serial = next(self._serial)
+            connection.positions = {
+                s: p for s, p in connection.positions.items() if previous_serial is not None and s >= previous_serial
+            }
+            connection.positions[serial] = _Position(result.pop("_token"), rooms_sent)
+            result["pos"] = f"{self._instance}_{serial}"
+            return result
+
+    async def _once(
+        self, request: SlidingSyncRequest, previous: _Position | None,
+    ) -> tuple[dict[str, Any], dict[str, SentRoom], bool]:
+        user_id, device_id = request.requester.user_id, request.requester.device_id
+        now = self.current_token()
+        since = previous.token.capped_at(now) if previous is not None else None
+        all_rooms = await self.store.rooms_for_user(user_id, now.events)
+        forgotten = await self.rooms.forgotten_rooms(user_id)
+        ignored = await self.ignored_users.ignored_by(user_id)
+        changed_membership: set[str] = set()
+        if since is not None:
+            changed_membership = {r for r, _e, _p in await self.events.membership_changes(
+                user_id, since.events, now.events)}
+        by_id = {r.room_id: r for r in all_rooms if r.room_id not in forgotten}
+        listed = [r for r in by_id.values() if _listed(r, user_id, changed_membership)]
+        if ignored and any(r.membership == "invite" for r in listed):
+            inviters = await self.events.get_events(r.membership_event_id for r in listed if r.membership == "invite")
+            listed = [r for r in listed if not (
+                r.membership == "invite" and r.membership_event_id in inviters
+                and inviters[r.membership_event_id].sender in ignored)]
+        bumps = {r.room_id: _bump_stamp(r) for r in listed}
+        listed.sort(key=lambda r: (-bumps[r.room_id], r.room_id))
+        direct = _direct_rooms(await self.account_data.get(user_id, GLOBAL, "m.direct"))
+
+        window: dict[str, RoomConfig] = {}
+        by_list: dict[str, list[str]] = {}
+        lists_out: dict[str, Any] = {}
+        for name, wanted in request.lists.items():
+            children = await self.store.space_children(list(wanted.filters.spaces)) if wanted.filters.spaces else None
+            rooms = [r for r in listed if _passes(r, wanted.filters, direct, children)]
+            lists_out[name] = {"count": len(rooms)}
+            chosen: dict[str, None] = {}
+            for start, end in wanted.ranges:
+                for room in rooms[start:end + 1]:
+                    chosen[room.room_id] = None
+                    window[room.room_id] = window.get(room.room_id, wanted.config).merged(wanted.config)
+            by_list[name] = list(chosen)
+        subscriptions = []
+        for room_id, config in request.room_subscriptions.items():
+            # Only rooms the user has (or had) a membership in; others are left out, as Synapse does.
+            if room_id in by_id:
+                subscriptions.append(room_id)
+                window[room_id] = window.get(room_id, config).merged(config)
+                bumps.setdefault(room_id, _bump_stamp(by_id[room_id]))
+
+        sent_before = previous.rooms if previous is not None else {}
+        rooms_sent = dict(sent_before)
+        rooms_out: dict[str, Any] = {}
+        semaphore = asyncio.Semaphore(ROOM_CONCURRENCY)
+
+        async def one_room(room_id: str, config: RoomConfig) -> None:
+            room = by_id[room_id]
+            sent = sent_before.get(room_id)
+            if sent is not None and sent.membership == room.membership and sent.required_state == config.required_state \
+                    and room_id not in changed_membership \
+                    and not self.room_changes.maybe_changed_since(room_id, sent.token.events):
+                # Nothing new since the connection last had it: not even a query.
+                rooms_sent[room_id] = dataclasses.replace(sent, token=now)
+                return
+            async with semaphore:
+                section, new_sent = await self.builder.build(
+                    user_id, device_id, room, bumps[room_id], config, sent, since, now, ignored)
+            rooms_sent[room_id] = new_sent
+            if section is not None:
+                rooms_out[room_id] = section
+
+        await asyncio.gather(*(one_room(r, c) for r, c in window.items()))
+        # Rooms the window dropped stay at the position they were sent at, so that when
+        # they come back they get everything they missed.
+        sent_at = {r: (sent_before[r].token if r in sent_before else None) for r in window}
+        extensions, ext_news = await self.extensions.build(
+            request.extensions, user_id, device_id, since, now, WindowRooms(by_list, subscriptions, sent_at))
+        # Order of the rooms object follows the lists' order, most recent first.
+        ordered = {r: rooms_out[r] for r in sorted(rooms_out, key=lambda r: (-bumps.get(r, 0), r))}
+        result = {"lists": lists_out, "rooms": ordered, "extensions": extensions, "_token": now}
+        return result, rooms_sent, bool(rooms_out) or ext_news
+
+
+def _listed(room: UserRoom, user_id: str, changed_membership: set[str]) -> bool:
+    """As Synapse: rooms the user is in, invited to or knocking on, banned or kicked from;
+    a room they left themselves only when the leave is new to the connection."""
+    if room.membership in ("join", "invite", "knock", "ban"):
+        return True
+    return room.membership_sender != user_id or room.room_id in changed_membership
+
+
+def _bump_stamp(room: UserRoom) -> int:
+    if room.membership == "join":
+        return max(room.bump_stamp or room.membership_position, room.membership_position)
+    # Activity after an invite, a knock or a leave is not the user's to see.
+    return room.membership_position
+
+
+def _direct_rooms(content: dict[str, Any] | None) -> set[str]:
+    rooms: set[str] = set()
+    for value in (content or {}).values():
+        if isinstance(value, list):
+            rooms.update(r for r in value if isinstance(r, str))
+    return rooms
+
+
+def _passes(room: UserRoom, f: ListFilters, direct: set[str], children: set[str] | None) -> bool:
+    if f.is_dm is not None and (room.room_id in direct) != f.is_dm:
+        return False
+    if f.is_invite is not None and (room.membership == "invite") != f.is_invite:
+        return False
+    if f.is_encrypted is not None and room.encrypted != f.is_encrypted:
+        return False
+    if children is not None and room.room_id not in children:
+        return False
+    if f.room_types is not None and room.room_type not in f.room_types:
+        return False
+    return room.room_type not in f.not_room_types

@@ -1,0 +1,396 @@
+"""Simplified sliding sync (MSC4186), with the request shapes Element X sends.
+
+Spec: https://github.com/matrix-org/matrix-spec-proposals/pull/4186
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.client.sync_helpers import V3, send_event, send_state, until_waiting
+from tests.helpers import Response, User
+
+SS = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
+
+
+async def ss(user: User, body: dict[str, Any], pos: str | None = None, timeout: int = 0,
+             expect: int = 200) -> Response:
+    params = {"timeout": str(timeout)}
+    if pos is not None:
+        params["pos"] = pos
+    r = await user.request("POST", SS, body, params=params)
+    assert r.status == expect, r
+    return r
+
+
+def all_rooms(end: int = 19, timeline_limit: int = 1, required_state: Any = None, **filters: Any) -> dict:
+    body: dict[str, Any] = {
+        "ranges": [[0, end]],
+        "timeline_limit": timeline_limit,
+        "required_state": required_state if required_state is not None else [["m.room.name", ""]],
+    }
+    if filters:
+        body["filters"] = filters
+    return body
+
+
+def bodies(events: list[dict]) -> list[str]:
+    return [e["content"].get("body") for e in events if e["type"] == "m.room.message"]
+
+
+async def test_versions_advertise_simplified_sliding_sync(api):
+    r = await api.request("GET", "/_matrix/client/versions")
+    assert r["unstable_features"]["org.matrix.simplified_msc3575"] is True
+
+
+async def test_rooms_ordered_by_recency_and_ranges(api):
+    alice = await api.register("alice")
+    rooms = [await alice.create_room(name=f"r{i}") for i in range(4)]
+    await alice.send_text(rooms[1], "bump r1")
+    r = await ss(alice, {"lists": {"all": all_rooms()}})
+    assert r["lists"]["all"]["count"] == 4
+    assert list(r["rooms"]) == [rooms[1], rooms[3], rooms[2], rooms[0]]
+    stamps = [r["rooms"][room]["bump_stamp"] for room in r["rooms"]]
+    assert stamps == sorted(stamps, reverse=True)
+    section = r["rooms"][rooms[1]]
+    assert section["initial"] is True
+    assert section["name"] == "r1"
+    assert bodies(section["timeline"]) == ["bump r1"]
+    assert section["limited"] is True
+    assert section["joined_count"] == 1 and section["invited_count"] == 0
+    assert {"notification_count", "highlight_count", "prev_batch", "num_live"} <= section.keys()
+    # A window of two: only the two most recent rooms get sections, the count is all of them.
+    r = await ss(alice, {"lists": {"all": all_rooms(end=1)}})
+    assert r["lists"]["all"]["count"] == 4
+    assert list(r["rooms"]) == [rooms[1], rooms[3]]
+
+
+async def test_a_state_event_does_not_bump_but_a_message_does(api):
+    alice = await api.register("alice")
+    first = await alice.create_room()
+    second = await alice.create_room()
+    await send_state(alice, first, "m.room.topic", {"topic": "no bump"})
+    r = await ss(alice, {"lists": {"all": all_rooms()}})
+    assert list(r["rooms"]) == [second, first]
+    await alice.send_text(first, "bump")
+    r = await ss(alice, {"lists": {"all": all_rooms()}})
+    assert list(r["rooms"]) == [first, second]
+
+
+async def test_required_state_wildcards_lazy_and_me(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    carol = await api.register("carol")
+    room = await alice.create_room(preset="public_chat", name="Room", topic="Topic")
+    await bob.join(room)
+    await carol.join(room)
+    await bob.send_text(room, "from bob")
+
+    async def required(pairs: list[list[str]], limit: int = 1) -> set[tuple[str, str]]:
+        r = await ss(alice, {"room_subscriptions": {room: {"required_state": pairs, "timeline_limit": limit}}})
+        return {(e["type"], e["state_key"]) for e in r["rooms"][room]["required_state"]}
+
+    everything = await required([["*", "*"]])
+    assert {("m.room.create", ""), ("m.room.name", ""), ("m.room.topic", ""),
+            ("m.room.member", alice.user_id), ("m.room.member", carol.user_id)} <= everything
+    assert await required([["m.room.member", "*"]]) == {
+        ("m.room.member", u.user_id) for u in (alice, bob, carol)}
+    # $LAZY: the members who sent the timeline (bob only).
+    assert await required([["m.room.member", "$LAZY"]]) == {("m.room.member", bob.user_id)}
+    assert await required([["m.room.member", "$ME"], ["m.room.topic", ""]]) == {
+        ("m.room.member", alice.user_id), ("m.room.topic", "")}
+    assert await required([["*", ""]]) >= {("m.room.create", ""), ("m.room.name", ""), ("m.room.topic", "")}
+    assert await required([["m.room.nonexistent", ""]]) == set()
+
+
+async def test_timeline_limit(api):
+    alice = await api.register("alice")
+    room = await alice.create_room()
+    for i in range(5):
+        await alice.send_text(room, f"m{i}")
+    r = await ss(alice, {"room_subscriptions": {room: {"required_state": [], "timeline_limit": 3}}})
+    section = r["rooms"][room]
+    assert bodies(section["timeline"]) == ["m2", "m3", "m4"]
+    assert section["limited"] is True
+    # The prev_batch paginates on with /messages.
+    older = await alice.get(f"/_matrix/client/v3/rooms/{room}/messages",
+                            params={"dir": "b", "from": section["prev_batch"], "limit": "2"})
+    assert [e["content"]["body"] for e in older["chunk"]] == ["m1", "m0"]
+    r = await ss(alice, {"room_subscriptions": {room: {"required_state": [], "timeline_limit": 100}}})
+    assert r["rooms"][room]["limited"] is False
+    assert r["rooms"][room]["timeline"][0]["type"] == "m.room.create"
+
+
+async def test_room_subscription_outside_lists_and_of_a_stranger_room(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    rooms = [await alice.create_room() for _ in range(3)]
+    foreign = await bob.create_room()
+    r = await ss(alice, {
+        "lists": {"all": all_rooms(end=0)},
+        "room_subscriptions": {rooms[0]: {"required_state": [["m.room.create", ""]], "timeline_limit": 1},
+                               foreign: {"required_state": [], "timeline_limit": 1}},
+    })
+    assert set(r["rooms"]) == {rooms[2], rooms[0]}
+    assert [e["type"] for e in r["rooms"][rooms[0]]["required_state"]] == ["m.room.create"]
+
+
+async def test_incremental_sends_only_changed_rooms(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    quiet = await alice.create_room(name="quiet")
+    busy = await alice.create_room(preset="public_chat", name="busy")
+    await bob.join(busy)
+    body = {"conn_id": "room-list", "lists": {"all": all_rooms(timeline_limit=5,
+                                                             required_state=[["m.room.name", ""],
+                                                                             ["m.room.member", "$LAZY"]])}}
+    first = await ss(alice, body)
+    assert set(first["rooms"]) == {quiet, busy}
+    # Nothing happened: nothing is sent.
+    again = await ss(alice, body, pos=first["pos"])
+    assert again["rooms"] == {}
+    assert again["lists"]["all"]["count"] == 2
+    await bob.send_text(busy, "hello")
+    later = await ss(alice, body, pos=again["pos"])
+    assert list(later["rooms"]) == [busy]
+    section = later["rooms"][busy]
+    assert "initial" not in section
+    assert bodies(section["timeline"]) == ["hello"]
+    assert section["num_live"] == 1
+    assert section["limited"] is False
+    # bob's membership was sent with the first response ($LAZY remembered): not again.
+    assert section["required_state"] == []
+    await bob.send_text(busy, "again")
+    r = await ss(alice, body, pos=later["pos"])
+    assert r["rooms"][busy]["required_state"] == []
+    # The previous position still works (a client whose response got lost retries it).
+    retry = await ss(alice, body, pos=later["pos"])
+    assert bodies(retry["rooms"][busy]["timeline"]) == ["again"]
+    # A changed name is sent as a state change and as the room's name.
+    await send_state(alice, quiet, "m.room.name", {"name": "renamed"})
+    r = await ss(alice, body, pos=retry["pos"])
+    assert r["rooms"][quiet]["name"] == "renamed"
+    assert [e["content"]["name"] for e in r["rooms"][quiet]["required_state"]] == ["renamed"]
+    assert list(r["rooms"]) == [quiet]
+
+
+async def test_unknown_or_malformed_pos_is_m_unknown_pos(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    await alice.create_room()
+    for pos in ("0123456789abcdef_1", "garbage", ""):
+        r = await ss(alice, {"lists": {"all": all_rooms()}}, pos=pos, expect=400)
+        assert r.errcode == "M_UNKNOWN_POS"
+    first = await ss(alice, {"lists": {"all": all_rooms()}})
+    # Another connection, or another user, cannot use this position.
+    r = await ss(alice, {"conn_id": "other", "lists": {}}, pos=first["pos"], expect=400)
+    assert r.errcode == "M_UNKNOWN_POS"
+    r = await ss(bob, {}, pos=first["pos"], expect=400)
+    assert r.errcode == "M_UNKNOWN_POS"
+    # A connection state lost (e.g. a restart: it lives in memory) reads the same.
+    api.services.sliding_sync._connections.clear()
+    r = await ss(alice, {"lists": {"all": all_rooms()}}, pos=first["pos"], expect=400)
+    assert r.errcode == "M_UNKNOWN_POS"
+
+
+async def test_filters_is_dm_is_invite_and_room_types(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    group = await alice.create_room(name="group")
+    dm = await alice.create_room(is_direct=True, invite=[bob.user_id])
+    space = await alice.create_room(creation_content={"type": "m.space"})
+    invited = await bob.create_room(name="come in")
+    await bob.invite(invited, alice.user_id)
+    r = await alice.put(f"/_matrix/client/v3/user/{alice.user_id}/account_data/m.direct", {bob.user_id: [dm]})
+    assert r.status == 200
+    r = await ss(alice, {"lists": {
+        "dms": all_rooms(is_dm=True),
+        "invites": all_rooms(is_invite=True),
+        "rooms": all_rooms(is_dm=False, is_invite=False, not_room_types=["m.space"]),
+        "spaces": all_rooms(room_types=["m.space"]),
+        "untyped": all_rooms(room_types=[None]),
+    }})
+    assert r["lists"]["dms"]["count"] == 1
+    assert r["lists"]["invites"]["count"] == 1
+    assert r["lists"]["rooms"]["count"] == 1
+    assert r["lists"]["spaces"]["count"] == 1
+    assert r["lists"]["untyped"]["count"] == 3
+    invite = r["rooms"][invited]
+    assert invite["initial"] is True and invite["timeline"] == []
+    assert any(e["type"] == "m.room.member" and e["state_key"] == alice.user_id for e in invite["invite_state"])
+    assert invite["name"] == "come in"
+    assert {group, dm, space} <= set(r["rooms"])
+
+
+async def test_spaces_filter(api):
+    alice = await api.register("alice")
+    space = await alice.create_room(creation_content={"type": "m.space"})
+    child = await alice.create_room()
+    await alice.create_room()
+    await send_state(alice, space, "m.space.child", {"via": ["test"]}, state_key=child)
+    r = await ss(alice, {"lists": {"in_space": all_rooms(spaces=[space])}})
+    assert r["lists"]["in_space"]["count"] == 1
+    assert list(r["rooms"]) == [child]
+
+
+async def test_invite_then_join_is_sent_again_as_initial(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    room = await bob.create_room(preset="public_chat")
+    body = {"lists": {"all": all_rooms(timeline_limit=3)}}
+    first = await ss(alice, body)
+    assert first["rooms"] == {}
+    await bob.invite(room, alice.user_id)
+    r = await ss(alice, body, pos=first["pos"])
+    assert "invite_state" in r["rooms"][room]
+    await alice.join(room)
+    r = await ss(alice, body, pos=r["pos"])
+    section = r["rooms"][room]
+    assert section["initial"] is True and "invite_state" not in section
+    assert section["timeline"][-1]["type"] == "m.room.member"
+
+
+async def test_long_poll_woken_by_a_message(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    room = await alice.create_room(preset="public_chat")
+    await bob.join(room)
+    body = {"lists": {"all": all_rooms(timeline_limit=5)}}
+    first = await ss(alice, body)
+    poll = asyncio.create_task(ss(alice, body, pos=first["pos"], timeout=30000))
+    await asyncio.wait_for(until_waiting(api.services), 10)
+    await bob.send_text(room, "wake up")
+    r = await asyncio.wait_for(poll, 10)
+    assert bodies(r["rooms"][room]["timeline"]) == ["wake up"]
+    # With nothing new, the timeout ends the poll with nothing.
+    r = await ss(alice, body, pos=r["pos"], timeout=50)
+    assert r["rooms"] == {}
+
+
+async def test_extensions_typing_receipts_account_data(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    room = await alice.create_room(preset="public_chat")
+    await bob.join(room)
+    event_id = await bob.send_text(room, "read me")
+    ext = {"typing": {"enabled": True}, "receipts": {"enabled": True},
+           "account_data": {"enabled": True, "lists": ["*"], "rooms": ["*"]}}
+    body = {"lists": {"all": all_rooms()}, "extensions": ext}
+    r = await alice.put(f"/_matrix/client/v3/user/{alice.user_id}/rooms/{room}/account_data/org.example",
+                        {"k": 1})
+    assert r.status == 200
+    first = await ss(alice, body)
+    data = first["extensions"]["account_data"]
+    assert "m.push_rules" in {e["type"] for e in data["global"]}
+    assert data["rooms"][room] == [{"type": "org.example", "content": {"k": 1}}]
+    assert first["extensions"]["typing"]["rooms"] == {}
+
+    r = await bob.put(f"/_matrix/client/v3/rooms/{room}/typing/{bob.user_id}", {"typing": True, "timeout": 10000})
+    assert r.status == 200
+    r = await bob.post(f"/_matrix/client/v3/rooms/{room}/receipt/m.read/{event_id}", {})
+    assert r.status == 200
+    r = await alice.put(f"/_matrix/client/v3/user/{alice.user_id}/account_data/org.example.global", {"g": 2})
+    assert r.status == 200
+    later = await ss(alice, body, pos=first["pos"])
+    ext_out = later["extensions"]
+    assert ext_out["typing"]["rooms"][room] == {"type": "m.typing", "content": {"user_ids": [bob.user_id]}}
+    receipt = ext_out["receipts"]["rooms"][room]
+    assert receipt["type"] == "m.receipt"
+    assert bob.user_id in receipt["content"][event_id]["m.read"]
+    assert {"type": "org.example.global", "content": {"g": 2}} in ext_out["account_data"]["global"]
+    assert ext_out["account_data"]["rooms"] == {}
+    # Sent once: the next request has none of it.
+    again = await ss(alice, body, pos=later["pos"])
+    assert again["extensions"]["receipts"]["rooms"] == {}
+    assert again["extensions"]["typing"]["rooms"] == {}
+    assert again["extensions"]["account_data"]["global"] == []
+
+
+async def test_extensions_to_device_and_e2ee(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    room = await alice.create_room(preset="public_chat")
+    r = await alice.post("/_matrix/client/v3/keys/upload", {"one_time_keys": {"signed_curve25519:AAAA": {
+        "key": "k", "signatures": {}}}})
+    # Whatever the key check says, the counts are reported.
+    body = {"extensions": {"to_device": {"enabled": True}, "e2ee": {"enabled": True}}}
+    first = await ss(alice, body)
+    e2ee = first["extensions"]["e2ee"]
+    assert e2ee["device_lists"] == {"changed": [], "left": []}
+    assert isinstance(e2ee["device_one_time_keys_count"], dict)
+    assert isinstance(e2ee["device_unused_fallback_key_types"], list)
+    to_device = first["extensions"]["to_device"]
+    assert to_device["events"] == []
+    r = await bob.put("/_matrix/client/v3/sendToDevice/m.test/txn1",
+                      {"messages": {alice.user_id: {alice.device_id: {"hello": "alice"}}}})
+    assert r.status == 200
+    body["extensions"]["to_device"]["since"] = to_device["next_batch"]
+    later = await ss(alice, body, pos=first["pos"])
+    events = later["extensions"]["to_device"]["events"]
+    assert [(e["type"], e["sender"], e["content"]) for e in events] == [("m.test", bob.user_id, {"hello": "alice"})]
+    # Bob joining a room of alice's: his devices are to be (re)fetched.
+    await bob.join(room)
+    body["extensions"]["to_device"]["since"] = later["extensions"]["to_device"]["next_batch"]
+    r = await ss(alice, body, pos=later["pos"])
+    assert r["extensions"]["to_device"]["events"] == []
+    assert bob.user_id in r["extensions"]["e2ee"]["device_lists"]["changed"]
+
+
+async def test_left_room_is_sent_once_then_dropped(api):
+    alice = await api.register("alice")
+    room = await alice.create_room()
+    other = await alice.create_room()
+    body = {"lists": {"all": all_rooms(timeline_limit=2)}}
+    first = await ss(alice, body)
+    assert first["lists"]["all"]["count"] == 2
+    r = await alice.post(f"{V3}/rooms/{room}/leave", {})
+    assert r.status == 200
+    later = await ss(alice, body, pos=first["pos"])
+    assert later["rooms"][room]["timeline"][-1]["content"]["membership"] == "leave"
+    # A fresh connection does not list a room the user left themself.
+    fresh = await ss(alice, body)
+    assert fresh["lists"]["all"]["count"] == 1
+    assert list(fresh["rooms"]) == [other]
+
+
+async def test_ignored_senders_are_left_out(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    room = await alice.create_room(preset="public_chat")
+    await bob.join(room)
+    await send_event(bob, room, "m.room.message", {"msgtype": "m.text", "body": "spam"}, "spam1")
+    r = await alice.put(f"/_matrix/client/v3/user/{alice.user_id}/account_data/m.ignored_user_list",
+                        {"ignored_users": {bob.user_id: {}}})
+    assert r.status == 200
+    r = await ss(alice, {"room_subscriptions": {room: {"required_state": [], "timeline_limit": 10}}})
+    assert bodies(r["rooms"][room]["timeline"]) == []
+
+
+async def test_bad_input_is_a_clear_matrix_error(api):
+    alice = await api.register("alice")
+    cases = [
+        {"lists": {"all": {"ranges": [[5, 1]], "timeline_limit": 1, "required_state": []}}},
+        {"lists": {"all": {"ranges": [[0]], "timeline_limit": 1, "required_state": []}}},
+        {"lists": {"all": {"ranges": [[0, 1]], "timeline_limit": -1, "required_state": []}}},
+        {"lists": {"all": {"ranges": [[0, 1]], "timeline_limit": "5", "required_state": []}}},
+        {"lists": {"all": {"ranges": [[0, 1]], "timeline_limit": 1, "required_state": [["only-type"]]}}},
+        {"room_subscriptions": {"!r:test": {"required_state": "nope", "timeline_limit": 1}}},
+        {"extensions": {"to_device": {"enabled": "yes"}}},
+        {"lists": []},
+    ]
+    for body in cases:
+        r = await ss(alice, body, expect=400)
+        assert r.errcode in ("M_BAD_JSON", "M_INVALID_PARAM"), (body, r)
+        assert r.body["error"]
+    r = await ss(alice, {"extensions": {"to_device": {"enabled": True, "since": "x1"}}}, expect=400)
+    assert r.errcode == "M_INVALID_PARAM"
+    r = await alice.request("POST", SS, raw=b"[]")
+    assert r.status == 400 and r.errcode == "M_BAD_JSON"
+    r = await alice.request("POST", SS, {}, params={"timeout": "soon"})
+    assert r.status == 400 and r.errcode == "M_INVALID_PARAM"
+    r = await api.request("POST", SS, {})
+    assert r.status == 401 and r.errcode == "M_MISSING_TOKEN"
+    # Unknown fields are ignored, as Synapse does.
+    r = await ss(alice, {"lists": {"all": {**all_rooms(), "slow_get_all_rooms": True}}, "unknown": 1})
+    assert r["lists"]["all"]["count"] == 0
