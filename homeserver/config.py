@@ -128,11 +128,37 @@ class MediaConfig(_Section):
     url_preview: UrlPreviewConfig = UrlPreviewConfig()
 
 
+class SupportContact(_Section):
+    """One contact of /.well-known/matrix/support: a Matrix id, an email address, or both."""
+
+    matrix_id: str | None = None
+    email_address: str | None = Field(None, min_length=3)
+    # "m.role.admin", "m.role.security", or a namespaced role of your own.
+    role: str = Field("m.role.admin", min_length=1)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> "SupportContact":
+        if self.matrix_id is None and self.email_address is None:
+            raise ValueError("a contact needs matrix_id or email_address")
+        if self.matrix_id is not None and not ids.is_valid_user_id(self.matrix_id):
+            raise ValueError(f"matrix_id {self.matrix_id!r} is not a user id")
+        return self
+
+
+class SupportConfig(_Section):
+    # Who to ask for help (spec: GET /.well-known/matrix/support); that path answers
+    # 404 while neither contacts nor support_page is set.
+    contacts: list[SupportContact] = []
+    support_page: str | None = Field(None, min_length=1)
+
+
 class WellKnownConfig(_Section):
     # What /.well-known/matrix/client advertises; defaults to public_baseurl.
     client_base_url: str | None = None
     # What /.well-known/matrix/server advertises ("host:port"); omitted when unset.
     server: str | None = None
+    # What /.well-known/matrix/support advertises: the server admins' contacts.
+    support: SupportConfig = SupportConfig()
 
 
 class TurnConfig(_Section):

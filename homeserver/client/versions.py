@@ -19,8 +19,9 @@ SUPPORTED_VERSIONS = [
 @routes.get("/_matrix/client/versions")
 async def versions(request: web.Request) -> web.Response:
     return json_response({"versions": SUPPORTED_VERSIONS, "unstable_features": {
-        # Simplified sliding sync (MSC4186, client/sliding_sync.py): Element X looks for this flag.
-        "org.matrix.simplified_msc3575": True,
+        # MSC2666 mutual rooms and MSC3266 room summaries (client/mutual_rooms.py, room_summary.py).
+        "uk.half-shot.msc2666.query_mutual_rooms": True,
+        "im.nheko.summary": True,
     }})
 
 
@@ -39,6 +40,20 @@ async def well_known_server(request: web.Request) -> web.Response:
     if not config.well_known.server:
         return json_response({"errcode": "M_NOT_FOUND", "error": "No delegation configured"}, 404)
     return json_response({"m.server": config.well_known.server})
+
+
+@routes.get("/.well-known/matrix/support")
+async def well_known_support(request: web.Request) -> web.Response:
+    """Spec: https://spec.matrix.org/v1.19/client-server-api/#getwell-knownmatrixsupport"""
+    support = services(request).config.well_known.support
+    if not support.contacts and support.support_page is None:
+        return json_response({"errcode": "M_NOT_FOUND", "error": "No support contacts configured"}, 404)
+    body: dict = {}
+    if support.contacts:
+        body["contacts"] = [c.model_dump(exclude_none=True) for c in support.contacts]
+    if support.support_page is not None:
+        body["support_page"] = support.support_page
+    return json_response(body)
 
 
 @routes.get(V3 + "/capabilities")

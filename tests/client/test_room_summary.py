@@ -115,3 +115,45 @@ async def test_initial_sync_says_it_is_not_supported(api, path):
     r = await alice.get(path)
     assert r.status == 404 and r.errcode == "M_UNRECOGNIZED", r
     assert "not supported" in r.body["error"]
+
+
+# Discovery: the unstable feature flags Element checks, and /.well-known/matrix/support
+
+
+async def test_versions_advertise_summaries_and_mutual_rooms(api):
+    r = await api.request("GET", "/_matrix/client/versions")
+    assert r["unstable_features"]["im.nheko.summary"] is True
+    assert r["unstable_features"]["uk.half-shot.msc2666.query_mutual_rooms"] is True
+
+
+async def test_support_is_404_until_configured(api):
+    r = await api.request("GET", "/.well-known/matrix/support")
+    assert r.status == 404 and r.errcode == "M_NOT_FOUND", r
+
+
+@pytest.mark.parametrize("config_overrides", [{"well_known": {"support": {
+    "contacts": [{"matrix_id": "@peter:test.local", "email_address": "peter@example.org"},
+                 {"email_address": "security@example.org", "role": "m.role.security"}],
+    "support_page": "https://example.org/help",
+}}}])
+async def test_support_contacts_from_config(api):
+    r = await api.request("GET", "/.well-known/matrix/support")
+    assert r.status == 200, r
+    assert r.body == {
+        "contacts": [{"matrix_id": "@peter:test.local", "email_address": "peter@example.org", "role": "m.role.admin"},
+                     {"email_address": "security@example.org", "role": "m.role.security"}],
+        "support_page": "https://example.org/help",
+    }
+
+
+@pytest.mark.parametrize("support", [
+    {"contacts": [{"role": "m.role.admin"}]},
+    {"contacts": [{"matrix_id": "peter"}]},
+    {"contacts": [{"email_address": "a@b", "colour": "red"}]},
+    {"support_page": ""},
+])
+def test_bad_support_config_is_refused(tmp_path, support):
+    from homeserver.config import ConfigError
+    from tests.conftest import make_config
+    with pytest.raises(ConfigError):
+        make_config(tmp_path, "postgresql://unused", well_known={"support": support})
