@@ -22,6 +22,8 @@ async def versions(request: web.Request) -> web.Response:
         # MSC2666 mutual rooms and MSC3266 room summaries (client/mutual_rooms.py, room_summary.py).
         "uk.half-shot.msc2666.query_mutual_rooms": True,
         "im.nheko.summary": True,
+        # Simplified sliding sync (MSC4186, client/sliding_sync.py): Element X looks for this flag.
+        "org.matrix.simplified_msc3575": True,
     }})
 
 
