@@ -13,6 +13,7 @@ from homeserver.client import (
 )
 from homeserver.client import hierarchy, openid
 from homeserver.client import sliding_sync
+from homeserver.client import admin_users, login_token, refresh, rtc
 from homeserver.client import mutual_rooms, notifications, room_summary, room_upgrade
 from homeserver.client import search
 from homeserver.http import matrix_middleware
@@ -22,6 +23,7 @@ from media.app import setup_media
 from federation.app import setup_federation
 
 CLIENT_ROUTE_MODULES = (
+    refresh, login_token, admin_users, rtc,
     versions, account, account_management, devices, profile, rooms, room_events, directory, sync,
     account_data, receipts, voip, keys, key_backup, to_device, user_directory, push_rules, room_directory,
     relations, presence, openid, room_upgrade, search,
@@ -32,7 +34,7 @@ CLIENT_ROUTE_MODULES = (
 
 def create_app(services: Services) -> web.Application:
     app = web.Application(
-        middlewares=[matrix_middleware],
+        middlewares=[matrix_middleware, admin_users.suspension_middleware],
         client_max_size=services.config.limits.max_request_body_bytes,
     )
     app[SERVICES] = services

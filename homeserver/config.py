@@ -229,6 +229,37 @@ _DURATION = re.compile(r"([0-9]+)\s*([smhd]?)")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+def _parse_duration(value: Any) -> Any:
+    """Seconds, or a duration such as "30m", "1h", "1d"."""
+    if isinstance(value, str):
+        match = _DURATION.fullmatch(value.strip())
+        if not match:
+            raise ValueError("must be a number of seconds or a duration such as 30m, 1h, 1d")
+        return int(match[1]) * _DURATION_UNITS[match[2] or "s"]
+    return value
+
+
+class MatrixRtcConfig(_Section):
+    """Element Call / MatrixRTC (MSC4143): the LiveKit focus clients are pointed at; see docs/turn.md."""
+
+    # The URL of the LiveKit JWT service (lk-jwt-service), e.g. "https://livekit-jwt.example.org".
+    # Unset: no focus is advertised and Element Call falls back to its own configuration.
+    livekit_service_url: str | None = None
+
+    @field_validator("livekit_service_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^\s/?#]+(/[^\s]*)?", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @property
+    def foci(self) -> list[dict[str, str]]:
+        if self.livekit_service_url is None:
+            return []
+        return [{"type": "livekit", "livekit_service_url": self.livekit_service_url}]
+
+
 class UserDirectoryConfig(_Section):
     # False (as Synapse): a search finds only users who share a room with the searcher
     # or are in a public room. True: every local user, handy for a family server
@@ -305,12 +336,22 @@ class Config(_Section):
     well_known: WellKnownConfig = WellKnownConfig()
     media: MediaConfig = MediaConfig()
     turn: TurnConfig = TurnConfig()
+    matrix_rtc: MatrixRtcConfig = MatrixRtcConfig()
+    # Seconds an access token issued with refresh_token: true lives before the client must
+    # POST /refresh ("5m", "1h" accepted). None: refresh tokens are not offered. Tokens of
+    # clients that do not ask for refresh never expire.
+    access_token_lifetime: int | None = Field(300, ge=10, le=365 * 86400)
     user_directory: UserDirectoryConfig = UserDirectoryConfig()
     presence: PresenceConfig = PresenceConfig()
     # bcrypt cost factor: 12 takes about a quarter of a second per hash.
     password_hash_rounds: int = Field(12, ge=4, le=31)
     log_level: str = "INFO"
     database_pool_size: int = Field(10, ge=2, le=100)
+
+    @field_validator("access_token_lifetime", mode="before")
+    @classmethod
+    def _lifetime(cls, value: Any) -> Any:
+        return _parse_duration(value)
 
     @field_validator("server_name")
     @classmethod

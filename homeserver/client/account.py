@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from homeserver.client.base import V1, V3, Body, requester, services
+from homeserver.client.base import V1, V3, Body, access_token_of, requester, services
 from homeserver.errors import MatrixError, forbidden, invalid_param, missing_param
 from homeserver.http import client_ip, json_response, parse_model, read_json_object
 from homeserver.services.clock import now_ms
@@ -26,6 +26,9 @@ class LoginBody(Body):
     password: str | None = None
     device_id: str | None = None
     initial_device_display_name: str | None = None
+    # m.login.token (from POST /login/get_token).
+    token: str | None = None
+    refresh_token: bool = False
 
 
 class RegisterBody(Body):
@@ -35,6 +38,7 @@ class RegisterBody(Body):
     initial_device_display_name: str | None = None
     inhibit_login: bool = False
     auth: dict[str, Any] | None = None
+    refresh_token: bool = False
 
 
 class PasswordBody(Body):
@@ -45,7 +49,8 @@ class PasswordBody(Body):
 
 @routes.get(V3 + "/login")
 async def login_flows(request: web.Request) -> web.Response:
-    return json_response({"flows": [{"type": "m.login.password"}]})
+    # get_login_token: this server issues m.login.token itself (POST /login/get_token).
+    return json_response({"flows": [{"type": "m.login.password"}, {"type": "m.login.token", "get_login_token": True}]})
 
 
 @routes.post(V3 + "/login")
@@ -53,6 +58,14 @@ async def login(request: web.Request) -> web.Response:
     svc = services(request)
     svc.login_limiter.check(client_ip(request))
     body = parse_model(LoginBody, await read_json_object(request))
+    if body.type == "m.login.token":
+        if body.token is None:
+            raise missing_param("Missing token")
+        user_id = await svc.login_tokens.consume(body.token)
+        session = await svc.accounts.start_session(
+            user_id, body.device_id, body.initial_device_display_name, refresh=body.refresh_token
+        )
+        return json_response(session.login_json(svc.server_name))
     if body.type != "m.login.password":
         raise MatrixError(400, "M_UNKNOWN", f"Unsupported login type {body.type}")
     user = _identifier_user(body.model_dump())
@@ -63,13 +76,10 @@ async def login(request: web.Request) -> web.Response:
     if body.password is None:
         raise missing_param("Missing password")
     user_id = await svc.accounts.check_password(user, body.password)
-    session = await svc.accounts.start_session(user_id, body.device_id, body.initial_device_display_name)
-    return json_response({
-        "user_id": session.user_id,
-        "access_token": session.access_token,
-        "device_id": session.device_id,
-        "home_server": svc.server_name,
-    })
+    session = await svc.accounts.start_session(
+        user_id, body.device_id, body.initial_device_display_name, refresh=body.refresh_token
+    )
+    return json_response(session.login_json(svc.server_name))
 
 
 @routes.post(V3 + "/register")
@@ -96,13 +106,10 @@ async def register(request: web.Request) -> web.Response:
         await svc.registration.complete_token(results["registration_token"])
     if body.inhibit_login:
         return json_response({"user_id": user_id, "home_server": svc.server_name})
-    session = await svc.accounts.start_session(user_id, body.device_id, body.initial_device_display_name)
-    return json_response({
-        "user_id": user_id,
-        "access_token": session.access_token,
-        "device_id": session.device_id,
-        "home_server": svc.server_name,
-    })
+    session = await svc.accounts.start_session(
+        user_id, body.device_id, body.initial_device_display_name, refresh=body.refresh_token
+    )
+    return json_response(session.login_json(svc.server_name))
 
 
 async def _free_localpart(svc) -> str:
@@ -147,14 +154,15 @@ async def registration_token_validity(request: web.Request) -> web.Response:
 
 @routes.post(V3 + "/logout")
 async def logout(request: web.Request) -> web.Response:
-    who = await requester(request)
+    # A locked user may still log out (spec "Account locking").
+    who = await services(request).tokens.authenticate(access_token_of(request), allow_locked=True)
     await services(request).accounts.logout(who)
     return json_response({})
 
 
 @routes.post(V3 + "/logout/all")
 async def logout_all(request: web.Request) -> web.Response:
-    who = await requester(request)
+    who = await services(request).tokens.authenticate(access_token_of(request), allow_locked=True)
     await services(request).accounts.logout_all(who)
     return json_response({})
 

@@ -33,7 +33,11 @@ async def well_known_client(request: web.Request) -> web.Response:
     base_url = config.well_known.client_base_url or config.public_baseurl
     if not base_url:
         return json_response({"errcode": "M_NOT_FOUND", "error": "No client base URL configured"}, 404)
-    return json_response({"m.homeserver": {"base_url": base_url}})
+    body = {"m.homeserver": {"base_url": base_url}}
+    if config.matrix_rtc.foci:
+        # MSC4143: where Element Call finds its LiveKit focus (also at /rtc/transports, rtc.py).
+        body["org.matrix.msc4143.rtc_foci"] = config.matrix_rtc.foci
+    return json_response(body)
 
 
 @routes.get("/.well-known/matrix/server")
@@ -73,7 +77,7 @@ async def capabilities(request: web.Request) -> web.Response:
             "m.set_displayname": {"enabled": True},
             "m.set_avatar_url": {"enabled": True},
             "m.3pid_changes": {"enabled": False},
-            "m.get_login_token": {"enabled": False},
+            "m.get_login_token": {"enabled": True},
             "m.profile_fields": {"enabled": True},
         }
     })

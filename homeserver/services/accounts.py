@@ -12,7 +12,7 @@ from typing import Awaitable, Callable
 from homeserver.errors import MatrixError, forbidden, invalid_param, not_found
 from homeserver.protocol import ids
 from homeserver.services.auth import (
-    PasswordHasher, Requester, TokenAuthenticator, hash_token, new_access_token, new_device_id,
+    PasswordHasher, Requester, TokenAuthenticator, hash_token, new_access_token, new_device_id, new_refresh_token,
 )
 from homeserver.services.clock import now_ms
 from homeserver.storage.cache import LruCache
@@ -31,14 +31,30 @@ class Session:
     user_id: str
     device_id: str
     access_token: str
+    # Only for clients that asked for refresh_token: true, when the server offers it.
+    refresh_token: str | None = None
+    expires_in_ms: int | None = None
+
+    def login_json(self, server_name: str) -> dict:
+        """The answer of /login and /register (spec: "Refreshing access tokens")."""
+        body = {
+            "user_id": self.user_id, "access_token": self.access_token, "device_id": self.device_id,
+            "home_server": server_name,
+        }
+        if self.refresh_token is not None:
+            body["refresh_token"] = self.refresh_token
+            body["expires_in_ms"] = self.expires_in_ms
+        return body
 
 
 class AccountService:
     def __init__(
         self, server_name: str, users: UserStore, devices: DeviceStore, hasher: PasswordHasher,
-        tokens: TokenAuthenticator,
+        tokens: TokenAuthenticator, access_token_lifetime_ms: int | None = None,
     ):
         self.server_name = server_name
+        # Lifetime of access tokens issued with a refresh token; None: refresh tokens are not offered.
+        self.access_token_lifetime_ms = access_token_lifetime_ms
         self.users = users
         self.devices = devices
         self.hasher = hasher
@@ -115,14 +131,23 @@ class AccountService:
             return user_id
         return matches[0] if len(matches) == 1 else None
 
-    async def start_session(self, user_id: str, device_id: str | None, display_name: str | None) -> Session:
+    async def start_session(self, user_id: str, device_id: str | None, display_name: str | None,
+                            refresh: bool = False) -> Session:
+        """A new access token (and, when asked for and offered, a refresh token) for a device."""
         device_id = device_id or new_device_id()
         localpart = user_id[1:].split(":", 1)[0]
         token = new_access_token(localpart)
+        lifetime = self.access_token_lifetime_ms if refresh else None
+        refresh_token = new_refresh_token(localpart) if lifetime is not None else None
+        now = now_ms()
         # Tokens of a reused device id die with the login that replaces them.
         self.tokens.forget(await self.devices.token_hashes_of_device(user_id, device_id))
-        await self.devices.create_device_with_token(user_id, device_id, display_name, hash_token(token), now_ms())
-        return Session(user_id, device_id, token)
+        await self.devices.create_device_with_token(
+            user_id, device_id, display_name, hash_token(token), now,
+            refresh_hash=hash_token(refresh_token) if refresh_token else None,
+            expires_ts=now + lifetime if lifetime is not None else None,
+        )
+        return Session(user_id, device_id, token, refresh_token, lifetime)
 
     async def logout(self, requester: Requester) -> None:
         # The spec says the device is deleted along with the token.

@@ -16,8 +16,10 @@ import bcrypt
 
 from homeserver.errors import MatrixError, unknown_token
 from homeserver.protocol.canonical import encode_base64
+from homeserver.services.clock import now_ms
 from homeserver.storage.cache import LruCache
 from homeserver.storage.devices import DeviceStore, TokenOwner
+from homeserver.storage.refresh_tokens import RefreshTokenStore
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,16 +28,22 @@ class Requester:
     device_id: str
     is_admin: bool
     token_hash: bytes
+    # Admin-suspended (spec v1.18): may read and leave, not send, join or invite.
+    suspended: bool = False
 
 
 def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode("utf-8")).digest()
 
 
-def new_access_token(localpart: str) -> str:
+def new_access_token(localpart: str, prefix: str = "syt") -> str:
     """A token shaped like Synapse's (syt_<localpart>_<random>_<crc>), so log scanners spot leaks."""
-    body = f"syt_{encode_base64(localpart.encode(), urlsafe=True)}_{secrets.token_urlsafe(24)}"
+    body = f"{prefix}_{encode_base64(localpart.encode(), urlsafe=True)}_{secrets.token_urlsafe(24)}"
     return f"{body}_{zlib.crc32(body.encode()):08x}"
+
+
+def new_refresh_token(localpart: str) -> str:
+    return new_access_token(localpart, prefix="syr")
 
 
 def new_device_id() -> str:
@@ -80,11 +88,18 @@ class PasswordHasher:
 class TokenAuthenticator:
     """Resolves access tokens to requesters, with a small cache invalidated on logout."""
 
-    def __init__(self, devices: DeviceStore, cache_size: int = 10_000):
+    def __init__(self, devices: DeviceStore, refresh_tokens: RefreshTokenStore | None = None,
+                 cache_size: int = 10_000):
         self.devices = devices
+        self.refresh_tokens = refresh_tokens
         self._cache: LruCache[bytes, TokenOwner] = LruCache(cache_size)
 
-    async def authenticate(self, token: str | None) -> Requester:
+    async def authenticate(self, token: str | None, allow_locked: bool = False) -> Requester:
+        """The requester of an access token.
+
+        allow_locked: a locked user may still log out (spec v1.8 "Account locking");
+        every other request is refused with M_USER_LOCKED.
+        """
         if not token:
             raise MatrixError(401, "M_MISSING_TOKEN", "Missing access token")
         token_hash = hash_token(token)
@@ -93,10 +108,23 @@ class TokenAuthenticator:
             owner = await self.devices.get_token_owner(token_hash)
             if owner is None:
                 raise unknown_token("Unrecognised access token", soft_logout=False)
+            if owner.refresh_token_id is not None and self.refresh_tokens is not None and not self._expired(owner):
+                # Spec "Refreshing access tokens": the first use of a refreshed access
+                # token ends the refresh token (and the access token) it replaced.
+                self.forget(await self.refresh_tokens.retire_predecessors(owner.refresh_token_id))
             self._cache.set(token_hash, owner)
+        if self._expired(owner):
+            # soft_logout: the client refreshes (or logs in again) and keeps its device and keys.
+            raise unknown_token("Access token has expired", soft_logout=True)
         if owner.deactivated:
             raise unknown_token("This account has been deactivated")
-        return Requester(owner.user_id, owner.device_id, owner.is_admin, token_hash)
+        if owner.locked and not allow_locked:
+            raise MatrixError(401, "M_USER_LOCKED", "This account has been locked", soft_logout=True)
+        return Requester(owner.user_id, owner.device_id, owner.is_admin, token_hash, owner.suspended)
+
+    @staticmethod
+    def _expired(owner: TokenOwner) -> bool:
+        return owner.expires_ts is not None and owner.expires_ts <= now_ms()
 
     def forget(self, token_hashes: list[bytes]) -> None:
         for token_hash in token_hashes:

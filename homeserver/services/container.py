@@ -26,6 +26,7 @@ from homeserver.services.push_rules import PushRulesService
 from homeserver.services.pushers import PushersService
 from homeserver.services.ratelimit import RateLimiter
 from homeserver.services.receipts import ReceiptsService
+from homeserver.services.refresh_tokens import LoginTokenService, RefreshService
 from homeserver.services.relation_checks import RelationChecks
 from homeserver.services.relations import RelationsService
 from homeserver.services.room_creation import RoomCreator
@@ -41,6 +42,7 @@ from homeserver.services.to_device import ToDeviceService
 from homeserver.services.turn import TurnService
 from homeserver.services.typing import TypingService
 from homeserver.services.uia import UserInteractiveAuth
+from homeserver.services.user_admin import UserAdminService
 from homeserver.storage.account_data import AccountDataStore
 from homeserver.storage.db import Database
 from homeserver.storage.devices import DeviceStore
@@ -56,6 +58,7 @@ from homeserver.storage.push_actions import PushActionStore
 from homeserver.storage.push_rules import PushRuleStore
 from homeserver.storage.pushers import PusherStore
 from homeserver.storage.receipts import ReceiptStore
+from homeserver.storage.refresh_tokens import LoginTokenStore, RefreshTokenStore
 from homeserver.storage.registration import RegistrationStore
 from homeserver.storage.relations import RelationStore
 from homeserver.storage.rooms import RoomStore
@@ -84,6 +87,9 @@ class Services:
     tokens: TokenAuthenticator
     accounts: AccountService
     uia: UserInteractiveAuth
+    refresh_tokens: RefreshService
+    login_tokens: LoginTokenService
+    user_admin: UserAdminService
     pipeline: EventPipeline
     membership: MembershipService
     room_creator: RoomCreator
@@ -150,8 +156,11 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         if event.type == "m.room.member" and event.state_key and event.membership != "join":
             typing.user_left(event.room_id, event.state_key)
 
-    tokens = TokenAuthenticator(devices)
-    accounts = AccountService(server_name, users, devices, PasswordHasher(config.password_hash_rounds), tokens)
+    refresh_store = RefreshTokenStore(db)
+    tokens = TokenAuthenticator(devices, refresh_store)
+    token_lifetime_ms = config.access_token_lifetime * 1000 if config.access_token_lifetime is not None else None
+    accounts = AccountService(server_name, users, devices, PasswordHasher(config.password_hash_rounds), tokens,
+                              access_token_lifetime_ms=token_lifetime_ms)
     pipeline = EventPipeline(
         server_name, signing_key, db, events, state, rooms, event_stream, room_changes, on_persisted
     )
@@ -188,6 +197,9 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         tokens=tokens,
         accounts=accounts,
         uia=UserInteractiveAuth(registration, accounts),
+        refresh_tokens=RefreshService(refresh_store, users, tokens, token_lifetime_ms),
+        login_tokens=LoginTokenService(LoginTokenStore(db), users),
+        user_admin=UserAdminService(server_name, users, devices, tokens),
         pipeline=pipeline,
         membership=membership,
         room_creator=RoomCreator(server_name, pipeline, rooms, membership),

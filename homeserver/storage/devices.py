@@ -22,6 +22,11 @@ class TokenOwner:
     device_id: str
     is_admin: bool
     deactivated: bool
+    suspended: bool = False
+    locked: bool = False
+    # Set only for tokens issued with a refresh token (refresh_tokens.py).
+    expires_ts: int | None = None
+    refresh_token_id: int | None = None
 
 
 class DeviceStore:
@@ -30,12 +35,14 @@ class DeviceStore:
 
     async def create_device_with_token(
         self, user_id: str, device_id: str, display_name: str | None, token_hash: bytes, now: int,
+        refresh_hash: bytes | None = None, expires_ts: int | None = None,
     ) -> None:
         """Create (or reuse) a device and give it a new access token.
 
         Logging in again with the same device id replaces the device's old tokens,
         as the spec asks, and keeps its display name: initial_device_display_name
-        is ignored for a known device.
+        is ignored for a known device. With refresh_hash, a refresh token is stored
+        beside the access token, which then expires at expires_ts.
         """
         async with self.db.transaction() as conn:
             await conn.execute(
@@ -45,17 +52,28 @@ class DeviceStore:
                 user_id, device_id, display_name, now,
             )
             await conn.execute(
-                "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2", user_id, device_id
+                "DELETE FROM refresh_tokens WHERE user_id = $1 AND device_id = $2", user_id, device_id
             )
             await conn.execute(
-                "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts)"
-                " VALUES ($1, $2, $3, $4)",
-                token_hash, user_id, device_id, now,
+                "DELETE FROM access_tokens WHERE user_id = $1 AND device_id = $2", user_id, device_id
+            )
+            refresh_id = None
+            if refresh_hash is not None:
+                refresh_id = await conn.fetchval(
+                    "INSERT INTO refresh_tokens (token_hash, user_id, device_id, created_ts)"
+                    " VALUES ($1, $2, $3, $4) RETURNING id",
+                    refresh_hash, user_id, device_id, now,
+                )
+            await conn.execute(
+                "INSERT INTO access_tokens (token_hash, user_id, device_id, created_ts, expires_ts, refresh_token_id)"
+                " VALUES ($1, $2, $3, $4, $5, $6)",
+                token_hash, user_id, device_id, now, expires_ts, refresh_id,
             )
 
     async def get_token_owner(self, token_hash: bytes) -> TokenOwner | None:
         row = await self.db.fetchrow(
-            "SELECT t.user_id, t.device_id, u.is_admin, u.deactivated"
+            "SELECT t.user_id, t.device_id, u.is_admin, u.deactivated, u.suspended, u.locked,"
+            " t.expires_ts, t.refresh_token_id"
             " FROM access_tokens t JOIN users u USING (user_id) WHERE t.token_hash = $1",
             token_hash,
         )

@@ -18,6 +18,8 @@ class User:
     is_admin: bool
     deactivated: bool
     created_ts: int
+    suspended: bool = False
+    locked: bool = False
 
 
 class UserStore:
@@ -45,7 +47,7 @@ class UserStore:
 
     async def get_user(self, user_id: str) -> User | None:
         row = await self.db.fetchrow(
-            "SELECT user_id, password_hash, is_admin, deactivated, created_ts FROM users"
+            "SELECT user_id, password_hash, is_admin, deactivated, created_ts, suspended, locked FROM users"
             " WHERE user_id = $1",
             user_id,
         )
@@ -66,6 +68,12 @@ class UserStore:
 
     async def set_admin(self, user_id: str, is_admin: bool) -> None:
         await self.db.execute("UPDATE users SET is_admin = $2 WHERE user_id = $1", user_id, is_admin)
+
+    async def set_suspended(self, user_id: str, suspended: bool) -> None:
+        await self.db.execute("UPDATE users SET suspended = $2 WHERE user_id = $1", user_id, suspended)
+
+    async def set_locked(self, user_id: str, locked: bool) -> None:
+        await self.db.execute("UPDATE users SET locked = $2 WHERE user_id = $1", user_id, locked)
 
     async def count_users(self) -> int:
         return await self.db.fetchval("SELECT count(*) FROM users")

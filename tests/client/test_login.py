@@ -79,7 +79,10 @@ async def test_bad_login_requests(api):
     await api.register("alice")
     ident = {"type": "m.id.user", "user": "alice"}
     cases = [
-        ({"type": "m.login.token", "token": "abc"}, 400, {"M_UNKNOWN"}),
+        # m.login.token is supported (POST /login/get_token); an unknown token is a failed login.
+        ({"type": "m.login.token", "token": "abc"}, 403, {"M_FORBIDDEN"}),
+        ({"type": "m.login.token"}, 400, {"M_MISSING_PARAM"}),
+        ({"type": "m.login.sso"}, 400, {"M_UNKNOWN"}),
         ({"type": "org.example.magic", "identifier": ident, "password": PW}, 400, {"M_UNKNOWN"}),
         ({"identifier": ident, "password": PW}, 400, {"M_MISSING_PARAM", "M_BAD_JSON"}),
         ({"type": "m.login.password", "identifier": ident}, 400, {"M_MISSING_PARAM", "M_BAD_JSON"}),
