@@ -38,6 +38,8 @@ from homeserver.storage.streams import StreamChangeCache
 
 # Connections kept in memory; the oldest past this start again with M_UNKNOWN_POS.
 MAX_CONNECTIONS = 1000
+# Positions remembered per connection.
+KEPT_POSITIONS = 4
 # Rooms computed at once; bounded by the database pool.
 ROOM_CONCURRENCY = 8
 _POS = re.compile(r"([0-9a-f]{16})_([0-9]{1,18})")
@@ -83,7 +85,6 @@ class _Connection:
         # The position last handed out and the one before: a client whose response was
         # lost retries with the older one.
         self.positions: dict[int, _Position] = {}
-        self.lock = asyncio.Lock()
 
 
 class SlidingSyncService:
@@ -133,21 +134,23 @@ class SlidingSyncService:
             previous = connection.positions.get(previous_serial) if connection and previous_serial else None
             if connection is None or previous is None:
                 raise MatrixError(400, "M_UNKNOWN_POS", "Unknown position: start the connection again")
-        async with connection.lock:
-            deadline = time.monotonic() + request.timeout_ms / 1000
-            while True:
-                wake = self.notifier.token_for(who.user_id)
-                result, rooms_sent, has_news = await self._once(request, previous)
-                remaining = deadline - time.monotonic()
-                if has_news or previous is None or remaining <= 0 or not await self.notifier.wait(wake, remaining):
-                    break
-            serial = next(self._serial)
-            connection.positions = {
-                s: p for s, p in connection.positions.items() if previous_serial is not None and s >= previous_serial
-            }
-            connection.positions[serial] = _Position(result.pop("_token"), rooms_sent)
-            result["pos"] = f"{self._instance}_{serial}"
-            return result
+        # No lock across the long poll: a client drops a poll and asks again with the same
+        # pos when its window changes, and must not wait for the poll it abandoned.
+        deadline = time.monotonic() + request.timeout_ms / 1000
+        while True:
+            wake = self.notifier.token_for(who.user_id)
+            result, rooms_sent, has_news = await self._once(request, previous)
+            remaining = deadline - time.monotonic()
+            if has_news or previous is None or remaining <= 0 or not await self.notifier.wait(wake, remaining):
+                break
+        serial = next(self._serial)
+        # Kept: the position the client just used (its retry after a lost response) and
+        # later ones; at most a few, should requests race on one connection.
+        kept = sorted(s for s in connection.positions if previous_serial is not None and s >= previous_serial)
+        connection.positions = {s: connection.positions[s] for s in kept[-(KEPT_POSITIONS - 1):]}
+        connection.positions[serial] = _Position(result.pop("_token"), rooms_sent)
+        result["pos"] = f"{self._instance}_{serial}"
+        return result
 
     async def _once(
         self, request: SlidingSyncRequest, previous: _Position | None,

@@ -394,3 +394,53 @@ async def test_bad_input_is_a_clear_matrix_error(api):
     # Unknown fields are ignored, as Synapse does.
     r = await ss(alice, {"lists": {"all": {**all_rooms(), "slow_get_all_rooms": True}}, "unknown": 1})
     assert r["lists"]["all"]["count"] == 0
+
+
+async def test_queries_are_bounded_by_the_window_not_the_number_of_rooms(api):
+    """A user in 4 rooms and one in 24, both with a window of 3: the same number of queries."""
+    db = api.services.db
+    counted = {"n": 0}
+    for name in ("fetch", "fetchrow", "fetchval", "execute"):
+        method = getattr(db, name)
+
+        async def counting(*args: Any, _method: Any = method) -> Any:
+            counted["n"] += 1
+            return await _method(*args)
+
+        setattr(db, name, counting)
+
+    async def queries_for(user: User, room_count: int) -> int:
+        for i in range(room_count):
+            room = await user.create_room(name=f"{user.user_id} {i}")
+            await user.send_text(room, f"hello {i}")
+        body = {"lists": {"all": all_rooms(end=2, timeline_limit=5,
+                                          required_state=[["m.room.member", "$LAZY"], ["m.room.name", ""]])},
+                "extensions": {"receipts": {"enabled": True}, "typing": {"enabled": True},
+                               "account_data": {"enabled": True}}}
+        first = await ss(user, body)  # warms the caches of both users alike
+        assert len(first["rooms"]) == 3
+        counted["n"] = 0
+        r = await ss(user, body)
+        assert first["lists"]["all"]["count"] == room_count == r["lists"]["all"]["count"]
+        n = counted["n"]
+        counted["n"] = 0
+        await ss(user, body, pos=r["pos"])
+        return n, counted["n"]
+
+    few = await queries_for(await api.register("few"), 4)
+    many = await queries_for(await api.register("many"), 24)
+    assert few == many
+
+
+async def test_a_new_request_does_not_wait_for_an_abandoned_long_poll(api):
+    alice = await api.register("alice")
+    await alice.create_room()
+    body = {"lists": {"all": all_rooms()}}
+    first = await ss(alice, body)
+    poll = asyncio.create_task(ss(alice, body, pos=first["pos"], timeout=60000))
+    await asyncio.wait_for(until_waiting(api.services), 10)
+    # The client changed its window: it asks again with the same pos, and is answered.
+    wider = {"lists": {"all": all_rooms(end=50)}}
+    r = await asyncio.wait_for(ss(alice, wider, pos=first["pos"]), 10)
+    assert r["lists"]["all"]["count"] == 1
+    poll.cancel()
