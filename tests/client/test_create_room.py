@@ -459,8 +459,9 @@ async def test_invite_list_with_the_creator_and_duplicates(api):
     assert len(invites) == 1
 
 
+@pytest.mark.parametrize("config_overrides", [{"federation": {"enabled": False}}])
 async def test_invitee_of_another_server_is_refused_before_anything_is_created(api, services):
-    # This server has no federation: such an invite could never be delivered.
+    # With federation off, such an invite could never be delivered.
     alice = await api.register("alice")
     r = await alice.post(CREATE, {"invite": ["@bob:elsewhere.example"]})
     assert r.status == 403 and r.errcode == "M_FORBIDDEN", r
