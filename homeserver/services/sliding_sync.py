@@ -167,14 +167,20 @@ class SlidingSyncService:
                 user_id, since.events, now.events)}
         by_id = {r.room_id: r for r in all_rooms if r.room_id not in forgotten}
         listed = [r for r in by_id.values() if _listed(r, user_id, changed_membership)]
-        if ignored and any(r.membership == "invite" for r in listed):
-            inviters = await self.events.get_events(r.membership_event_id for r in listed if r.membership == "invite")
-            listed = [r for r in listed if not (
-                r.membership == "invite" and r.membership_event_id in inviters
-                and inviters[r.membership_event_id].sender in ignored)]
+        direct = _direct_rooms(await self.account_data.get(user_id, GLOBAL, "m.direct"))
+        invite_ids = [r.membership_event_id for r in listed if r.membership == "invite"]
+        # All invites in one query: few, and needed to filter the lists.
+        invites = await self.events.get_events(invite_ids) if invite_ids else {}
+        for event in invites.values():
+            # An invite marked is_direct is a DM before the client records it in m.direct (as Synapse).
+            if event.content.get("is_direct") is True:
+                direct.add(event.room_id)
+        # Spec: invites from ignored users are not sent to the client.
+        listed = [r for r in listed if not (
+            r.membership == "invite" and r.membership_event_id in invites
+            and invites[r.membership_event_id].sender in ignored)]
         bumps = {r.room_id: _bump_stamp(r) for r in listed}
         listed.sort(key=lambda r: (-bumps[r.room_id], r.room_id))
-        direct = _direct_rooms(await self.account_data.get(user_id, GLOBAL, "m.direct"))
 
         window: dict[str, RoomConfig] = {}
         by_list: dict[str, list[str]] = {}
@@ -216,6 +222,8 @@ class SlidingSyncService:
                     user_id, device_id, room, bumps[room_id], config, sent, since, now, ignored)
             rooms_sent[room_id] = new_sent
             if section is not None:
+                if room_id in direct:
+                    section["is_dm"] = True
                 rooms_out[room_id] = section
 
         await asyncio.gather(*(one_room(r, c) for r, c in window.items()))

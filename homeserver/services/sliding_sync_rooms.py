@@ -145,9 +145,10 @@ class RoomBuilder:
         state_events.sort(key=lambda e: e.internal["stream_ordering"])
         members = await self.state.get_members(room.room_id)
         section: dict[str, Any] = {
-            "required_state": await self.views.serialize(state_events),
+            # As Synapse: events without their room_id (the room's key says it).
+            "required_state": await self.views.serialize(state_events, include_room_id=False),
             "timeline": await self.views.serialize(
-                timeline, (user_id, device_id), bundle_aggregations=limited),
+                timeline, (user_id, device_id), include_room_id=False, bundle_aggregations=limited),
             "prev_batch": pagination_token(timeline[0].internal["stream_ordering"] - 1 if timeline else up_to),
             "limited": limited,
             "num_live": sum(1 for e in timeline if since is not None and e.internal["stream_ordering"] > since.events),
@@ -187,8 +188,9 @@ class RoomBuilder:
             stripped = list(event.internal.get(key, []))
             stripped.append(stripped_state_event(event))
         section: dict[str, Any] = {
+            # As Synapse: no timeline or required_state, only the stripped state.
             "initial": True, "invite_state": stripped, "bump_stamp": bump_stamp,
-            "required_state": [], "timeline": [], "notification_count": 0, "highlight_count": 0,
+            "notification_count": 0, "highlight_count": 0,
         }
         for item in stripped:
             content = item.get("content") if isinstance(item, dict) else None

@@ -217,10 +217,13 @@ async def test_filters_is_dm_is_invite_and_room_types(api):
     assert r["lists"]["spaces"]["count"] == 1
     assert r["lists"]["untyped"]["count"] == 3
     invite = r["rooms"][invited]
-    assert invite["initial"] is True and invite["timeline"] == []
+    assert invite["initial"] is True and "timeline" not in invite and "required_state" not in invite
     assert any(e["type"] == "m.room.member" and e["state_key"] == alice.user_id for e in invite["invite_state"])
     assert invite["name"] == "come in"
     assert {group, dm, space} <= set(r["rooms"])
+    assert r["rooms"][dm]["is_dm"] is True and "is_dm" not in r["rooms"][group]
+    # Events come without their room_id, as Synapse serves them.
+    assert all("room_id" not in e for e in r["rooms"][group]["timeline"] + r["rooms"][group]["required_state"])
 
 
 async def test_spaces_filter(api):
