@@ -171,6 +171,12 @@ class SlidingSyncService:
         invite_ids = [r.membership_event_id for r in listed if r.membership == "invite"]
         # All invites in one query: few, and needed to filter the lists.
         invites = await self.events.get_events(invite_ids) if invite_ids else {}
+        for room in listed:
+            event = invites.get(room.membership_event_id)
+            if event is not None and room.room_type is None and not room.encrypted:
+                # A room of another server: what the lists filter on comes from the invite's stripped state.
+                by_id[room.room_id] = _from_stripped(room, event.internal.get("invite_room_state", []))
+        listed = [by_id[r.room_id] for r in listed]
         for event in invites.values():
             # An invite marked is_direct is a DM before the client records it in m.direct (as Synapse).
             if event.content.get("is_direct") is True:
@@ -251,6 +257,18 @@ def _bump_stamp(room: UserRoom) -> int:
         return max(room.bump_stamp or room.membership_position, room.membership_position)
     # Activity after an invite, a knock or a leave is not the user's to see.
     return room.membership_position
+
+
+def _from_stripped(room: UserRoom, stripped: Any) -> UserRoom:
+    room_type, encrypted = room.room_type, room.encrypted
+    for item in stripped if isinstance(stripped, list) else []:
+        if not isinstance(item, dict) or not isinstance(item.get("content"), dict):
+            continue
+        if item.get("type") == "m.room.create" and isinstance(item["content"].get("type"), str):
+            room_type = item["content"]["type"]
+        if item.get("type") == "m.room.encryption":
+            encrypted = True
+    return dataclasses.replace(room, room_type=room_type, encrypted=encrypted)
 
 
 def _direct_rooms(content: dict[str, Any] | None) -> set[str]:
