@@ -293,3 +293,26 @@ async def test_search_uses_the_full_text_index(services):
         assert "events_search" in plan, plan
         hits = await SearchStore(services.db).search(query, None, 10)
         assert sorted(h.event_id for h in hits) == ["$e1000", "$e2000", "$e3000"]
+
+
+async def test_pages_skip_what_history_visibility_hides(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    room = await alice.create_room(preset="public_chat")
+    await send_state(alice, room, "m.room.history_visibility", {"history_visibility": "joined"})
+    await bob.join(room)
+    seen_by_bob = [await alice.send_text(room, f"brioche {i}") for i in range(3)]
+    await leave(bob, room)
+    [await alice.send_text(room, f"brioche hidden {i}") for i in range(4)]
+    await bob.join(room)
+    later = await alice.send_text(room, "brioche later")
+    # The hidden ones (sent while bob was away) sit between the visible ones in the order.
+    got: list[str] = []
+    token = None
+    while True:
+        r = room_events(await search(bob, "brioche", token, order_by="recent", filter={"limit": 2}))
+        got += [res["result"]["event_id"] for res in r["results"]]
+        token = r.get("next_batch")
+        if token is None:
+            break
+    assert got == [later, *seen_by_bob[::-1]]
