@@ -1,0 +1,144 @@
+"""Sliding sync benchmark: prints figures, asserts nothing.
+
+    .venv/bin/python -m tests.benchmarks.bench_sliding_sync [--database DSN] [--rooms 500] [--window 20]
+
+On a fresh database in the given PostgreSQL, an in-process server: one user creates
+--rooms rooms through the API (a name and one message each). Prints, median of 5:
+the first response of a new simplified sliding sync connection (Element X's room
+list: window of --window rooms, timeline_limit 1, its required_state), an
+incremental response after one new message, an incremental response with nothing new,
+and beside them /sync v3 initial and incremental for the same user; with the number of
+database queries of each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+from urllib.parse import urlparse, urlunparse
+
+import asyncpg
+from aiohttp.test_utils import TestClient, TestServer
+
+from homeserver.app import create_app
+from homeserver.server import open_services
+from tests.conftest import make_config
+from tests.helpers import Api
+from tests.e2e.test_sliding_sync_process import REQUIRED_STATE
+
+SS = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
+
+
+async def run(dsn: str, rooms: int, window: int) -> None:
+    name = f"bench_ss_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            database = urlunparse(urlparse(dsn)._replace(path="/" + name))
+            async with open_services(make_config(Path(directory), database)) as services:
+                client = TestClient(TestServer(create_app(services)))
+                await client.start_server()
+                try:
+                    await measure(Api(client, services), services, rooms, window)
+                finally:
+                    await client.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def count_queries(db: Any) -> dict[str, int]:
+    counted = {"n": 0}
+    for method_name in ("fetch", "fetchrow", "fetchval", "execute"):
+        method = getattr(db, method_name)
+
+        async def counting(*args: Any, _method: Any = method) -> Any:
+            counted["n"] += 1
+            return await _method(*args)
+
+        setattr(db, method_name, counting)
+    return counted
+
+
+async def timed(label: str, counted: dict[str, int], step: Callable[[], Awaitable[Any]]) -> None:
+    times, queries = [], []
+    for _ in range(5):
+        counted["n"] = 0
+        started = time.perf_counter()
+        await step()
+        times.append((time.perf_counter() - started) * 1000)
+        queries.append(counted["n"])
+    print(f"  {label:52} median {statistics.median(times):8.1f} ms  first {times[0]:8.1f} ms"
+          f"  queries {statistics.median(queries):5.0f}")
+
+
+async def measure(api: Api, services: Any, rooms: int, window: int) -> None:
+    alice = await api.register("alice")
+    started = time.perf_counter()
+    room_ids = []
+    for i in range(rooms):
+        room_ids.append(await alice.create_room(name=f"room {i}"))
+        await alice.send_text(room_ids[-1], f"hello {i}")
+    print(f"{rooms} rooms created in {time.perf_counter() - started:.1f} s; window {window}")
+    counted = count_queries(services.db)
+    body = {"conn_id": "room-list", "lists": {"all_rooms": {
+        "ranges": [[0, window - 1]], "required_state": REQUIRED_STATE, "timeline_limit": 1,
+        "filters": {"not_room_types": ["m.space"]}}},
+        "extensions": {"account_data": {"enabled": True}, "receipts": {"enabled": True},
+                       "typing": {"enabled": True}}}
+    state: dict[str, Any] = {}
+
+    async def first() -> None:
+        r = await alice.request("POST", SS, body, params={"timeout": "0"})
+        assert r.status == 200, r
+        state["pos"] = r["pos"]
+
+    async def after_message() -> None:
+        await alice.send_text(room_ids[len(state) % rooms], "new")
+        counted["n"] = 0
+        r = await alice.request("POST", SS, body, params={"timeout": "0", "pos": state["pos"]})
+        assert r.status == 200 and r["rooms"], r
+        state["pos"] = r["pos"]
+
+    async def nothing_new() -> None:
+        r = await alice.request("POST", SS, body, params={"timeout": "0", "pos": state["pos"]})
+        assert r.status == 200, r
+        state["pos"] = r["pos"]
+
+    async def v3_initial() -> None:
+        r = await alice.sync()
+        state["since"] = r["next_batch"]
+
+    async def v3_incremental() -> None:
+        await alice.send_text(room_ids[0], "new")
+        counted["n"] = 0
+        r = await alice.sync(since=state["since"])
+        state["since"] = r["next_batch"]
+
+    await timed("sliding sync, first response of a connection", counted, first)
+    await timed("sliding sync, incremental after one message", counted, after_message)
+    await timed("sliding sync, incremental with nothing new", counted, nothing_new)
+    await timed("/sync v3 initial", counted, v3_initial)
+    await timed("/sync v3 incremental after one message", counted, v3_incremental)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--database", default=os.environ.get(
+        "HOMESERVER_TEST_DATABASE", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument("--rooms", type=int, default=500)
+    parser.add_argument("--window", type=int, default=20)
+    args = parser.parse_args()
+    asyncio.run(run(args.database, args.rooms, args.window))
+
+
+if __name__ == "__main__":
+    main()
