@@ -24,6 +24,7 @@ from homeserver.errors import MatrixError
 from homeserver.services.auth import Requester
 from homeserver.services.ignored_users import IgnoredUsers
 from homeserver.services.notifier import Notifier
+from homeserver.services.receipts import ReceiptsService
 from homeserver.services.sliding_sync_extensions import ExtensionsRequest, SlidingSyncExtensions, WindowRooms
 from homeserver.services.sliding_sync_rooms import RoomBuilder, RoomConfig, SentRoom
 from homeserver.services.sync import SyncService
@@ -92,7 +93,9 @@ class SlidingSyncService:
         self, store: SlidingSyncStore, events: EventStore, rooms: RoomStore, account_data: AccountDataStore,
         ignored_users: IgnoredUsers, notifier: Notifier, room_changes: StreamChangeCache,
         current_token: Callable[[], SyncToken], builder: RoomBuilder, extensions: SlidingSyncExtensions,
+        receipts: ReceiptsService,
     ):
+        self.receipts = receipts
         self.store = store
         self.events = events
         self.rooms = rooms
@@ -117,6 +120,7 @@ class SlidingSyncService:
             RoomBuilder(sync.events, sync.state, sync.views, sync.notifications),
             SlidingSyncExtensions(sync.to_device, sync.e2e_keys, sync.account_data, sync.push_rules,
                                   sync.receipts, sync.typing),
+            sync.receipts,
         )
 
     async def sync(self, request: SlidingSyncRequest) -> dict[str, Any]:
@@ -210,6 +214,16 @@ class SlidingSyncService:
                 bumps.setdefault(room_id, _bump_stamp(by_id[room_id]))
 
         sent_before = previous.rooms if previous is not None else {}
+        # Rooms where the user's own read receipts moved (e.g. read on another device):
+        # their unread counts changed, so they are computed again.
+        read_again: set[str] = set()
+        if since is not None:
+            already = [r for r in window if r in sent_before]
+            for room_id, events in (await self.receipts.for_sync(
+                    user_id, already, since.receipts, now.receipts)).items():
+                if any(user_id in by_user for e in events for by_type in e["content"].values()
+                       for by_user in by_type.values()):
+                    read_again.add(room_id)
         rooms_sent = dict(sent_before)
         rooms_out: dict[str, Any] = {}
         semaphore = asyncio.Semaphore(ROOM_CONCURRENCY)
@@ -218,7 +232,7 @@ class SlidingSyncService:
             room = by_id[room_id]
             sent = sent_before.get(room_id)
             if sent is not None and sent.membership == room.membership and sent.required_state == config.required_state \
-                    and room_id not in changed_membership \
+                    and room_id not in changed_membership and room_id not in read_again \
                     and not self.room_changes.maybe_changed_since(room_id, sent.token.events):
                 # Nothing new since the connection last had it: not even a query.
                 rooms_sent[room_id] = dataclasses.replace(sent, token=now)

@@ -48,6 +48,8 @@ class SentRoom:
     name: str | None
     avatar: str | None
     heroes: tuple[str, ...]
+    # (notification_count, highlight_count): a read on another device changes them.
+    counts: tuple[int, int] = (0, 0)
 
 
 def resolve_required_state(
@@ -96,7 +98,7 @@ class RoomBuilder:
         sent: SentRoom | None, since: SyncToken | None, now: SyncToken, ignored: frozenset[str],
     ) -> tuple[dict[str, Any] | None, SentRoom]:
         """The room's section (None when a room already sent has nothing new) and what is then sent."""
-        initial = sent is None or sent.membership != room.membership
+        initial = _is_initial(sent, room.membership)
         if room.membership in ("invite", "knock"):
             return await self._invite(room, bump_stamp, initial, sent, now)
         joined = room.membership == "join"
@@ -134,11 +136,16 @@ class RoomBuilder:
         name = _string(extra.get(name_id) if name_id else None, "name")
         avatar = _string(extra.get(avatar_id) if avatar_id else None, "url")
 
+        counts = (0, 0)
+        if joined:
+            unread = (await self.notifications.unread_counts(user_id, room.room_id, up_to)).total()
+            counts = (unread["notification_count"], unread["highlight_count"])
         sent_state = dict(sent.state) if sent is not None and not initial else {}
         sent_state.update(delta)
-        new_sent = SentRoom(now, room.membership, config.required_state, sent_state, name, avatar, tuple(heroes))
+        new_sent = SentRoom(
+            now, room.membership, config.required_state, sent_state, name, avatar, tuple(heroes), counts)
         changed_summary = initial or sent is None or (name, avatar, tuple(heroes)) != (sent.name, sent.avatar, sent.heroes)
-        if not initial and not timeline and not delta and not changed_summary:
+        if not initial and not timeline and not delta and not changed_summary and counts == sent.counts:
             return None, new_sent
 
         state_events = [extra[i] for i in delta.values() if i in extra]
@@ -155,8 +162,8 @@ class RoomBuilder:
             "bump_stamp": bump_stamp,
             "joined_count": sum(1 for m in members.values() if m == "join"),
             "invited_count": sum(1 for m in members.values() if m == "invite"),
-            "notification_count": 0,
-            "highlight_count": 0,
+            "notification_count": counts[0],
+            "highlight_count": counts[1],
         }
         if initial:
             section["initial"] = True
@@ -167,10 +174,6 @@ class RoomBuilder:
                 section["avatar"] = avatar
             if heroes:
                 section["heroes"] = [_hero(h, extra.get(state_ids.get(("m.room.member", h), ""))) for h in heroes]
-        if joined:
-            counts = (await self.notifications.unread_counts(user_id, room.room_id, up_to)).total()
-            section["notification_count"] = counts["notification_count"]
-            section["highlight_count"] = counts["highlight_count"]
         return section, new_sent
 
     async def _invite(
@@ -201,6 +204,15 @@ class RoomBuilder:
             if item.get("type") == "m.room.avatar" and isinstance(content.get("url"), str):
                 section["avatar"] = content["url"]
         return section, new_sent
+
+
+def _is_initial(sent: SentRoom | None, membership: str) -> bool:
+    """Whether the room goes out as new: never sent, or sent as an invite or knock (no
+    timeline nor state then) and now joined or left, or the other way round."""
+    if sent is None:
+        return True
+    stripped = ("invite", "knock")
+    return sent.membership != membership and (sent.membership in stripped or membership in stripped)
 
 
 def _string(event: Event | None, field: str) -> str | None:

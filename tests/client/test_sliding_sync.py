@@ -447,3 +447,39 @@ async def test_a_new_request_does_not_wait_for_an_abandoned_long_poll(api):
     r = await asyncio.wait_for(ss(alice, wider, pos=first["pos"]), 10)
     assert r["lists"]["all"]["count"] == 1
     poll.cancel()
+
+
+async def test_a_read_receipt_of_the_user_resends_the_room_with_new_counts(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    room = await alice.create_room(preset="public_chat")
+    await bob.join(room)
+    await bob.send_text(room, "one")
+    last = await bob.send_text(room, "two")
+    body = {"lists": {"all": all_rooms()}}
+    first = await ss(alice, body)
+    assert first["rooms"][room]["notification_count"] == 2
+    r = await alice.post(f"/_matrix/client/v3/rooms/{room}/receipt/m.read/{last}", {})
+    assert r.status == 200
+    later = await ss(alice, body, pos=first["pos"])
+    assert later["rooms"][room]["notification_count"] == 0
+    assert later["rooms"][room]["timeline"] == []
+
+
+async def test_leaving_sends_the_rest_of_the_timeline_not_a_new_room(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    room = await bob.create_room(preset="public_chat")
+    await alice.join(room)
+    body = {"lists": {"all": all_rooms(timeline_limit=10)}}
+    first = await ss(alice, body)
+    assert first["rooms"][room]["initial"] is True
+    await bob.send_text(room, "bye?")
+    r = await alice.post(f"{V3}/rooms/{room}/leave", {})
+    assert r.status == 200
+    await bob.send_text(room, "after alice left")
+    later = await ss(alice, body, pos=first["pos"])
+    section = later["rooms"][room]
+    assert "initial" not in section
+    assert [e["type"] for e in section["timeline"]] == ["m.room.message", "m.room.member"]
+    assert section["timeline"][-1]["content"]["membership"] == "leave"
