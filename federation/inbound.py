@@ -33,6 +33,8 @@ FED = "/_matrix/federation/v1"
 MAX_MISSING_EVENTS = 20
 # Events fetched one by one at once (a state gap or an auth chain).
 FETCH_CONCURRENCY = 10
+# Levels of missing auth events fetched one by one below the events asked for.
+MAX_AUTH_FETCH_ROUNDS = 10
 
 
 class PduRejected(Exception):
@@ -227,7 +229,7 @@ class EventReceiver:
             answer = None
         chain = answer.get("auth_chain") if isinstance(answer, dict) else None
         if isinstance(chain, list):
-            await self.store_outliers(origin, chain, event.room_version)
+            await self.store_outliers(origin, chain, event.room_version, room_id=event.room_id)
         still_missing = [a for a in event.auth_event_ids if a not in await self.events.known_event_ids([a])]
         if still_missing:
             await self.fetch_events_as_outliers(origin, event.room_id, event.room_version, still_missing)
@@ -255,8 +257,13 @@ class EventReceiver:
         return parsed
 
     async def fetch_events_as_outliers(self, origin: str, room_id: str, version: RoomVersion,
-                                       event_ids: Iterable[str]) -> None:
-        wanted = list(dict.fromkeys(event_ids))
+                                       event_ids: Iterable[str], _rounds: int = MAX_AUTH_FETCH_ROUNDS,
+                                       _tried: set[str] | None = None) -> None:
+        # Each event is asked for once, and missing auth events only a few levels deep:
+        # a peer offering an endless (or, in v1-v2, cyclic) chain gets its events rejected.
+        tried = set() if _tried is None else _tried
+        wanted = [i for i in dict.fromkeys(event_ids) if i not in tried]
+        tried.update(wanted)
         known = await self.events.known_event_ids(wanted)
         wanted = [i for i in wanted if i not in known]
         semaphore = asyncio.Semaphore(FETCH_CONCURRENCY)
@@ -283,8 +290,8 @@ class EventReceiver:
         auth_ids = {a for e in parsed for a in e.auth_event_ids} - {e.event_id for e in parsed}
         known_auth = await self.events.known_event_ids(auth_ids)
         lacking = [a for a in auth_ids if a not in known_auth]
-        if lacking and len(lacking) < 500:
-            await self.fetch_events_as_outliers(origin, room_id, version, lacking)
+        if lacking and len(lacking) < 500 and _rounds > 1:
+            await self.fetch_events_as_outliers(origin, room_id, version, lacking, _rounds - 1, tried)
         for event in topological_by_auth({e.event_id: e for e in parsed}):
             await self.pipeline.receive_remote(event, outlier=True)
 

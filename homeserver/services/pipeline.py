@@ -273,9 +273,12 @@ class EventPipeline:
             state_before = await self.resolver.resolve_groups(version, groups)
             depth = max(e.depth for e in prevs.values()) + 1
         skeleton = self._skeleton(version, room_id, draft, list(prevs), state_before, depth)
+        probe_json = skeleton
         if version.event_format is EventFormat.V1:
             skeleton.pop("origin", None)
-        probe = Event(skeleton, "$template", version)
+            # The joining server names the event (v1, v2); the format check wants an id.
+            probe_json = {**skeleton, "event_id": f"$template:{self.server_name}"}
+        probe = Event(probe_json, "$template", version)
         self._check(probe, await self._auth_state(probe, state_before))
         return version, skeleton, state_before
 
@@ -551,7 +554,11 @@ class EventPipeline:
                 conn, event, text, position, group_before, group_after, internal, event.prev_event_ids, None,
                 becomes_extremity=becomes_extremity, outlier=placement.outlier, rejected_reason=placement.rejected,
             )
-            if becomes_extremity:
+            if placement.live and not becomes_extremity:
+                # A later event came first (an invite kept out of band, say): this one is no
+                # tip, but the events it follows are not either any more.
+                await self.events.remove_forward_extremities(conn, room_id, event.prev_event_ids)
+            if placement.live:
                 await self._update_current_state(conn, event, group_after)
         event.internal.update(internal)
         event.internal.update(

@@ -259,6 +259,14 @@ class EventStore:
             "SELECT 1 FROM event_edges WHERE prev_event_id = $1 LIMIT 1", event_id
         ))
 
+    async def remove_forward_extremities(
+        self, conn: asyncpg.Connection, room_id: str, event_ids: list[str]
+    ) -> None:
+        """Events a live event follows are no longer the room's tip."""
+        await conn.execute(
+            "DELETE FROM forward_extremities WHERE room_id = $1 AND event_id = ANY($2::text[])", room_id, event_ids
+        )
+
     def invalidate(self, event_id: str) -> None:
         self._cache.pop(event_id)
 
