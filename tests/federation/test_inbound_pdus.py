@@ -18,7 +18,9 @@ from urllib.parse import quote
 
 import pytest
 
+from federation.inbound import MAX_AUTH_FETCH_ROUNDS
 from homeserver.protocol import signing
+from homeserver.protocol.auth_rules import auth_types_for_event
 from tests.federation.fake_peer import FakePeer, PeerRoom
 from tests.helpers import Api, User
 
@@ -93,13 +95,18 @@ class Setup:
         return {(e["type"], e["state_key"]): e["event_id"] for e in r.body}
 
 
-@pytest.fixture(params=["10", "12"])
-async def setup(request, api: Api, peer: FakePeer) -> Setup:
+async def _setup(api: Api, peer: FakePeer, room_version: str) -> Setup:
+    """Alice (ours) makes a public room; bob of the peer joins it over federation."""
     alice = await api.register("alice")
-    room_id = await alice.create_room(preset="public_chat", room_version=request.param)
+    room_id = await alice.create_room(preset="public_chat", room_version=room_version)
     bob = peer.user("bob")
     room = await peer.join(room_id, bob)
     return Setup(api, peer, alice, room_id, room, bob)
+
+
+@pytest.fixture(params=["10", "12"])
+async def setup(request, api: Api, peer: FakePeer) -> Setup:
+    return await _setup(api, peer, request.param)
 
 
 # --- Good events and idempotent transactions ----------------------------------------------
@@ -310,3 +317,237 @@ async def test_a_badly_formed_event_is_dropped_with_a_format_error(setup: Setup,
         kwargs["auth_events"] = auth + [f"$fake{i}" for i in range(11 - len(auth))]
     pdu = room.build(setup.bob, "m.room.message", content, **kwargs)
     await _assert_dropped(setup, pdu, "bad format")
+
+
+# --- Auth chains: huge, cyclic, from another room -------------------------------------------
+
+
+def _bogus_levels_chain(setup: Setup, length: int) -> list[dict[str, Any]]:
+    """Power levels events of bob, each citing the one before as its power levels auth event;
+    the first is an unprivileged change, so every one of them fails."""
+    room = setup.room
+    real_levels = room.state[("m.room.power_levels", "")]
+    content = json.loads(json.dumps(_levels(setup)))
+    chain: list[dict[str, Any]] = []
+    previous = real_levels
+    for i in range(length):
+        content = {**content, "users": {**content.get("users", {}), setup.bob: 100}, "events_default": i % 2}
+        auth = [previous if a == real_levels else a for a in _auth_ids(setup, "m.room.power_levels")]
+        pdu = room.build(setup.bob, "m.room.power_levels", content, state_key="", auth_events=auth, advance=False)
+        chain.append(pdu)
+        previous = room.event_id(pdu)
+    return chain
+
+
+def _auth_ids(setup: Setup, event_type: str, sender: str | None = None) -> list[str]:
+    """The auth events selection for an event of bob's (or sender's), from the peer's state."""
+    room = setup.room
+    state = room.state
+    keys = auth_types_for_event(room.version, event_type, sender or setup.bob,
+                                "" if event_type != "m.room.message" else None, {})
+    return [state[k] for k in keys if k in state]
+
+
+def _citing(setup: Setup, levels_id: str) -> dict[str, Any]:
+    """A message of bob's citing ``levels_id`` as its power levels."""
+    real_levels = setup.room.state[("m.room.power_levels", "")]
+    auth = [levels_id if a == real_levels else a for a in _auth_ids(setup, "m.room.message")]
+    return setup.room.message(setup.bob, "on a long chain", auth_events=auth, advance=False)
+
+
+async def test_an_auth_chain_1000_deep_from_event_auth_is_handled_and_the_event_rejected(setup: Setup):
+    chain = _bogus_levels_chain(setup, 1000)
+    pdu = _citing(setup, setup.id(chain[-1]))
+    results = await setup.send(pdu)
+    assert "rejected" in results[setup.id(pdu)]["error"], results
+    assert setup.peer.count("/_matrix/federation/v1/event_auth/") == 1
+    assert setup.id(pdu) not in await setup.timeline_ids()
+    levels = await setup.state_event("m.room.power_levels")
+    assert setup.bob not in levels.body.get("users", {})
+
+
+async def test_an_auth_chain_1000_deep_only_through_event_is_bounded(setup: Setup):
+    chain = _bogus_levels_chain(setup, 1000)
+    pdu = _citing(setup, setup.id(chain[-1]))
+    # The peer will not answer /event_auth: each auth event must be fetched alone.
+    setup.peer.event_auth_overrides[setup.id(pdu)] = {"auth_chain": []}
+    results = await setup.send(pdu)
+    assert "rejected" in results[setup.id(pdu)]["error"], results
+    assert setup.peer.count("/_matrix/federation/v1/event/") <= 2 * MAX_AUTH_FETCH_ROUNDS
+    assert setup.id(pdu) not in await setup.timeline_ids()
+
+
+@pytest.mark.parametrize("served_by", ["event_auth", "event"])
+async def test_auth_events_citing_each_other_are_rejected_without_looping(api: Api, peer: FakePeer, served_by: str):
+    # Only room versions 1 and 2, whose event ids are chosen, not hashed, allow a cycle.
+    setup = await _setup(api, peer, "1")
+    room = setup.room
+    a_id, b_id = f"$cycle-a:{peer.server_name}", f"$cycle-b:{peer.server_name}"
+    real_levels = room.state[("m.room.power_levels", "")]
+    levels = _levels(setup)
+
+    def auth_with(levels_id: str) -> list[str]:
+        return [levels_id if a == real_levels else a for a in _auth_ids(setup, "m.room.power_levels")]
+
+    room.build(setup.bob, "m.room.power_levels", levels, state_key="", auth_events=auth_with(b_id),
+               extra={"event_id": a_id}, advance=False)
+    room.build(setup.bob, "m.room.power_levels", levels, state_key="", auth_events=auth_with(a_id),
+               extra={"event_id": b_id}, advance=False)
+    pdu = _citing(setup, a_id)
+    if served_by == "event":
+        peer.event_auth_overrides[setup.id(pdu)] = {"auth_chain": []}
+    results = await setup.send(pdu)
+    assert "rejected" in results[setup.id(pdu)]["error"], results
+    assert peer.count("/_matrix/federation/v1/event/") <= 2
+    for event_id in (a_id, b_id):
+        stored = await setup.stored(event_id)
+        assert stored is None or stored["rejected"]
+    assert setup.id(pdu) not in await setup.timeline_ids()
+    assert (await setup.state())[("m.room.power_levels", "")] == real_levels
+
+
+async def test_auth_events_from_another_room_are_rejected_and_not_stored(setup: Setup):
+    """MSC4307: an event's auth chain stays in its room."""
+    other = setup.peer.new_room(setup.bob, setup.room.version)
+    foreign_levels = other.state[("m.room.power_levels", "")]
+    pdu = _citing(setup, foreign_levels)
+    results = await setup.send(pdu)
+    assert "rejected" in results[setup.id(pdu)]["error"], results
+    for event_id in other.events:
+        assert await setup.stored(event_id) is None, event_id
+    assert setup.id(pdu) not in await setup.timeline_ids()
+
+
+# --- Transaction limits ---------------------------------------------------------------------
+
+
+async def test_a_transaction_over_the_limits_is_refused(setup: Setup):
+    r = await setup.peer.send_transaction([{} for _ in range(51)])
+    assert r.status == 400, r
+    r = await setup.peer.send_transaction([], [{"edu_type": "m.typing", "content": {}} for _ in range(101)])
+    assert r.status == 400, r
+    r = await setup.peer.send_transaction([{} for _ in range(50)],
+                                          [{"edu_type": "m.nothing", "content": {}} for _ in range(100)])
+    assert r.status == 200, r
+
+
+# --- Step 6: soft failure --------------------------------------------------------------------
+
+
+async def test_an_event_of_a_user_banned_since_its_prev_events_is_soft_failed(setup: Setup):
+    carol = setup.peer.user("carol")
+    setup.room = await setup.peer.join(setup.room_id, carol)
+    r = await setup.alice.post(f"{V3}/rooms/{quote(setup.room_id)}/ban", {"user_id": carol})
+    assert r.status == 200, r
+    _, since = await setup.sync_timeline()
+    # The peer has not seen the ban: carol speaks on top of her join.
+    pdu = setup.room.message(carol, "I did not see any ban")
+    results = await setup.send(pdu)
+    assert results == {setup.id(pdu): {}}
+    stored = await setup.stored(setup.id(pdu))
+    assert stored is not None and not stored["rejected"]
+    timeline, since = await setup.sync_timeline(since)
+    assert setup.id(pdu) not in [e["event_id"] for e in timeline]
+    assert setup.id(pdu) not in await setup.timeline_ids()
+    member = await setup.state_event("m.room.member", carol)
+    assert member.body["membership"] == "ban"
+    # The room goes on; bob's next message is shown.
+    good = setup.room.message(setup.bob, "bob is still welcome", prev_events=setup.room.tip)
+    assert await setup.send(good) == {setup.id(good): {}}
+    timeline, _ = await setup.sync_timeline(since)
+    assert [e["event_id"] for e in timeline] == [setup.id(good)]
+
+
+# --- Missing prev events ---------------------------------------------------------------------
+
+
+async def test_missing_prev_events_are_fetched_through_get_missing_events(setup: Setup):
+    hidden = [setup.room.message(setup.bob, f"unsent {i}") for i in range(3)]
+    last = setup.room.message(setup.bob, "the one sent")
+    results = await setup.send(last)
+    assert results == {setup.id(last): {}}
+    assert setup.peer.count("/_matrix/federation/v1/get_missing_events/") == 1
+    assert setup.peer.count("/_matrix/federation/v1/state_ids/") == 0
+    ids = await setup.timeline_ids()
+    expected = [setup.id(p) for p in hidden + [last]]
+    assert [i for i in ids if i in expected] == expected
+
+
+@pytest.mark.parametrize("gap", ["no_missing_events", "longer_than_get_missing_events"])
+async def test_a_gap_is_resolved_through_state_ids_and_event(setup: Setup, gap: str):
+    room = setup.room
+    rename = room.build(setup.bob, "m.room.member", {"membership": "join", "displayname": "Bobby"},
+                        state_key=setup.bob)
+    # Dave's join is in no auth chain of bob's events: only the state at the gap tells of it.
+    dave = setup.peer.user("dave")
+    dave_join = room.build(dave, "m.room.member", {"membership": "join"}, state_key=dave)
+    for i in range(3 if gap == "no_missing_events" else 30):
+        room.message(setup.bob, f"unsent {i}")
+    if gap == "no_missing_events":
+        setup.peer.missing_events_answer = lambda body: {"events": []}
+    last = room.message(setup.bob, "after the gap")
+    results = await setup.send(last)
+    assert results == {setup.id(last): {}}
+    assert setup.peer.count("/_matrix/federation/v1/state_ids/") >= 1
+    assert f"/_matrix/federation/v1/event/{quote(setup.id(dave_join), safe='')}" in [
+        p for _, p in setup.peer.requests]
+    assert setup.id(last) in await setup.timeline_ids()
+    state = await setup.state()
+    assert state[("m.room.member", setup.bob)] == setup.id(rename)
+    assert state[("m.room.member", dave)] == setup.id(dave_join)
+    member = await setup.state_event("m.room.member", setup.bob)
+    assert member.body["displayname"] == "Bobby"
+    # The room goes on from there, both ways.
+    await setup.alice.send_text(setup.room_id, "welcome back")
+    reply = room.message(setup.bob, "thanks")
+    assert await setup.send(reply) == {setup.id(reply): {}}
+    assert (await setup.timeline_ids())[-1] == setup.id(reply)
+
+
+# --- Two of our own servers ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("room_version", ["10", "12"])
+async def test_two_of_our_servers_share_a_room(start_our_server_tls, room_version: str):
+    from tests.federation.interop_helpers import invited_to, our_client, register_ours, timeline_events
+
+    a = await start_our_server_tls(log_level="INFO")
+    b = await start_our_server_tls(log_level="INFO")
+    anna = await register_ours(a, f"anna{room_version}")
+    bert = await register_ours(b, f"bert{room_version}")
+    async with our_client(a, anna) as on_a, our_client(b, bert) as on_b:
+        room_id = await on_a.create_room(preset="private_chat", room_version=room_version, name="Two of ours")
+        await on_a.invite(room_id, bert.user_id)
+        invite = await on_b.sync_until(invited_to(room_id), timeout=60)
+        names = [e["content"].get("name") for e in invite["invite_state"]["events"] if e["type"] == "m.room.name"]
+        assert names == ["Two of ours"]
+        await on_b.join(room_id, via=[a.federation_name])
+        await on_a.sync_until(timeline_events(room_id, "m.room.member", membership="join"), timeout=60)
+
+        for i in range(3):
+            await on_a.send_text(room_id, f"from a {i}")
+        seen_on_b: list[str] = []
+
+        def collect_b(sync: dict) -> bool:
+            seen_on_b.extend(e["content"]["body"] for e in timeline_events(room_id, "m.room.message")(sync))
+            return len(seen_on_b) >= 3
+
+        await on_b.sync_until(collect_b, timeout=60)
+        assert seen_on_b == ["from a 0", "from a 1", "from a 2"]
+
+        for i in range(3):
+            await on_b.send_text(room_id, f"from b {i}")
+        seen_on_a: list[str] = []
+
+        def collect_a(sync: dict) -> bool:
+            seen_on_a.extend(e["content"]["body"] for e in timeline_events(room_id, "m.room.message")(sync)
+                             if e["sender"] == bert.user_id)
+            return len(seen_on_a) >= 3
+
+        await on_a.sync_until(collect_a, timeout=60)
+        assert seen_on_a == ["from b 0", "from b 1", "from b 2"]
+        # Both servers agree on the room's members.
+        for client in (on_a, on_b):
+            members = {e["state_key"]: e["content"]["membership"] for e in await client.state(room_id)
+                       if e["type"] == "m.room.member"}
+            assert members == {anna.user_id: "join", bert.user_id: "join"}
