@@ -247,13 +247,8 @@ class EventReceiver:
             if room_id is not None and event.room_id != room_id:
                 continue  # MSC4307: an auth chain stays in its room
             parsed[event.event_id] = event
-        known = await self.events.known_event_ids(parsed)
-        for event in topological_by_auth(parsed):
-            if event.event_id in known:
-                continue
-            rejected = await self.pipeline.receive_remote(event, outlier=True)
-            if rejected:
-                log.info("outlier %s rejected: %s", event.event_id, rejected)
+        # Checked against each other and the stored events, and written, in one batch.
+        await self.pipeline.receive_remote_outliers(topological_by_auth(parsed))
         return parsed
 
     async def fetch_events_as_outliers(self, origin: str, room_id: str, version: RoomVersion,
@@ -292,8 +287,7 @@ class EventReceiver:
         lacking = [a for a in auth_ids if a not in known_auth]
         if lacking and len(lacking) < 500 and _rounds > 1:
             await self.fetch_events_as_outliers(origin, room_id, version, lacking, _rounds - 1, tried)
-        for event in topological_by_auth({e.event_id: e for e in parsed}):
-            await self.pipeline.receive_remote(event, outlier=True)
+        await self.pipeline.receive_remote_outliers(topological_by_auth({e.event_id: e for e in parsed}))
 
 
 def topological_by_auth(events: dict[str, Event]) -> list[Event]:

@@ -75,6 +75,28 @@ class _NoCurrentState(Exception):
     pass
 
 
+def _auth_events_verdict(event: Event, auth_events: Mapping[str, Event], create: Event | None) -> str | None:
+    """Step 4 on loaded events: the auth events all found and none rejected, and the auth rules
+    pass against them (``create``: the room's create event in versions whose room id names it)."""
+    missing = set(event.auth_event_ids) - auth_events.keys()
+    if missing:
+        return f"auth events not found: {sorted(missing)}"
+    for auth_event in auth_events.values():
+        if auth_event.internal.get("rejected"):
+            return f"auth event {auth_event.event_id} was rejected"
+    auth_state = {e.state_tuple: e for e in auth_events.values() if e.is_state()}
+    if event.room_version.room_id_from_create_event and event.type != "m.room.create":
+        if create is None or create.internal.get("rejected"):
+            return "the room's create event is unknown or rejected"
+        auth_state[("m.room.create", "")] = create
+    try:
+        check_auth_events(event, auth_events.values())
+        check_auth_rules(event, auth_state)
+    except AuthError as e:
+        return str(e)
+    return None
+
+
 # A hook run after an event is written (the federation sender queues it for other servers).
 PersistedHook = Callable[[Event], Awaitable[None]]
 
@@ -428,7 +450,11 @@ class EventPipeline:
                         rejected = f"state before: {e}"
                 if rejected is None and not backfilled:
                     # Step 6: the current state; a failure here only soft-fails the event.
-                    current = await self.state.get_current_state_ids(room_id)
+                    # Only the entries the auth rules look at, not the whole (maybe huge) state.
+                    wanted = auth_types_for_event(
+                        event.room_version, event.type, event.sender, event.state_key, event.content)
+                    current = await self.state.get_current_state_ids_for(
+                        room_id, list(set(wanted) | {("m.room.create", "")}))
                     try:
                         if ("m.room.create", "") not in current:
                             # Only out-of-band memberships (an invite) are known: nothing to compare with.
@@ -480,24 +506,69 @@ class EventPipeline:
     async def _check_against_auth_events(self, event: Event) -> str | None:
         """Step 4: the event passes the auth rules against its own auth events, none rejected."""
         auth_events = await self.events.get_events(event.auth_event_ids)
-        missing = set(event.auth_event_ids) - auth_events.keys()
-        if missing:
-            return f"auth events not found: {sorted(missing)}"
-        for auth_event in auth_events.values():
-            if auth_event.internal.get("rejected"):
-                return f"auth event {auth_event.event_id} was rejected"
-        auth_state = {e.state_tuple: e for e in auth_events.values() if e.is_state()}
+        create = None
         if event.room_version.room_id_from_create_event and event.type != "m.room.create":
             create = await self.events.get_event("$" + event.room_id[1:])
-            if create is None or create.internal.get("rejected"):
-                return "the room's create event is unknown or rejected"
-            auth_state[("m.room.create", "")] = create
-        try:
-            check_auth_events(event, auth_events.values())
-            check_auth_rules(event, auth_state)
-        except AuthError as e:
-            return str(e)
-        return None
+        return _auth_events_verdict(event, auth_events, create)
+
+    async def receive_remote_outliers(self, events: list[Event]) -> dict[str, str | None]:
+        """``receive_remote(event, outlier=True)`` for many events at once: event id -> rejection or None.
+
+        The same step 4 for each, against auth events among ``events`` (given
+        before the events they authorise, as inbound's topological_by_auth
+        orders them) or stored, read in one query; then all are written in one
+        transaction. Events already stored are left as they are (None).
+        """
+        results: dict[str, str | None] = {}
+        by_room: dict[str, list[Event]] = {}
+        for event in events:
+            by_room.setdefault(event.room_id, []).append(event)
+        for room_id, room_events in by_room.items():
+            async with self.room_lock(room_id):
+                results.update(await self._receive_room_outliers(room_id, room_events))
+        return results
+
+    async def _receive_room_outliers(self, room_id: str, events: list[Event]) -> dict[str, str | None]:
+        known = await self.events.known_event_ids([e.event_id for e in events])
+        fresh = list({e.event_id: e for e in events if e.event_id not in known}.values())
+        results: dict[str, str | None] = {e.event_id: None for e in events}
+        if not fresh:
+            return results
+        batch = {e.event_id: e for e in fresh}
+        wanted = {a for e in fresh for a in e.auth_event_ids if a not in batch}
+        create_id = "$" + room_id[1:]
+        if any(e.room_version.room_id_from_create_event for e in fresh) and create_id not in batch:
+            wanted.add(create_id)
+        stored = await self.events.get_events(wanted)
+        # Checked so far, in order: an auth event later in the list counts as not found, as one by one.
+        checked: dict[str, Event] = {}
+        rows: list[tuple[Event, str, int, str | None]] = []
+        for event in fresh:
+            auth_events = {}
+            for auth_id in event.auth_event_ids:
+                auth_event = checked.get(auth_id) or stored.get(auth_id)
+                if auth_event is not None:
+                    auth_events[auth_id] = auth_event
+            create = None
+            if event.room_version.room_id_from_create_event and event.type != "m.room.create":
+                create = checked.get(create_id) or stored.get(create_id)
+            rejected = _auth_events_verdict(event, auth_events, create)
+            if rejected:
+                log.info("outlier %s rejected: %s", event.event_id, rejected)
+            event.internal.update(rejected=rejected)
+            checked[event.event_id] = event
+            results[event.event_id] = rejected
+            rows.append((event, event_json_text(event.json), await self._next_low_position(), rejected))
+        async with self.db.transaction() as conn:
+            await self.events.insert_outliers(conn, rows)
+        for event, _, position, rejected in rows:
+            event.internal.update(
+                stream_ordering=position, state_group_before=None, state_group_after=None,
+                rejected=rejected, redacted_by=None, outlier=True,
+            )
+            if event.redacts is not None and rejected is None:
+                self.events.invalidate(event.redacts)
+        return results
 
     async def _next_low_position(self) -> int:
         if self._low_position is None:

@@ -176,58 +176,19 @@ class EventStore:
         extremity (``becomes_extremity`` false), and a rejected one no
         redaction or relation either.
         """
-        txn_user, txn_device, txn_id, txn_ts = txn if txn is not None else (None, None, None, None)
-        relation = relation_of(event.content) if rejected_reason is None else None
-        await conn.execute(
-            """
-            WITH
-            ev AS (
-                INSERT INTO events (event_id, room_id, stream_ordering, depth, type, state_key, sender,
-                    origin_server_ts, json, state_group_before, state_group_after, internal_json,
-                    outlier, rejected_reason)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $25, $26)
-            ),
-            edges AS (
-                INSERT INTO event_edges (event_id, prev_event_id)
-                SELECT $1, p FROM unnest($13::text[]) AS p ON CONFLICT DO NOTHING
-            ),
-            auth AS (
-                INSERT INTO event_auth (event_id, auth_event_id)
-                SELECT $1, a FROM unnest($14::text[]) AS a ON CONFLICT DO NOTHING
-            ),
-            old_extremities AS (
-                DELETE FROM forward_extremities WHERE $24::boolean AND room_id = $2 AND event_id = ANY($15::text[])
-            ),
-            new_extremity AS (
-                INSERT INTO forward_extremities (room_id, event_id) SELECT $2, $1 WHERE $24::boolean
-            ),
-            txn AS (
-                INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id, created_ts)
-                SELECT $16, $17, $18, $1, $19 WHERE $18::text IS NOT NULL
-            ),
-            redaction AS (
-                INSERT INTO redactions (event_id, redacts)
-                SELECT $1, $20 WHERE $20::text IS NOT NULL ON CONFLICT DO NOTHING
-            ),
-            relation AS (
-                INSERT INTO event_relations (event_id, room_id, relates_to_id, rel_type, aggregation_key)
-                SELECT $1, $2, $21, $22, $23 WHERE $22::text IS NOT NULL ON CONFLICT DO NOTHING
-            ),
-            -- A redacted child loses its m.relates_to, so it leaves its parent's relations.
-            unrelated AS (
-                DELETE FROM event_relations WHERE event_id = $20 AND room_id = $2
-            )
-            SELECT 1
-            """,
-            event.event_id, event.room_id, stream_ordering, event.depth, event.type, event.state_key,
-            event.sender, event.origin_server_ts, canonical_json, state_group_before,
-            state_group_after, json.dumps(internal),
-            event.prev_event_ids, event.auth_event_ids, replaced_extremities,
-            txn_user, txn_device, txn_id, txn_ts, event.redacts if rejected_reason is None else None,
-            relation.parent_id if relation else None, relation.rel_type if relation else None,
-            relation.key if relation else None,
-            becomes_extremity, outlier, rejected_reason,
-        )
+        await conn.execute(_INSERT_EVENT_SQL, *_insert_event_args(
+            event, canonical_json, stream_ordering, state_group_before, state_group_after, internal,
+            replaced_extremities, txn, becomes_extremity, outlier, rejected_reason))
+
+    async def insert_outliers(
+        self, conn: asyncpg.Connection, rows: Sequence[tuple[Event, str, int, str | None]]
+    ) -> None:
+        """Write many outliers, (event, canonical JSON, position, rejection reason) each, as
+        ``insert_event`` writes one (no state groups, no extremity, no txn id), in one batch."""
+        await conn.executemany(_INSERT_EVENT_SQL, [
+            _insert_event_args(event, text, position, None, None, {}, [], None, False, True, rejected)
+            for event, text, position, rejected in rows
+        ])
 
     async def delete_outlier(self, conn: asyncpg.Connection, event_id: str) -> None:
         """Drop an outlier's row so that the event can be written again as part of the room's graph."""
@@ -272,6 +233,67 @@ class EventStore:
 
     def remember_room_version(self, room_id: str, version: RoomVersion) -> None:
         self._room_versions[room_id] = version
+
+
+_INSERT_EVENT_SQL = """
+WITH
+ev AS (
+    INSERT INTO events (event_id, room_id, stream_ordering, depth, type, state_key, sender,
+        origin_server_ts, json, state_group_before, state_group_after, internal_json,
+        outlier, rejected_reason)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $25, $26)
+),
+edges AS (
+    INSERT INTO event_edges (event_id, prev_event_id)
+    SELECT $1, p FROM unnest($13::text[]) AS p ON CONFLICT DO NOTHING
+),
+auth AS (
+    INSERT INTO event_auth (event_id, auth_event_id)
+    SELECT $1, a FROM unnest($14::text[]) AS a ON CONFLICT DO NOTHING
+),
+old_extremities AS (
+    DELETE FROM forward_extremities WHERE $24::boolean AND room_id = $2 AND event_id = ANY($15::text[])
+),
+new_extremity AS (
+    INSERT INTO forward_extremities (room_id, event_id) SELECT $2, $1 WHERE $24::boolean
+),
+txn AS (
+    INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id, created_ts)
+    SELECT $16, $17, $18, $1, $19 WHERE $18::text IS NOT NULL
+),
+redaction AS (
+    INSERT INTO redactions (event_id, redacts)
+    SELECT $1, $20 WHERE $20::text IS NOT NULL ON CONFLICT DO NOTHING
+),
+relation AS (
+    INSERT INTO event_relations (event_id, room_id, relates_to_id, rel_type, aggregation_key)
+    SELECT $1, $2, $21, $22, $23 WHERE $22::text IS NOT NULL ON CONFLICT DO NOTHING
+),
+-- A redacted child loses its m.relates_to, so it leaves its parent's relations.
+unrelated AS (
+    DELETE FROM event_relations WHERE event_id = $20 AND room_id = $2
+)
+SELECT 1
+"""
+
+
+def _insert_event_args(
+    event: Event, canonical_json: str, stream_ordering: int, state_group_before: int | None,
+    state_group_after: int | None, internal: dict[str, Any], replaced_extremities: list[str],
+    txn: tuple[str, str, str, int] | None, becomes_extremity: bool, outlier: bool, rejected_reason: str | None,
+) -> tuple[Any, ...]:
+    txn_user, txn_device, txn_id, txn_ts = txn if txn is not None else (None, None, None, None)
+    relation = relation_of(event.content) if rejected_reason is None else None
+    return (
+        event.event_id, event.room_id, stream_ordering, event.depth, event.type, event.state_key,
+        event.sender, event.origin_server_ts, canonical_json, state_group_before,
+        state_group_after, json.dumps(internal),
+        event.prev_event_ids, event.auth_event_ids, replaced_extremities,
+        txn_user, txn_device, txn_id, txn_ts, event.redacts if rejected_reason is None else None,
+        relation.parent_id if relation else None, relation.rel_type if relation else None,
+        relation.key if relation else None,
+        becomes_extremity, outlier, rejected_reason,
+    )
 
 
 def _like_patterns(patterns: Sequence[str] | None) -> list[str] | None:
