@@ -225,21 +225,25 @@ class SlidingSyncService:
                        for by_user in by_type.values()):
                     read_again.add(room_id)
         rooms_sent = dict(sent_before)
+        to_build = [r for r in window if _needs_build(
+            sent_before.get(r), by_id[r], window[r], r in changed_membership or r in read_again, self.room_changes)]
+        # The window's current state (with memberships, for the counts) in one query.
+        current = await self.store.current_state_of(to_build) if to_build else {}
         rooms_out: dict[str, Any] = {}
         semaphore = asyncio.Semaphore(ROOM_CONCURRENCY)
 
         async def one_room(room_id: str, config: RoomConfig) -> None:
             room = by_id[room_id]
             sent = sent_before.get(room_id)
-            if sent is not None and sent.membership == room.membership and sent.required_state == config.required_state \
-                    and room_id not in changed_membership and room_id not in read_again \
-                    and not self.room_changes.maybe_changed_since(room_id, sent.token.events):
+            if room_id not in current:
                 # Nothing new since the connection last had it: not even a query.
+                assert sent is not None
                 rooms_sent[room_id] = dataclasses.replace(sent, token=now)
                 return
             async with semaphore:
                 section, new_sent = await self.builder.build(
-                    user_id, device_id, room, bumps[room_id], config, sent, since, now, ignored)
+                    user_id, device_id, room, bumps[room_id], config, sent, since, now, ignored,
+                    current[room_id])
             rooms_sent[room_id] = new_sent
             if section is not None:
                 if room_id in direct:
@@ -256,6 +260,15 @@ class SlidingSyncService:
         ordered = {r: rooms_out[r] for r in sorted(rooms_out, key=lambda r: (-bumps.get(r, 0), r))}
         result = {"lists": lists_out, "rooms": ordered, "extensions": extensions, "_token": now}
         return result, rooms_sent, bool(rooms_out) or ext_news
+
+
+def _needs_build(
+    sent: SentRoom | None, room: UserRoom, config: RoomConfig, touched: bool, room_changes: StreamChangeCache,
+) -> bool:
+    """Whether a room of the window may have something to send (False: surely nothing)."""
+    if sent is None or touched or sent.membership != room.membership or sent.required_state != config.required_state:
+        return True
+    return room_changes.maybe_changed_since(room.room_id, sent.token.events)
 
 
 def _listed(room: UserRoom, user_id: str, changed_membership: set[str]) -> bool:

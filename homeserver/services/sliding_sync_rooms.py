@@ -96,8 +96,11 @@ class RoomBuilder:
     async def build(
         self, user_id: str, device_id: str, room: UserRoom, bump_stamp: int, config: RoomConfig,
         sent: SentRoom | None, since: SyncToken | None, now: SyncToken, ignored: frozenset[str],
+        current: dict[StateKey, tuple[str, str | None]] | None = None,
     ) -> tuple[dict[str, Any] | None, SentRoom]:
-        """The room's section (None when a room already sent has nothing new) and what is then sent."""
+        """The room's section (None when a room already sent has nothing new) and what is then sent.
+
+        ``current`` is the room's current state with memberships, read for the whole window at once."""
         initial = _is_initial(sent, room.membership)
         if room.membership in ("invite", "knock"):
             return await self._invite(room, bump_stamp, initial, sent, now)
@@ -114,8 +117,13 @@ class RoomBuilder:
         timeline = [loaded[i] for i in ids if i in loaded]
         timeline = await self.views.visible_to(user_id, timeline, joined)
 
+        if current is None:
+            current = {k: (v, None) for k, v in (await self.state.get_current_state_ids(room.room_id)).items()}
+            memberships = await self.state.get_members(room.room_id)
+        else:
+            memberships = {k[1]: m for k, (_, m) in current.items() if k[0] == "m.room.member" and m}
         if joined:
-            state_ids = await self.state.get_current_state_ids(room.room_id)
+            state_ids = {k: v for k, (v, _) in current.items()}
         else:
             member = await self.events.get_event(room.membership_event_id)
             state_ids = await self.state.get_state(member.internal.get("state_group_after") if member else None)
@@ -150,7 +158,7 @@ class RoomBuilder:
 
         state_events = [extra[i] for i in delta.values() if i in extra]
         state_events.sort(key=lambda e: e.internal["stream_ordering"])
-        members = await self.state.get_members(room.room_id)
+        members = memberships
         section: dict[str, Any] = {
             # As Synapse: events without their room_id (the room's key says it).
             "required_state": await self.views.serialize(state_events, include_room_id=False),

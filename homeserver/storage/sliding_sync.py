@@ -81,3 +81,14 @@ class SlidingSyncStore:
             if isinstance(content, dict) and isinstance(content.get("via"), list) and content["via"]:
                 children.add(r["state_key"])
         return children
+
+    async def current_state_of(self, room_ids: list[str]) -> dict[str, dict[tuple[str, str], tuple[str, str | None]]]:
+        """room id -> (type, state key) -> (event id, membership), the current state of many rooms at once."""
+        rows = await self.db.fetch(
+            "SELECT room_id, type, state_key, event_id, membership FROM current_state WHERE room_id = ANY($1::text[])",
+            room_ids,
+        )
+        out: dict[str, dict[tuple[str, str], tuple[str, str | None]]] = {r: {} for r in room_ids}
+        for r in rows:
+            out[r["room_id"]][(r["type"], r["state_key"])] = (r["event_id"], r["membership"])
+        return out
