@@ -483,3 +483,17 @@ async def test_leaving_sends_the_rest_of_the_timeline_not_a_new_room(api):
     assert "initial" not in section
     assert [e["type"] for e in section["timeline"]] == ["m.room.message", "m.room.member"]
     assert section["timeline"][-1]["content"]["membership"] == "leave"
+
+
+async def test_the_bump_stamp_is_read_from_the_partial_index(api):
+    from homeserver.storage.sliding_sync import _BUMP_TYPES_SQL
+
+    async with api.services.db.transaction() as conn:
+        await conn.execute("SET LOCAL enable_seqscan = off")
+        await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        statement = await conn.prepare(
+            "EXPLAIN SELECT b.stream_ordering FROM events b WHERE b.room_id = $1 AND b.type IN ("
+            + _BUMP_TYPES_SQL + ") AND NOT b.outlier AND b.rejected_reason IS NULL AND b.stream_ordering <= $2"
+            " ORDER BY b.stream_ordering DESC LIMIT 1")
+        plan = "\n".join(r[0] for r in await statement.fetch("!room:test", 10))
+    assert "events_room_bump" in plan, plan
