@@ -621,6 +621,7 @@ class EventPipeline:
                     group_after = await self.state.store_group(
                         conn, room_id, group_before, {event.state_tuple: event.event_id}, state_after)
             becomes_extremity = placement.live and not await self.events.is_referenced_as_prev(event.event_id)
+            tip_groups_before = await self._tip_groups(conn, room_id) if placement.live else None
             await self.events.insert_event(
                 conn, event, text, position, group_before, group_after, internal, event.prev_event_ids, None,
                 becomes_extremity=becomes_extremity, outlier=placement.outlier, rejected_reason=placement.rejected,
@@ -630,23 +631,32 @@ class EventPipeline:
                 # tip, but the events it follows are not either any more.
                 await self.events.remove_forward_extremities(conn, room_id, event.prev_event_ids)
             if placement.live:
-                await self._update_current_state(conn, event, group_after)
+                await self._update_current_state(conn, event, group_after, tip_groups_before)
         event.internal.update(internal)
         event.internal.update(
             stream_ordering=position, state_group_before=group_before, state_group_after=group_after,
             rejected=placement.rejected, redacted_by=None, outlier=placement.outlier,
         )
 
-    async def _update_current_state(self, conn: Any, event: Event, group_after: int | None) -> None:
-        """The current state is the resolved state of the room's forward extremities."""
-        room_id = event.room_id
+    async def _tip_groups(self, conn: Any, room_id: str) -> list[int]:
         rows = await conn.fetch(
-            "SELECT e.event_id, e.state_group_after FROM forward_extremities f"
+            "SELECT e.state_group_after FROM forward_extremities f"
             " JOIN events e ON e.event_id = f.event_id WHERE f.room_id = $1",
             room_id,
         )
-        groups = [r["state_group_after"] for r in rows if r["state_group_after"] is not None]
+        return [r["state_group_after"] for r in rows if r["state_group_after"] is not None]
+
+    async def _update_current_state(
+        self, conn: Any, event: Event, group_after: int | None, tip_groups_before: list[int] | None,
+    ) -> None:
+        """The current state is the resolved state of the room's forward extremities."""
+        room_id = event.room_id
+        groups = await self._tip_groups(conn, room_id)
         if not groups:
+            return
+        if tip_groups_before and set(groups) == set(tip_groups_before):
+            # The tips' states are those the current state was resolved from (a message
+            # on top of the tip, the common case): nothing to compare, nothing to write.
             return
         if set(groups) == {group_after}:
             new_state = dict(await self.state.get_state(group_after))
