@@ -64,6 +64,16 @@ class ThumbnailSize(_Section):
     method: Literal["crop", "scale"]
 
 
+def _ip_ranges(cls: type, value: list[str]) -> list[str]:
+    """Each entry is an IP address or CIDR range (address allow and deny lists)."""
+    for entry in value:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an IP address or CIDR range")
+    return value
+
+
 class UrlPreviewConfig(_Section):
     # Off unless the admin opts in: previews tell every linked site that someone
     # here posted its URL, and make the server fetch URLs its users choose.
@@ -83,15 +93,7 @@ class UrlPreviewConfig(_Section):
     cache_seconds: int = Field(3600, ge=0, le=7 * 24 * 3600)
     accept_language: str = "en"
 
-    @field_validator("ip_range_allowlist", "ip_range_denylist")
-    @classmethod
-    def _valid_ranges(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ValueError(f"{entry!r} is not an IP address or CIDR range")
-        return value
+    _valid_ranges = field_validator("ip_range_allowlist", "ip_range_denylist")(_ip_ranges)
 
 
 class MediaConfig(_Section):
@@ -309,15 +311,7 @@ class FederationConfig(_Section):
     # Validity of our server keys as published in /_matrix/key/v2/server.
     key_validity_hours: int = Field(24, ge=1, le=24 * 7)
 
-    @field_validator("ip_range_allowlist", "ip_range_denylist")
-    @classmethod
-    def _valid_ranges(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            try:
-                ipaddress.ip_network(entry, strict=False)
-            except ValueError:
-                raise ValueError(f"{entry!r} is not an IP address or CIDR range")
-        return value
+    _valid_ranges = field_validator("ip_range_allowlist", "ip_range_denylist")(_ip_ranges)
 
 
 class Config(_Section):

@@ -28,41 +28,8 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-# Ranges that are not the public Internet (IANA special-purpose registries).
-DENIED_RANGES: tuple[str, ...] = (
-    "0.0.0.0/8",          # "this network"
-    "10.0.0.0/8",         # private
-    "100.64.0.0/10",      # carrier-grade NAT
-    "127.0.0.0/8",        # loopback
-    "169.254.0.0/16",     # link-local, cloud metadata services
-    "172.16.0.0/12",      # private
-    "192.0.0.0/24",       # IETF protocol assignments
-    "192.0.2.0/24",       # documentation
-    "192.88.99.0/24",     # 6to4 relay anycast
-    "192.168.0.0/16",     # private
-    "198.18.0.0/15",      # benchmarking
-    "198.51.100.0/24",    # documentation
-    "203.0.113.0/24",     # documentation
-    "224.0.0.0/4",        # multicast
-    "240.0.0.0/4",        # reserved, broadcast
-    "::/128",             # unspecified
-    "::1/128",            # loopback
-    "::/96",              # IPv4-compatible (deprecated)
-    "::ffff:0:0/96",      # IPv4-mapped
-    "64:ff9b::/96",       # NAT64
-    "64:ff9b:1::/48",     # local-use NAT64
-    "100::/64",           # discard
-    "2001::/23",          # IETF protocol assignments, Teredo
-    "2001:db8::/32",      # documentation
-    "2002::/16",          # 6to4
-    "fc00::/7",           # unique local
-    "fe80::/10",          # link-local
-    "fec0::/10",          # site-local (deprecated)
-    "ff00::/8",           # multicast
-)
+# One address policy for every outbound fetch (URL previews, remote media, federation).
+from homeserver.protocol.ip_policy import AddressPolicy, IPAddress
 
 _REDIRECTS = (301, 302, 303, 307, 308)
 
@@ -83,50 +50,6 @@ class UnexpectedStatus(FetchError):
     def __init__(self, status: int):
         super().__init__(f"The page answered HTTP {status}")
         self.status = status
-
-
-def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 transition form carries, which is where it really goes."""
-    if address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    if address.sixtofour is not None:
-        return address.sixtofour
-    if address.teredo is not None:
-        return address.teredo[1]
-    packed = address.packed
-    if packed[:12] == bytes(12) and packed[12:] not in (bytes(4), b"\x00\x00\x00\x01"):
-        return ipaddress.IPv4Address(packed[12:])  # IPv4-compatible ::a.b.c.d
-    if address in _NAT64_WELL_KNOWN:
-        return ipaddress.IPv4Address(packed[12:])
-    return None
-
-
-_NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
-
-
-class AddressPolicy:
-    """Which addresses may be connected to: everything public, plus explicit allowances."""
-
-    def __init__(self, allowed: Iterable[str] = (), extra_denied: Iterable[str] = ()):
-        self.allowed = tuple(ipaddress.ip_network(net, strict=False) for net in allowed)
-        self.denied = tuple(
-            ipaddress.ip_network(net, strict=False) for net in (*DENIED_RANGES, *extra_denied)
-        )
-
-    def is_allowed(self, address: IPAddress) -> bool:
-        if isinstance(address, ipaddress.IPv6Address) and address.scope_id:
-            address = ipaddress.IPv6Address(int(address))  # fe80::1%eth0 is still fe80::1
-        # The allow list matches the address as written: allowing 127.0.0.1 does
-        # not allow ::ffff:127.0.0.1 (list that form too if it is really wanted).
-        if any(address in net for net in self.allowed if net.version == address.version):
-            return True
-        if any(address in net for net in self.denied if net.version == address.version):
-            return False
-        if isinstance(address, ipaddress.IPv6Address):
-            embedded = _embedded_ipv4(address)
-            if embedded is not None and not self.is_allowed(embedded):
-                return False
-        return True
 
 
 class _CheckingResolver(AbstractResolver):
