@@ -51,7 +51,7 @@ async def test_synapse_user_invites_ours_who_joins_and_they_talk(synapse, our_se
         assert theirs_seen == ["from us 0", "from us 1", "from us 2"]
 
 
-@pytest.mark.parametrize("room_version", ["10", "12"])
+@pytest.mark.parametrize("room_version", ["10", "11", "12"])
 async def test_our_user_invites_a_synapse_user_who_joins(synapse, our_server_tls, room_version):
     theirs = await synapse.register(f"aunt{room_version}")
     ours = await register_ours(our_server_tls, f"anna{room_version}")
@@ -107,3 +107,20 @@ async def test_our_user_joins_a_restricted_synapse_room_through_its_space(synaps
             e for e in timeline_events(room, "m.room.member", membership="join")(sync)
             if e["state_key"] == ours.user_id], timeout=60)
         assert member["content"]["join_authorised_via_users_server"] == theirs.user_id
+
+
+@pytest.mark.parametrize("room_version", ["10", "12"])
+async def test_our_user_rejects_an_invite_from_synapse(synapse, our_server_tls, room_version):
+    theirs = await synapse.register(f"uncle{room_version}")
+    ours = await register_ours(our_server_tls, f"nephew{room_version}")
+    async with synapse.client(theirs) as s, our_client(our_server_tls, ours) as o:
+        room_id = await s.create_room(preset="private_chat", room_version=room_version)
+        await s.invite(room_id, ours.user_id)
+        await o.sync_until(invited_to(room_id), timeout=60)
+        await o.leave(room_id)  # make_leave/send_leave through the inviting server
+        [left] = await s.sync_until(lambda sync: [
+            e for e in timeline_events(room_id, "m.room.member", membership="leave")(sync)
+            if e["state_key"] == ours.user_id], timeout=60)
+        assert left["sender"] == ours.user_id
+        rooms = (await o.sync())["rooms"]
+        assert room_id not in rooms["invite"]
