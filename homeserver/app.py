@@ -16,6 +16,7 @@ from homeserver.client import sliding_sync
 from homeserver.client import admin_users, login_token, refresh, rtc
 from homeserver.client import mutual_rooms, notifications, room_summary, room_upgrade
 from homeserver.client import search
+from homeserver.client import health
 from homeserver.http import matrix_middleware
 from homeserver.services.container import Services
 from media import admin as media_admin, preview as media_preview
@@ -29,6 +30,7 @@ CLIENT_ROUTE_MODULES = (
     relations, presence, openid, room_upgrade, search,
     sliding_sync,
     room_summary, mutual_rooms, notifications,
+    health,
 )
 
 
