@@ -389,3 +389,22 @@ def test_caddyfile_proxies_matrix_to_the_homeserver_and_serves_well_known():
     used = set(re.findall(r"\{\$(\w+)\}", (DOCKER / "Caddyfile").read_text()))
     assert used <= set(caddy["environment"])
     assert {"80:80", "443:443"} <= set(caddy["ports"])
+
+
+# --- docker/README.md ---------------------------------------------------------------------
+
+
+def test_readme_commands_and_volume_names_match():
+    text = (DOCKER / "README.md").read_text()
+    commands = re.findall(r"docker compose exec homeserver (homeserver -c [^\n`]+)", text)
+    assert any("register-user mum" in c for c in commands)
+    for command in commands:
+        argv = shlex.split(command.split("#")[0])[1:]
+        assert argv[1] == image_env()["HOMESERVER_CONFIG"]
+        assert "usage: homeserver" in cli_help(argv)
+    project = next(line.split("=", 1)[1] for line in (DOCKER / ".env.example").read_text().splitlines()
+                   if line.startswith("COMPOSE_PROJECT_NAME="))
+    named = set(re.findall(rf"\b{project}_(\w+)", text))
+    assert named and named <= set(compose()["volumes"])
+    assert re.findall(r"chown -R (\d+:\d+)", text)[0] == next(
+        rest for word, rest in stages()[-1] if word == "USER")
