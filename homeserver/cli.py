@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     generate = commands.add_parser("generate-config", help="write a commented configuration with fresh secrets")
     generate.add_argument("--server-name", required=True, help="the domain in user ids, e.g. example.org")
     generate.add_argument("--data-dir", default="data")
+    generate.add_argument(
+        "--force", action="store_true",
+        help="replace an existing configuration file (the data directory and signing key are kept)",
+    )
 
     run = commands.add_parser("run", help="start the homeserver")
     run.add_argument(
@@ -54,10 +58,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "generate-config":
-            return _generate_config(args.config, args.server_name, args.data_dir)
+            code = _generate_config(args.config, args.server_name, args.data_dir, args.force)
+            if code == 0:
+                print(f"wrote {args.config} for server name {args.server_name!r}; edit it, then run "
+                      f"`homeserver -c {args.config} run`")
+                print(_discovery_hint(args.config))
+            return code
         if args.command == "run":
             if not args.config.exists():
-                _generate_config(args.config, args.server_name, "data")
+                # The README's first command: a server to try at once, configured later.
+                code = _generate_config(args.config, args.server_name, "data", force=False)
+                if code != 0:
+                    return code
+                print(f"wrote {args.config} with server name {args.server_name}; starting "
+                      f"(edit it and restart to change settings)")
             return _run(args.config)
         if args.command == "register-user":
             return _register_user(args.config, args.username, args.password, args.admin)
@@ -77,9 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     return 1
 
 
-def _generate_config(path: Path, server_name: str, data_dir: str) -> int:
-    if path.exists():
-        print(f"error: {path} already exists; not overwriting it", file=sys.stderr)
+def _generate_config(path: Path, server_name: str, data_dir: str, force: bool) -> int:
+    """Write a fresh configuration; --force replaces the file but never touches the data directory."""
+    if path.exists() and not force:
+        print(
+            f"error: {path} already exists; not overwriting it. Edit it, choose another file with"
+            f" -c, or pass --force to replace it with a fresh one (its secrets are lost; the data"
+            f" directory, signing key and database are kept)",
+            file=sys.stderr,
+        )
         return 1
     from homeserver.config import parse_config
 
@@ -87,8 +107,10 @@ def _generate_config(path: Path, server_name: str, data_dir: str) -> int:
     import yaml
 
     parse_config(yaml.safe_load(text), source="generated configuration")  # fail early on a bad name
-    # The file holds the registration shared secret: readable by its owner only.
-    path.touch(mode=0o600, exist_ok=False)
+    # The file holds the registration shared secret: readable by its owner only,
+    # also when --force replaces a file that others could read.
+    path.touch(mode=0o600, exist_ok=force)
+    path.chmod(0o600)
     path.write_text(text)
     key_path = load_config(path).signing_key_file
     if key_path.exists():
@@ -96,8 +118,19 @@ def _generate_config(path: Path, server_name: str, data_dir: str) -> int:
     else:
         write_new_signing_key(key_path)
         print(f"wrote a new signing key to {key_path}")
-    print(f"wrote {path} for server name {server_name!r}; edit it, then run `homeserver -c {path} run`")
     return 0
+
+
+def _discovery_hint(path: Path) -> str:
+    """What to set so that Element finds the server from the bare server name."""
+    config = load_config(path)
+    if config.client_base_url:
+        return f"clients discover the server at {config.client_base_url} (/.well-known/matrix/client)"
+    return (
+        f"set public_baseurl in {path} to the URL clients reach the server at (e.g."
+        f" https://matrix.{config.server_name}/), so that Element can find it from"
+        f" {config.server_name} through /.well-known/matrix/client"
+    )
 
 
 def _setup_logging(level: str) -> None:

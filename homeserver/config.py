@@ -43,6 +43,16 @@ class RegistrationConfig(_Section):
     shared_secret: str | None = None
 
 
+class PasswordConfig(_Section):
+    """Rules for new passwords (register-user, /register, /account/password), as Synapse's."""
+
+    minimum_length: int = Field(8, ge=1, le=512)
+    require_digit: bool = False
+    require_symbol: bool = False
+    require_lowercase: bool = False
+    require_uppercase: bool = False
+
+
 class RateLimit(_Section):
     per_second: float = Field(0.2, gt=0)
     burst: int = Field(5, ge=1)
@@ -325,6 +335,7 @@ class Config(_Section):
     database: str | None = None
     signing_key_path: Path | None = None
     registration: RegistrationConfig = RegistrationConfig()
+    password_config: PasswordConfig = PasswordConfig()
     rate_limits: RateLimitsConfig = RateLimitsConfig()
     limits: LimitsConfig = LimitsConfig()
     well_known: WellKnownConfig = WellKnownConfig()
@@ -367,8 +378,29 @@ class Config(_Section):
         return self.signing_key_path or self.data_dir / "signing.key"
 
     @property
+    def client_base_url(self) -> str | None:
+        """The base_url of /.well-known/matrix/client, or None when none is known.
+
+        Without public_baseurl, a server named after this machine (the first-run
+        "localhost") is reached where it listens; for any other name the URL is
+        the reverse proxy's, which only the admin knows.
+        """
+        if self.well_known.client_base_url or self.public_baseurl:
+            return self.well_known.client_base_url or self.public_baseurl
+        # The server name's own port is for federation; clients reach the listener.
+        host = re.sub(r":[0-9]+$", "", self.server_name)
+        if host.lower() not in _LOOPBACK_NAMES or self.listen.host not in _LOCAL_LISTENERS:
+            return None
+        return f"http://{host}:{self.listen.port}"
+
+    @property
     def database_dsn(self) -> str | None:
         return os.environ.get(DATABASE_ENV) or self.database
+
+
+_LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+# Listen addresses that a loopback name reaches.
+_LOCAL_LISTENERS = ("127.0.0.1", "::1", "localhost", "0.0.0.0", "::")
 
 
 def load_config(path: Path) -> Config:
@@ -414,7 +446,10 @@ def render_default_config(server_name: str, data_dir: str = "data") -> str:
 # The name in your users' ids (@alice:{server_name}). It cannot change later.
 server_name: "{server_name}"
 
-# The URL clients reach this server at, through your reverse proxy.
+# The URL clients reach this server at, through your reverse proxy. Set it, so
+# that /.well-known/matrix/client tells Element where the server is when a user
+# types just {server_name}. Unset, that path answers 404 (except for localhost,
+# which is reached where the server listens).
 # public_baseurl: "https://matrix.{server_name}/"
 
 # Where the server listens. Keep 127.0.0.1 behind a reverse proxy (nginx, Caddy).
@@ -437,6 +472,14 @@ registration:
   require_token: false
   # For admin tools that register users with a shared secret. Keep it secret.
   shared_secret: "{shared_secret}"
+
+# What a new password must have (register-user, registration, password change).
+password_config:
+  minimum_length: 8
+  require_digit: false
+  require_symbol: false
+  require_lowercase: false
+  require_uppercase: false
 
 # Login and registration attempts allowed per client address.
 rate_limits:

@@ -175,6 +175,8 @@ def make_config(tmp_path: Path, database_dsn: str, **overrides: Any):
         "database": database_dsn,
         "password_hash_rounds": 4,
         "registration": {"enabled": True},
+        # Tests use short passwords; tests/test_admin_papercuts.py checks the policy.
+        "password_config": {"minimum_length": 1},
         # Tests register many users from one address.
         "rate_limits": {
             "login": {"per_second": 1000, "burst": 1000},

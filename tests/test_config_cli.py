@@ -25,6 +25,7 @@ def _write_config(tmp_path: Path, dsn: str) -> Path:
         "data_dir": str(tmp_path / "data"),
         "database": dsn,
         "password_hash_rounds": 4,
+        "password_config": {"minimum_length": 1},
     }))
     return path
 

@@ -178,6 +178,8 @@ async def change_password(request: web.Request) -> web.Response:
     svc = services(request)
     who = await requester(request)
     body = parse_model(PasswordBody, await read_json_object(request))
+    # Before user-interactive auth, so that a refused password does not spend the session.
+    svc.accounts.check_new_password(body.new_password)
     await svc.uia.authenticate(body.auth, [[PASSWORD]], f"password:{who.user_id}", expected_user=who.user_id)
     await svc.accounts.change_password(who.user_id, body.new_password, body.logout_devices, who.device_id)
     return json_response({})

@@ -30,9 +30,13 @@ async def versions(request: web.Request) -> web.Response:
 @routes.get("/.well-known/matrix/client")
 async def well_known_client(request: web.Request) -> web.Response:
     config = services(request).config
-    base_url = config.well_known.client_base_url or config.public_baseurl
+    base_url = config.client_base_url
     if not base_url:
-        return json_response({"errcode": "M_NOT_FOUND", "error": "No client base URL configured"}, 404)
+        # Said to whoever looks, so that an admin trying it in a browser knows the fix.
+        return json_response({
+            "errcode": "M_NOT_FOUND",
+            "error": "No client base URL configured: set public_baseurl in the server's configuration",
+        }, 404)
     body = {"m.homeserver": {"base_url": base_url}}
     if config.matrix_rtc.foci:
         # MSC4143: where Element Call finds its LiveKit focus (also at /rtc/transports, rtc.py).

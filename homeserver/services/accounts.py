@@ -9,12 +9,14 @@ import dataclasses
 import logging
 from typing import Awaitable, Callable
 
+from homeserver.config import PasswordConfig
 from homeserver.errors import MatrixError, forbidden, invalid_param, not_found
 from homeserver.protocol import ids
 from homeserver.services.auth import (
     PasswordHasher, Requester, TokenAuthenticator, hash_token, new_access_token, new_device_id, new_refresh_token,
 )
 from homeserver.services.clock import now_ms
+from homeserver.services.password_policy import check_password as check_password_policy
 from homeserver.storage.cache import LruCache
 from homeserver.storage.devices import Device, DeviceStore
 from homeserver.storage.users import UserStore
@@ -51,8 +53,10 @@ class AccountService:
     def __init__(
         self, server_name: str, users: UserStore, devices: DeviceStore, hasher: PasswordHasher,
         tokens: TokenAuthenticator, access_token_lifetime_ms: int | None = None,
+        password_policy: PasswordConfig = PasswordConfig(),
     ):
         self.server_name = server_name
+        self.password_policy = password_policy
         # Lifetime of access tokens issued with a refresh token; None: refresh tokens are not offered.
         self.access_token_lifetime_ms = access_token_lifetime_ms
         self.users = users
@@ -87,15 +91,21 @@ class AccountService:
         """
         if localpart is not None and not await self.is_available(localpart):
             raise MatrixError(400, "M_USER_IN_USE", "User ID already taken")
-        if password is not None and len(password) > MAX_PASSWORD_LENGTH:
+        if password is not None:
+            self.check_new_password(password)
+
+    def check_new_password(self, password: str) -> None:
+        """Too long for the hasher, or against the admin's password_config: 400."""
+        if len(password) > MAX_PASSWORD_LENGTH:
             raise invalid_param("Password is too long")
+        check_password_policy(password, self.password_policy)
 
     async def create_account(
         self, localpart: str, password: str | None, is_admin: bool = False, displayname: str | None = None
     ) -> str:
         user_id = self.check_new_localpart(localpart)
-        if password is not None and len(password) > MAX_PASSWORD_LENGTH:
-            raise invalid_param("Password is too long")
+        if password is not None:
+            self.check_new_password(password)
         if await self.users.find_user_case_insensitive(user_id):
             raise MatrixError(400, "M_USER_IN_USE", "User ID already taken")
         password_hash = await self.hasher.hash(password) if password is not None else None
@@ -168,8 +178,7 @@ class AccountService:
 
     async def change_password(self, requester_user: str, new_password: str, logout_devices: bool,
                               keep_device: str | None) -> None:
-        if len(new_password) > MAX_PASSWORD_LENGTH:
-            raise invalid_param("Password is too long")
+        self.check_new_password(new_password)
         await self.users.set_password_hash(requester_user, await self.hasher.hash(new_password))
         if logout_devices:
             devices = await self.devices.list_devices(requester_user)

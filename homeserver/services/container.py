@@ -160,7 +160,8 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
     tokens = TokenAuthenticator(devices, refresh_store)
     token_lifetime_ms = config.access_token_lifetime * 1000 if config.access_token_lifetime is not None else None
     accounts = AccountService(server_name, users, devices, PasswordHasher(config.password_hash_rounds), tokens,
-                              access_token_lifetime_ms=token_lifetime_ms)
+                              access_token_lifetime_ms=token_lifetime_ms,
+                              password_policy=config.password_config)
     pipeline = EventPipeline(
         server_name, signing_key, db, events, state, rooms, event_stream, room_changes, on_persisted
     )
