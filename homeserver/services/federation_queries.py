@@ -104,7 +104,10 @@ class FederationQueries:
             if device.device_id in device_keys:
                 entry["keys"] = _without_display_name(device_keys[device.device_id])
             devices.append(entry)
-        out: JsonDict = {"user_id": user_id, "stream_id": self.e2e_keys.stream.current(), "devices": devices}
+        # The user's own last change, which the prev_id of their next m.device_list_update names:
+        # with the global position a peer would see a gap after every update and refetch the list.
+        last_change = await self.e2e_keys.previous_change(user_id, self.e2e_keys.stream.current() + 1)
+        out: JsonDict = {"user_id": user_id, "stream_id": last_change or 0, "devices": devices}
         if user_id in keys["master_keys"]:
             out["master_key"] = keys["master_keys"][user_id]
         if user_id in keys["self_signing_keys"]:

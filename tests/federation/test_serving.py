@@ -561,7 +561,13 @@ async def test_user_devices_and_key_queries(fed, api):
 
     r = await fed.get(remote, f"{FED}/user/devices/{quote(alice.user_id)}")
     assert r.status == 200, r
-    assert r["user_id"] == alice.user_id and isinstance(r["stream_id"], int)
+    assert r["user_id"] == alice.user_id and r["stream_id"] > 0
+    # Another user's device change moves the stream, not alice's stream_id (her last change).
+    bob = await api.register("bob")
+    await upload_device_keys(bob)
+    again = await fed.get(remote, f"{FED}/user/devices/{quote(alice.user_id)}")
+    assert again["stream_id"] == r["stream_id"]
+    assert api.services.e2e_keys.stream.current() > r["stream_id"]
     (device,) = r["devices"]
     assert device["device_id"] == alice.device_id
     assert device["keys"]["keys"] == device_keys(alice, device_key)["keys"]
