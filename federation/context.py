@@ -7,7 +7,7 @@ from typing import Any
 
 from homeserver.errors import forbidden
 from homeserver.protocol.client_format import stripped_state_event
-from homeserver.protocol.server_acl import server_allowed
+from homeserver.services.server_acl import acl_allows
 from homeserver.services.container import Services
 from homeserver.services.membership import STRIPPED_STATE_TYPES
 from homeserver.storage.event_graph import EventGraphStore
@@ -36,11 +36,7 @@ class Federation:
 
     async def check_acl(self, room_id: str, origin: str) -> None:
         """The room's m.room.server_acl refuses a server it bans (spec: server ACLs)."""
-        acl_id = await self.services.state.get_current_state_event_id(room_id, "m.room.server_acl", "")
-        if acl_id is None:
-            return
-        acl = await self.services.events.get_event(acl_id)
-        if acl is not None and not server_allowed(acl.content, origin):
+        if not await acl_allows(self.services.state, self.services.events, room_id, origin):
             raise forbidden(f"{origin} is banned from this room by its server ACL")
 
     async def stripped_state(self, room_id: str) -> list[dict[str, Any]]:

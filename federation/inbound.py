@@ -22,7 +22,7 @@ from homeserver.protocol.events import Event, StateKey
 from homeserver.protocol.pdu_checks import PduFormatError, check_pdu_format
 from homeserver.protocol.redaction import redact_event
 from homeserver.protocol.room_versions import RoomVersion
-from homeserver.protocol.server_acl import server_allowed
+from homeserver.services.server_acl import acl_allows
 from homeserver.protocol.signing import SignatureError
 from homeserver.services.container import Services
 
@@ -208,11 +208,7 @@ class EventReceiver:
 
     async def origin_allowed(self, room_id: str, origin: str) -> bool:
         """The room's m.room.server_acl (spec: PDUs of a denied server in /send are dropped)."""
-        acl_id = await self.services.state.get_current_state_event_id(room_id, "m.room.server_acl", "")
-        if acl_id is None:
-            return True
-        acl = await self.events.get_event(acl_id)
-        return acl is None or server_allowed(acl.content, origin)
+        return await acl_allows(self.services.state, self.events, room_id, origin)
 
     # Auth chains and single events
 

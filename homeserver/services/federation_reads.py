@@ -23,7 +23,7 @@ from typing import Any, Collection, Iterable
 from homeserver.errors import forbidden, not_found
 from homeserver.protocol.events import Event, StateKey
 from homeserver.protocol.redaction import redact_event
-from homeserver.protocol.server_acl import server_allowed
+from homeserver.services.server_acl import acl_allows
 from homeserver.storage.event_graph import EventGraphStore
 from homeserver.storage.events import EventStore
 from homeserver.storage.state import StateStore
@@ -35,7 +35,6 @@ DEFAULT_MISSING_EVENTS = 10
 MAX_MISSING_EVENTS = 20
 
 _HISTORY_VISIBILITY: StateKey = ("m.room.history_visibility", "")
-_SERVER_ACL: StateKey = ("m.room.server_acl", "")
 _OPEN_VISIBILITIES = ("world_readable", "shared")
 _KNOWN_VISIBILITIES = ("world_readable", "shared", "invited", "joined")
 
@@ -72,9 +71,7 @@ class FederationReads:
         An unknown room is answered the same way, as Synapse does, so that a server
         outside a room learns nothing of it.
         """
-        acl_id = await self.state.get_current_state_event_id(room_id, *_SERVER_ACL)
-        acl = await self.events.get_event(acl_id) if acl_id else None
-        if acl is not None and not server_allowed(acl.content, origin):
+        if not await acl_allows(self.state, self.events, room_id, origin):
             raise forbidden("Server is banned from this room by its server ACL")
         if not await self.graph.server_in_room(room_id, origin):
             raise forbidden("Host not in room")
