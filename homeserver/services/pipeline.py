@@ -71,10 +71,6 @@ class _Placement:
     soft_failed: bool = False
 
 
-class _NoCurrentState(Exception):
-    pass
-
-
 def _auth_events_verdict(event: Event, auth_events: Mapping[str, Event], create: Event | None) -> str | None:
     """Step 4 on loaded events: the auth events all found and none rejected, and the auth rules
     pass against them (``create``: the room's create event in versions whose room id names it)."""
@@ -455,16 +451,14 @@ class EventPipeline:
                         event.room_version, event.type, event.sender, event.state_key, event.content)
                     current = await self.state.get_current_state_ids_for(
                         room_id, list(set(wanted) | {("m.room.create", "")}))
-                    try:
-                        if ("m.room.create", "") not in current:
-                            # Only out-of-band memberships (an invite) are known: nothing to compare with.
-                            raise _NoCurrentState
-                        check_auth_rules(event, await self._auth_state(event, current))
-                    except _NoCurrentState:
-                        pass  # our first event of the room (a join over federation): nothing to compare with
-                    except AuthError as e:
-                        log.info("soft-failing %s: %s", event.event_id, e)
-                        soft_failed = True
+                    # Without a create event we know the room only by an out-of-band invite
+                    # (this is our join over federation): there is nothing to compare with.
+                    if ("m.room.create", "") in current:
+                        try:
+                            check_auth_rules(event, await self._auth_state(event, current))
+                        except AuthError as e:
+                            log.info("soft-failing %s: %s", event.event_id, e)
+                            soft_failed = True
             placement = _Placement(
                 # A soft-failed event is kept out of every timeline, but keeps its state groups.
                 state_before_group=group, state_before=resolved, outlier=outlier or soft_failed,
