@@ -26,6 +26,7 @@ from homeserver.protocol.events import Event, StateKey
 from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion, StateResAlgorithm
 from homeserver.services.clock import now_ms
 
+from federation.client import FederationError
 from federation.context import Federation
 from federation.inbound import PduRejected
 
@@ -75,8 +76,6 @@ class RemoteMembership:
 
     async def _make(self, server: str, kind: str, room_id: str, user_id: str,
                     query: dict[str, Any] | None = None) -> tuple[RoomVersion, dict[str, Any]]:
-        from federation.client import FederationError
-
         try:
             answer = await self.fed.client.get_json(server, f"{V1}/{kind}/{_path(room_id, user_id)}", query)
         except FederationError as e:
@@ -108,8 +107,6 @@ class RemoteMembership:
         return self.fed.services.pipeline.finish_event(event_json, version)
 
     async def _join_via(self, server: str, user_id: str, room_id: str, content: dict[str, Any]) -> Event:
-        from federation.client import FederationError
-
         version, template = await self._make(server, "make_join", room_id, user_id, {"ver": SUPPORTED_VERSIONS})
         event = self._complete(template, version, user_id, room_id, "join", content)
         try:
@@ -174,8 +171,6 @@ class RemoteMembership:
     # Knocking
 
     async def knock(self, user_id: str, room_id: str, servers: Iterable[str], content: dict[str, Any]) -> Event:
-        from federation.client import FederationError
-
         last: Exception | None = None
         for server in [s for s in dict.fromkeys(servers) if s and s != self.server_name]:
             try:
@@ -209,8 +204,6 @@ class RemoteMembership:
     # Invites of users on other servers
 
     async def countersign_invite(self, event: Event, stripped_state: list[dict[str, Any]]) -> Event:
-        from federation.client import FederationError
-
         target = event.state_key or ""
         server = ids.server_name_of(target)
         if server is None:
@@ -239,8 +232,6 @@ class RemoteMembership:
     # Leaving (or refusing) a room we are not in
 
     async def leave_out_of_band(self, user_id: str, room_id: str, content: dict[str, Any]) -> Event:
-        from federation.client import FederationError
-
         membership = await self.fed.services.state.get_membership(room_id, user_id)
         if membership is None:
             raise forbidden("You are not invited to this room")
@@ -292,8 +283,6 @@ class RemoteDirectory:
         self.fed = fed
 
     async def lookup(self, alias: str) -> tuple[str, list[str]]:
-        from federation.client import FederationError
-
         server = ids.server_name_of(alias)
         try:
             answer = await self.fed.client.get_json(server, f"{V1}/query/directory", {"room_alias": alias})
