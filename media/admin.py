@@ -13,10 +13,10 @@ from typing import Any
 
 from aiohttp import web
 
-from homeserver.client.base import requester, services
 from homeserver.errors import forbidden, invalid_param, missing_param, not_found
 from homeserver.http import json_response, query_bool, query_int
 from homeserver.protocol import ids
+from homeserver.request_context import requester, services
 from homeserver.services.auth import Requester
 from homeserver.services.container import Services
 from homeserver.storage.media import LocalMedia, MediaStore, RemoteMedia

@@ -24,10 +24,10 @@ from PIL import Image
 from yarl import URL
 
 from homeserver.appkeys import SERVICES
-from homeserver.client.base import requester
 from homeserver.config import UrlPreviewConfig
 from homeserver.errors import MatrixError, invalid_param, missing_param
 from homeserver.http import json_response, query_int
+from homeserver.request_context import requester
 from homeserver.services.clock import now_ms
 from homeserver.storage.url_previews import UrlPreviewStore
 from media.names import essence

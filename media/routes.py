@@ -12,9 +12,9 @@ from typing import AsyncIterator
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from homeserver.client.base import requester
 from homeserver.errors import MatrixError, invalid_param, missing_param, not_found
 from homeserver.http import error_response, json_response, query_bool, query_int
+from homeserver.request_context import requester
 from homeserver.services.clock import now_ms
 from homeserver.storage.media import LOCAL
 from media.app_keys import MEDIA
