@@ -14,12 +14,12 @@ from typing import Any
 
 from homeserver.protocol import power_levels, push_rules
 from homeserver.protocol.events import Event
-from homeserver.services.current_state import current_state_events
 from homeserver.services.ignored_users import IgnoredUsers
 from homeserver.services.push_rules import PushRulesService
-from homeserver.storage.events import EventStore
+from homeserver.storage.events import EventFilterSql, EventStore
 from homeserver.storage.push_actions import PushAction, PushActionStore
 from homeserver.storage.state import StateStore
+from homeserver.storage.sync_queries import RoomWindow, SyncQueries
 
 MAIN_THREAD = "main"
 # The newest events of a room evaluated at once: a room never read for a long
@@ -48,9 +48,10 @@ def _counts(notifications: int = 0, highlights: int = 0) -> dict[str, int]:
 class NotificationCounter:
     def __init__(
         self, events: EventStore, state: StateStore, push_rules_: PushRulesService, store: PushActionStore,
-        ignored_users: IgnoredUsers | None = None,
+        ignored_users: IgnoredUsers | None = None, queries: SyncQueries | None = None,
     ):
         self.ignored_users = ignored_users
+        self.queries = queries or SyncQueries(store.db)
         self.events = events
         self.state = state
         self.push_rules = push_rules_
@@ -58,69 +59,89 @@ class NotificationCounter:
 
     async def unread_counts(self, user_id: str, room_id: str, up_to: int) -> UnreadCounts:
         """The user's unread counts in a room they are joined to, at stream position ``up_to``."""
-        read = await self.store.read_positions(user_id, room_id)
+        return (await self.unread_counts_many(user_id, {room_id: up_to}))[room_id]
+
+    async def unread_counts_many(self, user_id: str, up_to: dict[str, int]) -> dict[str, UnreadCounts]:
+        """``unread_counts`` of many rooms (room id -> position), with a fixed number of
+        queries whatever the number of rooms."""
+        room_ids = list(up_to)
+        if not room_ids:
+            return {}
+        reads = await self.store.read_positions_many(user_id, room_ids)
         # Events from before the user's latest join never count, as if read (also those
         # found before they left, should they come back).
-        read[""] = max(read.get("", 0), await self._joined_at(user_id, room_id))
-        evaluated = await self.store.evaluated_up_to(user_id, room_id) or 0
-        start = max(evaluated, read[""])
-        if start < up_to:
-            found = await self._evaluate(user_id, room_id, start, up_to)
-            await self.store.record(user_id, room_id, found, up_to, read[""])
-        main = _counts()
-        threads: dict[str, dict[str, int]] = {}
-        for count in await self.store.unread_counts(user_id, room_id, up_to, read):
-            counts = _counts(count.notifications, count.highlights)
-            if count.thread_id == MAIN_THREAD:
-                main = counts
-            else:
-                threads[count.thread_id] = counts
-        return UnreadCounts(main, threads)
+        joined_at = await self.queries.membership_positions(user_id, room_ids)
+        for room_id in room_ids:
+            reads[room_id][""] = max(reads[room_id].get("", 0), joined_at.get(room_id, 0))
+        evaluated = await self.store.evaluated_up_to_many(user_id, room_ids)
+        starts = {r: max(evaluated.get(r, 0), reads[r][""]) for r in room_ids}
+        pending = [r for r in room_ids if starts[r] < up_to[r]]
+        if pending:
+            found = await self._evaluate(user_id, {r: (starts[r], up_to[r]) for r in pending})
+            await self.store.record_many(
+                user_id, {r: (found.get(r, []), up_to[r], reads[r][""]) for r in pending})
+        rows = await self.store.unread_counts_many(user_id, up_to, reads)
+        out = {}
+        for room_id in room_ids:
+            main = _counts()
+            threads: dict[str, dict[str, int]] = {}
+            for count in rows[room_id]:
+                counts = _counts(count.notifications, count.highlights)
+                if count.thread_id == MAIN_THREAD:
+                    main = counts
+                else:
+                    threads[count.thread_id] = counts
+            out[room_id] = UnreadCounts(main, threads)
+        return out
 
-    async def _joined_at(self, user_id: str, room_id: str) -> int:
-        membership = await self.state.get_membership(room_id, user_id)
-        event = await self.events.get_event(membership[1]) if membership else None
-        return event.internal.get("stream_ordering", 0) if event is not None else 0
-
-    async def _evaluate(self, user_id: str, room_id: str, after: int, up_to: int) -> list[PushAction]:
-        ids = await self.events.room_event_ids(room_id, after, up_to, MAX_EVALUATED, True)
-        loaded = await self.events.get_events(ids)
-        # Nothing an ignored user sends notifies (spec: "Ignoring Users").
+    async def _evaluate(self, user_id: str, windows: dict[str, tuple[int, int]]) -> dict[str, list[PushAction]]:
+        # Nothing an ignored user sends notifies (spec: "Ignoring Users"), and homeservers
+        # MUST NOT notify users of their own events: those are left out in SQL, not loaded.
         ignored = await self.ignored_users.ignored_by(user_id) if self.ignored_users is not None else frozenset()
-        candidates = [
-            loaded[i] for i in reversed(ids) if i in loaded and loaded[i].sender != user_id
-            and loaded[i].sender not in ignored
-        ]
-        if not candidates:
-            return []
+        ids = await self.queries.timelines(
+            [RoomWindow(r, after, upper) for r, (after, upper) in windows.items()], MAX_EVALUATED,
+            EventFilterSql(not_senders=(user_id, *ignored)))
+        ids = {r: i for r, i in ids.items() if i}
+        if not ids:
+            return {}
+        loaded = await self.events.get_events(i for room_ids in ids.values() for i in room_ids)
         rules = await self.push_rules.ruleset(user_id)
-        room = await self._room_facts(room_id, user_id)
-        member_count = len(await self.state.get_members(room_id, "join"))
-        found = []
-        for event in candidates:
-            # Homeservers MUST NOT notify users of their own events (left out above, with
-            # the ignored users').
-            context = push_rules.RoomContext(
-                user_id=user_id, member_count=member_count, display_name=room.display_name,
-                sender_power_level=power_levels.get_user_power_level(event.sender, room.auth_state),
-                notification_levels=room.notification_levels,
-            )
-            outcome = push_rules.outcome(push_rules.evaluate(rules, event.json, context))
-            if outcome.notify:
-                found.append(PushAction(event.internal["stream_ordering"], _thread_of(event), outcome.highlight))
-        return found
+        facts = await self._room_facts(list(ids), user_id)
+        member_counts = await self.queries.member_counts(list(ids))
+        out: dict[str, list[PushAction]] = {}
+        for room_id, room_event_ids in ids.items():
+            room = facts[room_id]
+            found = out.setdefault(room_id, [])
+            for event_id in reversed(room_event_ids):
+                event = loaded.get(event_id)
+                if event is None:
+                    continue
+                context = push_rules.RoomContext(
+                    user_id=user_id, member_count=member_counts.get(room_id, 0), display_name=room.display_name,
+                    sender_power_level=power_levels.get_user_power_level(event.sender, room.auth_state),
+                    notification_levels=room.notification_levels,
+                )
+                outcome = push_rules.outcome(push_rules.evaluate(rules, event.json, context))
+                if outcome.notify:
+                    found.append(PushAction(event.internal["stream_ordering"], _thread_of(event), outcome.highlight))
+        return out
 
-    async def _room_facts(self, room_id: str, user_id: str) -> _RoomFacts:
+    async def _room_facts(self, room_ids: list[str], user_id: str) -> dict[str, _RoomFacts]:
         keys = [power_levels.CREATE_KEY, power_levels.POWER_LEVELS_KEY, ("m.room.member", user_id)]
-        state = await current_state_events(self.state, self.events, room_id, keys)
-        member = state.pop(("m.room.member", user_id), None)
-        name = member.content.get("displayname") if member is not None else None
-        power = state.get(power_levels.POWER_LEVELS_KEY)
-        levels = power.content.get("notifications") if power is not None else None
-        return _RoomFacts(
-            auth_state=state, display_name=name if isinstance(name, str) else None,
-            notification_levels=levels if isinstance(levels, dict) else {},
-        )
+        ids = await self.queries.current_state_ids_for(room_ids, keys)
+        loaded = await self.events.get_events(i for room in ids.values() for i in room.values())
+        out = {}
+        for room_id in room_ids:
+            state = {k: loaded[i] for k, i in ids.get(room_id, {}).items() if i in loaded}
+            member = state.pop(("m.room.member", user_id), None)
+            name = member.content.get("displayname") if member is not None else None
+            power = state.get(power_levels.POWER_LEVELS_KEY)
+            levels = power.content.get("notifications") if power is not None else None
+            out[room_id] = _RoomFacts(
+                auth_state=state, display_name=name if isinstance(name, str) else None,
+                notification_levels=levels if isinstance(levels, dict) else {},
+            )
+        return out
 
 
 @dataclasses.dataclass(frozen=True)

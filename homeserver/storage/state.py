@@ -8,7 +8,7 @@ rows and space grows with the changes, not with events x state.
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Iterable, Mapping
 
 import asyncpg
 
@@ -33,28 +33,65 @@ class StateStore:
             return {}
         return (await self._load(group))[0]
 
+    async def get_states(self, groups: Iterable[int | None]) -> dict[int, dict[StateKey, str]]:
+        """The full state maps of many groups; those not cached are read together, in one
+        query, whatever their number. Callers must not modify them."""
+        wanted = {g for g in groups if g is not None}
+        out: dict[int, dict[StateKey, str]] = {}
+        missing = []
+        for group in wanted:
+            cached = self._groups.get(group)
+            if cached is None:
+                missing.append(group)
+            else:
+                out[group] = cached[0]
+        if missing:
+            for group, loaded in (await self._load_many(missing)).items():
+                out[group] = loaded[0]
+        return out
+
     async def _load(self, group: int) -> tuple[dict[StateKey, str], int]:
         cached = self._groups.get(group)
         if cached is not None:
             return cached
+        return (await self._load_many([group]))[group]
+
+    async def _load_many(self, groups: list[int]) -> dict[int, tuple[dict[StateKey, str], int]]:
+        """Resolve the chains of several groups in one statement: each group's own entries
+        win over its parents' (the nearest one first), NULL entries remove a key."""
         rows = await self.db.fetch(
             """
-            WITH RECURSIVE chain (id, prev_group, distance) AS (
-                SELECT id, prev_group, 0 FROM state_groups WHERE id = $1
+            WITH RECURSIVE chain (root, id, prev_group, distance) AS (
+                SELECT id, id, prev_group, 0 FROM state_groups WHERE id = ANY($1::bigint[])
                 UNION ALL
-                SELECT g.id, g.prev_group, c.distance + 1
+                SELECT c.root, g.id, g.prev_group, c.distance + 1
                 FROM state_groups g JOIN chain c ON g.id = c.prev_group
+            ),
+            entries AS (
+                SELECT DISTINCT ON (c.root, e.type, e.state_key) c.root, e.type, e.state_key, e.event_id
+                FROM state_group_entries e JOIN chain c ON e.state_group = c.id
+                ORDER BY c.root, e.type, e.state_key, c.distance
             )
-            SELECT DISTINCT ON (e.type, e.state_key) e.type, e.state_key, e.event_id
-            FROM state_group_entries e JOIN chain c ON e.state_group = c.id
-            ORDER BY e.type, e.state_key, c.distance
+            SELECT root, type, state_key, event_id, NULL::integer AS chain_length
+            FROM entries WHERE event_id IS NOT NULL
+            UNION ALL
+            SELECT id, NULL, NULL, NULL, chain_length FROM state_groups WHERE id = ANY($1::bigint[])
             """,
-            group,
+            groups,
         )
-        chain_length = await self.db.fetchval("SELECT chain_length FROM state_groups WHERE id = $1", group)
-        state = {(r["type"], r["state_key"]): r["event_id"] for r in rows if r["event_id"] is not None}
-        self._groups.set(group, (state, chain_length or 0))
-        return state, chain_length or 0
+        states: dict[int, dict[StateKey, str]] = {g: {} for g in groups}
+        lengths: dict[int, int] = {}
+        for r in rows:
+            if r["type"] is None:
+                lengths[r["root"]] = r["chain_length"] or 0
+            else:
+                states[r["root"]][(r["type"], r["state_key"])] = r["event_id"]
+        out = {}
+        for group in groups:
+            loaded = (states[group], lengths.get(group, 0))
+            self._groups.set(group, loaded)
+            out[group] = loaded
+        return out
 
     async def store_group(
         self,
