@@ -13,6 +13,7 @@ from homeserver.services.auth import PasswordHasher, TokenAuthenticator
 from homeserver.services.e2e_keys import E2eKeyService
 from homeserver.services.key_backup import KeyBackupService
 from homeserver.services.deactivation import DeactivationService
+from homeserver.services.erasure import ErasureService
 from homeserver.services.aggregations import Aggregator
 from homeserver.services.event_views import EventViews
 from homeserver.services.ignored_users import IgnoredUsers
@@ -68,6 +69,16 @@ from homeserver.storage.streams import StreamChangeCache, StreamIdGenerator
 from homeserver.storage.to_device import ToDeviceStore
 from homeserver.storage.user_directory import UserDirectoryStore
 from homeserver.storage.users import UserStore
+# Services that route modules used to build from stores themselves (issue 7 part 4).
+from homeserver.services.filters import FilterService
+from homeserver.services.hierarchy import HierarchyService
+from homeserver.services.openid import OpenIdService
+from homeserver.services.reports import ReportService
+from homeserver.services.room_aliases import RoomAliasService
+from homeserver.services.user_directory import UserDirectoryService
+from homeserver.storage.hierarchy import HierarchyStore
+from homeserver.storage.openid import OpenIdStore
+from homeserver.storage.reports import ReportStore
 
 
 @dataclasses.dataclass
@@ -118,6 +129,13 @@ class Services:
     room_summary: RoomSummaryService
     notification_list: NotificationList
     search: SearchService
+    erasure: ErasureService
+    room_aliases: RoomAliasService
+    sync_filters: FilterService
+    user_search: UserDirectoryService
+    reports: ReportService
+    openid: OpenIdService
+    hierarchy: HierarchyService
 
     @property
     def server_name(self) -> str:
@@ -219,7 +237,7 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         typing=typing,
         user_directory=UserDirectoryStore(db),
         profiles=profiles,
-        deactivation=DeactivationService(users, accounts, membership, profiles, state, rooms),
+        deactivation=(deactivation := DeactivationService(users, accounts, membership, profiles, state, rooms)),
         login_limiter=RateLimiter(limits.login.per_second, limits.login.burst),
         registration_limiter=RateLimiter(limits.registration.per_second, limits.registration.burst),
         push_rules=push_rules,
@@ -239,4 +257,11 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
             events, state, views, event_stream,
         ),
         search=SearchService(SearchStore(db), events, state, views, event_stream, ignored_users),
+        erasure=ErasureService.wired(server_name, db, users, pipeline, events, state, deactivation),
+        room_aliases=RoomAliasService(server_name, rooms, state),
+        sync_filters=FilterService(FilterStore(db)),
+        user_search=UserDirectoryService(UserDirectoryStore(db), config.user_directory.search_all_users),
+        reports=ReportService(server_name, ReportStore(db), events, state, rooms, users, views),
+        openid=OpenIdService(OpenIdStore(db), server_name),
+        hierarchy=HierarchyService(server_name, HierarchyStore(db), state, events),
     )

@@ -193,6 +193,11 @@ class MembershipService:
             raise MatrixError(400, "M_UNKNOWN", "Leave the room before forgetting it")
         await self.rooms.forget(user_id, room_id)
 
+    async def joined_rooms(self, user_id: str) -> list[str]:
+        """GET /joined_rooms: the rooms the user is joined to now, sorted."""
+        rooms = await self.state.get_rooms_for_user(user_id)
+        return sorted(r for r, (m, _) in rooms.items() if m == "join")
+
     def check_invite_target(self, target: str) -> None:
         self._check_target(target)
         if ids.server_name_of(target) != self.server_name and self.remote is None:

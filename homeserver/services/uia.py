@@ -80,6 +80,14 @@ class UserInteractiveAuth:
             return results
         raise AuthRequired(flows, session, completed, params)
 
+    async def registration_token_is_usable(self, token: str) -> bool:
+        """GET /register/m.login.registration_token/validity: usable now, without spending it."""
+        return await self.store.token_is_usable(token, now_ms())
+
+    async def spend_registration_token(self, token: str) -> None:
+        """One use of the token, once the account it admitted exists."""
+        await self.store.complete_token(token)
+
     async def _new_session(self, purpose: str) -> str:
         session = secrets.token_urlsafe(24)
         await self.store.delete_sessions_older_than(now_ms() - SESSION_LIFETIME_MS)
