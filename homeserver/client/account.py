@@ -13,7 +13,6 @@ from aiohttp import web
 from homeserver.client.base import V1, V3, Body, access_token_of, requester, services
 from homeserver.errors import MatrixError, forbidden, invalid_param, missing_param
 from homeserver.http import client_ip, json_response, parse_model, read_json_object
-from homeserver.services.clock import now_ms
 from homeserver.services.uia import DUMMY, PASSWORD, REGISTRATION_TOKEN, _identifier_user
 
 routes = web.RouteTableDef()
@@ -103,7 +102,7 @@ async def register(request: web.Request) -> web.Response:
     localpart = body.username.lower() if body.username else await _free_localpart(svc)
     user_id = await svc.accounts.create_account(localpart, body.password)
     if "registration_token" in results:
-        await svc.registration.complete_token(results["registration_token"])
+        await svc.uia.spend_registration_token(results["registration_token"])
     if body.inhibit_login:
         return json_response({"user_id": user_id, "home_server": svc.server_name})
     session = await svc.accounts.start_session(
@@ -149,7 +148,7 @@ async def registration_token_validity(request: web.Request) -> web.Response:
     token = request.query.get("token")
     if not token:
         raise missing_param("Missing token")
-    return json_response({"valid": await svc.registration.token_is_usable(token, now_ms())})
+    return json_response({"valid": await svc.uia.registration_token_is_usable(token)})
 
 
 @routes.post(V3 + "/logout")
