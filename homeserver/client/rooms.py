@@ -171,5 +171,4 @@ async def unban(request: web.Request) -> web.Response:
 @routes.get(V3 + "/joined_rooms")
 async def joined_rooms(request: web.Request) -> web.Response:
     who = await requester(request)
-    rooms = await services(request).state.get_rooms_for_user(who.user_id)
-    return json_response({"joined_rooms": sorted(r for r, (m, _) in rooms.items() if m == "join")})
+    return json_response({"joined_rooms": await services(request).membership.joined_rooms(who.user_id)})
