@@ -12,14 +12,10 @@ from aiohttp import web
 
 from homeserver.appkeys import SERVICES
 from homeserver.http import json_response
-from homeserver.services.openid import OpenIdService
-from homeserver.storage.openid import OpenIdStore
 
 routes = web.RouteTableDef()
 
 
 @routes.get("/_matrix/federation/v1/openid/userinfo")
 async def userinfo(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    service = OpenIdService(OpenIdStore(services.db), services.server_name)
-    return json_response(await service.userinfo(request.query.get("access_token")))
+    return json_response(await request.app[SERVICES].openid.userinfo(request.query.get("access_token")))

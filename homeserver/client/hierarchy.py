@@ -13,16 +13,14 @@ from homeserver.client.rooms import _room_id
 from homeserver.errors import invalid_param
 from homeserver.http import json_response, query_bool, query_int
 from homeserver.protocol import ids
-from homeserver.services.hierarchy import HIERARCHY, HierarchyService
-from homeserver.storage.hierarchy import HierarchyStore
+from homeserver.services.hierarchy import HIERARCHY
 
 routes = web.RouteTableDef()
 
 
 def install(app: web.Application) -> None:
     """The one HierarchyService of the app (federation/app.py gives it its remote hook)."""
-    svc = app[SERVICES]
-    app[HIERARCHY] = HierarchyService(svc.server_name, HierarchyStore(svc.db), svc.state, svc.events)
+    app[HIERARCHY] = app[SERVICES].hierarchy
     app.router.add_routes(routes)
 
 

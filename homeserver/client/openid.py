@@ -11,15 +11,12 @@ from aiohttp import web
 from homeserver.client.base import V3, requester, same_user, services
 from homeserver.http import json_response, read_json_object
 from homeserver.services.openid import OpenIdService
-from homeserver.storage.openid import OpenIdStore
 
 routes = web.RouteTableDef()
 
 
 def openid_service(request: web.Request) -> OpenIdService:
-    # Stateless over its table: no instance of its own to wire.
-    svc = services(request)
-    return OpenIdService(OpenIdStore(svc.db), svc.server_name)
+    return services(request).openid
 
 
 @routes.post(V3 + "/user/{user_id}/openid/request_token")

@@ -24,7 +24,6 @@ from homeserver.errors import forbidden, invalid_param
 from homeserver.http import json_response, query_int, read_model
 from homeserver.services.auth import Requester
 from homeserver.services.reports import ReportService
-from homeserver.storage.reports import ReportStore
 
 routes = web.RouteTableDef()
 
@@ -35,9 +34,8 @@ MAX_ADMIN_LIMIT = 1000
 
 
 def install(app: web.Application) -> None:
-    svc = app[SERVICES]
-    app[REPORTS] = ReportService(
-        svc.server_name, ReportStore(svc.db), svc.events, svc.state, svc.rooms, svc.users, svc.views)
+    # REPORTS stays for code that reads it; the service itself is wired in the container.
+    app[REPORTS] = app[SERVICES].reports
     app.router.add_routes(routes)
 
 
