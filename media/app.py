@@ -7,9 +7,11 @@ from typing import AsyncIterator
 from aiohttp import web
 
 from homeserver.services.container import Services
+from homeserver.storage.url_previews import UrlPreviewStore
 from media import federation, routes
 from media.app_keys import MEDIA
 from media.federation import FederationMediaFetcher, MediaFederationClient
+from media.previewer import UrlPreviewer
 from media.repository import MediaRepository
 from media.store import ContentStore
 
@@ -19,6 +21,14 @@ def build_repository(services: Services) -> MediaRepository:
     content = ContentStore(services.config.data_dir / "media")
     content.prepare()
     return MediaRepository(services.config, services.media, content)
+
+
+def build_previewer(services: Services, repository: MediaRepository) -> UrlPreviewer | None:
+    """The URL previewer, or None while the admin has not enabled previews."""
+    config = services.config.media.url_preview
+    if not config.enabled:
+        return None
+    return UrlPreviewer(config, UrlPreviewStore(services.db), repository)
 
 
 def setup_media(
