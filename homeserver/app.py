@@ -17,7 +17,8 @@ from homeserver.client import admin_users, login_token, refresh, rtc
 from homeserver.client import mutual_rooms, notifications, room_summary, room_upgrade
 from homeserver.client import search
 from homeserver.client import health
-from homeserver.http import matrix_middleware
+from homeserver.http import TRUSTED_PROXIES, matrix_middleware, trusted_networks
+from homeserver import metrics
 from homeserver.services.container import Services
 from media import admin as media_admin, preview as media_preview
 from media.app import setup_media
@@ -49,8 +50,11 @@ def create_app(services: Services) -> web.Application:
     fed = setup_federation(app, services)
     app.cleanup_ctx.append(presence.idle_sweeper)
     repository = setup_media(app, services, federation_client=fed.client if fed is not None else None)
+    services.erasure.media_deleter = repository  # erasure deletes the user's uploads with their files
     media_preview.install(app, repository)
     app.router.add_routes(media_admin.routes)
+    app[TRUSTED_PROXIES] = trusted_networks(services.config.trusted_proxies)
+    metrics.install(app, services, federation_sender=fed.sender if fed is not None else None)
     # No catch-all route: the middleware turns aiohttp's 404 and 405 into M_UNRECOGNIZED,
     # and a catch-all would answer 404 where the spec wants 405 for a known path.
     return app

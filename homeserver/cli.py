@@ -1,5 +1,5 @@
 """The `homeserver` command: generate-config, run, register-user, create-registration-token,
-rotate-signing-key, media."""
+rotate-signing-key, media, export-data, erase-user."""
 
 from __future__ import annotations
 
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     _add_media_commands(commands)
+    _add_user_data_commands(commands)
 
     args = parser.parse_args(argv)
     try:
@@ -81,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             return _rotate_signing_key(args.config)
         if args.command == "media":
             return _media(args.config, args)
+        if args.command in ("export-data", "erase-user"):
+            return _user_data(args.config, args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -229,6 +232,57 @@ def _add_media_commands(commands) -> None:
     for name, text in (("quarantine", "make media answer 404 (files are kept)"), ("unquarantine", "undo quarantine")):
         action = actions.add_parser(name, help=text)
         action.add_argument("uris", nargs="+", metavar="mxc://...")
+
+
+def _add_user_data_commands(commands) -> None:
+    export = commands.add_parser(
+        "export-data", help="write a user's profile, account data, devices, rooms, events and media to a folder",
+    )
+    export.add_argument("user_id", help="e.g. @alice:example.org")
+    export.add_argument("directory", type=Path, help="a new or empty folder (layout: docs/your-data.md)")
+    erase = commands.add_parser(
+        "erase-user",
+        help="deactivate a user, remove their profile, devices and data, redact their messages, delete their media",
+    )
+    erase.add_argument("user_id", help="e.g. @alice:example.org")
+    erase.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+
+def _user_data(path: Path, args: argparse.Namespace) -> int:
+    from homeserver.server import open_services
+    from homeserver.services.export import ExportService
+    # Like homeserver/app.py, the command line wires media/ in (the files of the uploads).
+    from media.app import build_repository
+
+    config = load_config(path)
+    _setup_logging("WARNING")
+    if args.command == "erase-user" and not args.yes:
+        answer = input(f"erase {args.user_id} for good (messages redacted, media deleted)? type the user id: ")
+        if answer.strip() != args.user_id:
+            print("not erased", file=sys.stderr)
+            return 1
+
+    async def work() -> int:
+        async with open_services(config) as services:
+            repository = build_repository(services)
+            if args.command == "export-data":
+                summary = await ExportService.for_services(services).export(
+                    args.user_id, args.directory, repository.content,
+                )
+                print(f"exported {args.user_id} to {summary.directory}: {summary.rooms} rooms,"
+                      f" {summary.events} events, {summary.media} media files")
+            else:
+                services.erasure.media_deleter = repository
+                done = await services.erasure.erase_user(args.user_id)
+                print(f"erased {args.user_id}: {done['redacted_events']} events redacted in"
+                      f" {done['rooms']} rooms, {done['deleted_media']} media deleted")
+            return 0
+
+    try:
+        return asyncio.run(work())
+    except MatrixError as e:
+        print(f"error: {e.error}", file=sys.stderr)
+        return 1
 
 
 def _timestamp_ms(text: str) -> int:

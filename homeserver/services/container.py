@@ -13,6 +13,7 @@ from homeserver.services.auth import PasswordHasher, TokenAuthenticator
 from homeserver.services.e2e_keys import E2eKeyService
 from homeserver.services.key_backup import KeyBackupService
 from homeserver.services.deactivation import DeactivationService
+from homeserver.services.erasure import ErasureService
 from homeserver.services.aggregations import Aggregator
 from homeserver.services.event_views import EventViews
 from homeserver.services.ignored_users import IgnoredUsers
@@ -128,6 +129,7 @@ class Services:
     room_summary: RoomSummaryService
     notification_list: NotificationList
     search: SearchService
+    erasure: ErasureService
     room_aliases: RoomAliasService
     sync_filters: FilterService
     user_search: UserDirectoryService
@@ -235,7 +237,7 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         typing=typing,
         user_directory=UserDirectoryStore(db),
         profiles=profiles,
-        deactivation=DeactivationService(users, accounts, membership, profiles, state, rooms),
+        deactivation=(deactivation := DeactivationService(users, accounts, membership, profiles, state, rooms)),
         login_limiter=RateLimiter(limits.login.per_second, limits.login.burst),
         registration_limiter=RateLimiter(limits.registration.per_second, limits.registration.burst),
         push_rules=push_rules,
@@ -255,6 +257,7 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
             events, state, views, event_stream,
         ),
         search=SearchService(SearchStore(db), events, state, views, event_stream, ignored_users),
+        erasure=ErasureService.wired(server_name, db, users, pipeline, events, state, deactivation),
         room_aliases=RoomAliasService(server_name, rooms, state),
         sync_filters=FilterService(FilterStore(db)),
         user_search=UserDirectoryService(UserDirectoryStore(db), config.user_directory.search_all_users),

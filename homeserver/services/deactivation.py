@@ -6,6 +6,7 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3accoun
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from homeserver.errors import MatrixError
 from homeserver.services.accounts import AccountService
@@ -16,6 +17,10 @@ from homeserver.storage.state import StateStore
 from homeserver.storage.users import UserStore
 
 log = logging.getLogger(__name__)
+
+
+class Eraser(Protocol):
+    async def erase_user(self, user_id: str) -> dict[str, int]: ...
 
 
 class DeactivationService:
@@ -29,8 +34,15 @@ class DeactivationService:
         self.profiles = profiles
         self.state = state
         self.rooms = rooms
+        # services/erasure.py, set by the container: erase=True hands the whole job to it.
+        self.erasure: Eraser | None = None
 
     async def deactivate(self, user_id: str, erase: bool) -> None:
+        if erase and self.erasure is not None:
+            # Erasure deactivates too (calling back here with erase=False), after it has
+            # redacted the user's messages while they are still in their rooms.
+            await self.erasure.erase_user(user_id)
+            return
         # Refuse new logins and requests first, then tidy up what remains.
         await self.users.set_deactivated(user_id)
         devices = await self.accounts.list_devices(user_id)
@@ -44,7 +56,7 @@ class DeactivationService:
             except MatrixError as e:
                 log.warning("deactivating %s: could not leave %s: %s", user_id, room_id, e)
         if erase:
-            # Sent events stay as they are: serving them redacted to later joiners is not implemented.
+            # Only without an erasure service wired (see above): the profile goes, messages stay.
             await self.profiles.set_field(user_id, "displayname", None)
             await self.profiles.set_field(user_id, "avatar_url", None)
         log.info("deactivated %s", user_id)
