@@ -70,6 +70,8 @@ class FederationSender:
         self.initial_backoff_seconds = initial_backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self._slots = asyncio.Semaphore(max_concurrent_transactions)
+        # Transactions that failed (network or refusal), ever: homeserver/metrics.py reads it.
+        self.failed_sends = 0
         self._running = False
         self._loops: dict[str, asyncio.Task[None]] = {}
         # Destinations queued for since their loop last read the queue: the loop
@@ -233,6 +235,7 @@ class FederationSender:
             )
             await self.queue.finish_transaction(destination, txn.txn_id, now_ms(), delivered=False)
             return
+        self.failed_sends += 1  # a counter for homeserver/metrics.py
         failures = state.failures + 1
         delay = min(self.initial_backoff_seconds * 2 ** min(state.failures, 40), self.max_backoff_seconds)
         if status == 429:

@@ -324,6 +324,13 @@ class FederationConfig(_Section):
     _valid_ranges = field_validator("ip_range_allowlist", "ip_range_denylist")(_ip_ranges)
 
 
+class MetricsConfig(_Section):
+    # Prometheus metrics at http://host:port/metrics, a listener of its own (docs/metrics.md).
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(9000, ge=1, le=65535)
+
+
 class Config(_Section):
     server_name: str
     public_baseurl: str | None = None
@@ -352,6 +359,12 @@ class Config(_Section):
     password_hash_rounds: int = Field(12, ge=4, le=31)
     log_level: str = "INFO"
     database_pool_size: int = Field(10, ge=2, le=100)
+    # Reverse proxies (IPs or CIDR ranges) whose X-Forwarded-For names the client; from any
+    # other peer the header is ignored, so a client cannot choose its own address.
+    trusted_proxies: list[str] = []
+    metrics: MetricsConfig = MetricsConfig()
+
+    _valid_proxies = field_validator("trusted_proxies")(_ip_ranges)
 
     @field_validator("access_token_lifetime", mode="before")
     @classmethod
@@ -488,6 +501,18 @@ rate_limits:
 
 limits:
   max_request_body_bytes: 1048576
+
+# The reverse proxy in front (nginx, Caddy on this machine): its X-Forwarded-For
+# header gives the client's address for rate limits and the device list. From
+# any other address the header is ignored. Add the proxy's address if it runs
+# elsewhere (another host, a container).
+trusted_proxies: ["127.0.0.1", "::1"]
+
+# Prometheus metrics on a listener of their own; see docs/metrics.md.
+# metrics:
+#   enabled: true
+#   host: 127.0.0.1
+#   port: 9000
 
 # What /.well-known/matrix/client and /.well-known/matrix/server announce.
 # well_known:

@@ -6,9 +6,13 @@ service and render JSON.
 
 from __future__ import annotations
 
+import dataclasses
+import ipaddress
 import json
 import logging
+import re
 import secrets
+import time
 from typing import Any, Awaitable, Callable, TypeVar
 
 import asyncpg
@@ -41,9 +45,67 @@ def error_response(error: MatrixError) -> web.Response:
     return json_response(error.to_json(), status=error.status)
 
 
+@dataclasses.dataclass
+class RequestInfo:
+    """What the access log says about a request, filled in as it is handled.
+
+    A mutable object under one key, so that what a handler notes (the user)
+    reaches the log line also through ``request.clone()``, whose mapping is a copy.
+    """
+
+    request_id: str
+    started: float
+    user_id: str | None = None
+
+
+# aiohttp >= 3.13 warns about plain string keys on requests.
+REQUEST_INFO: Any = (web.RequestKey("request_info", RequestInfo) if hasattr(web, "RequestKey")
+                     else "homeserver.request_info")
+# Called after each request with (request, status, seconds, response or None): the metrics hook.
+RequestObserver = Callable[[web.Request, int, float, "web.StreamResponse | None"], None]
+REQUEST_OBSERVER: web.AppKey[RequestObserver] = web.AppKey("request_observer", RequestObserver)
+# Networks of the reverse proxies whose X-Forwarded-For is believed (config trusted_proxies).
+TRUSTED_PROXIES: web.AppKey[tuple] = web.AppKey("trusted_proxies", tuple)
+
+access_log = logging.getLogger("homeserver.access")
+
+
+def note_user(request: web.Request, user_id: str) -> None:
+    """Name the authenticated user in the request's access log line."""
+    info = request.get(REQUEST_INFO)
+    if info is not None:
+        info.user_id = user_id
+
+
 @web.middleware
 async def matrix_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Render every failure as a Matrix error; answer CORS preflights."""
+    """Render every failure as a Matrix error; answer CORS preflights; log one line per request."""
+    info = RequestInfo(request_id=secrets.token_hex(6), started=time.perf_counter())
+    request[REQUEST_INFO] = info
+    # 499, nginx's code for it: the client went away (a long poll it gave up) before the answer.
+    status = 499
+    response: web.StreamResponse | None = None
+    try:
+        response = await _answer(request, handler, info)
+        status = response.status
+        if not response.prepared:
+            response.headers["X-Request-Id"] = info.request_id
+        return response
+    except web.HTTPException as e:
+        status = e.status
+        raise
+    finally:
+        seconds = time.perf_counter() - info.started
+        access_log.info(
+            "%s %s %s %d %.1fms client=%s user=%s", info.request_id, request.method, loggable_path(request),
+            status, seconds * 1000, client_ip(request), info.user_id or "-",
+        )
+        observer = request.app.get(REQUEST_OBSERVER)
+        if observer is not None:
+            observer(request, status, seconds, response)
+
+
+async def _answer(request: web.Request, handler: Handler, info: RequestInfo) -> web.StreamResponse:
     if request.method == "OPTIONS":
         return web.Response(status=204, headers=CORS_HEADERS)
     try:
@@ -64,11 +126,23 @@ async def matrix_middleware(request: web.Request, handler: Handler) -> web.Strea
         # JSON and URLs may carry U+0000, which PostgreSQL text cannot hold: bad input, not a crash.
         return error_response(MatrixError(400, "M_INVALID_PARAM", "Text may not contain U+0000"))
     except Exception:
-        request_id = secrets.token_hex(4)
-        log.exception("request %s %s failed (id %s)", request.method, request.path, request_id)
+        log.exception("request %s %s failed (id %s)", request.method, request.path, info.request_id)
         return error_response(
-            MatrixError(500, "M_UNKNOWN", f"Internal server error (request {request_id})")
+            MatrixError(500, "M_UNKNOWN", f"Internal server error (request {info.request_id})")
         )
+
+
+# Query parameters whose values are secrets: never written to a log.
+_SECRET_PARAMETER = re.compile(r"(^|&)((?:access_token|token|logintoken|client_secret|password)=)[^&]*", re.I)
+MAX_LOGGED_PATH = 1000
+
+
+def loggable_path(request: web.Request) -> str:
+    """The path as the client sent it, with the values of secret query parameters removed."""
+    path, _, query = request.raw_path.partition("?")
+    if query:
+        path = path + "?" + _SECRET_PARAMETER.sub(r"\1\2<redacted>", query)
+    return path if len(path) <= MAX_LOGGED_PATH else path[:MAX_LOGGED_PATH] + "..."
 
 
 async def read_json_object(request: web.Request, allow_empty: bool = False) -> dict[str, Any]:
@@ -143,8 +217,44 @@ def query_bool(request: web.Request, name: str, default: bool = False) -> bool:
 
 
 def client_ip(request: web.Request) -> str:
-    """The client's address; behind a reverse proxy, the X-Forwarded-For it sets."""
-    forwarded = request.headers.get("X-Forwarded-For")
-    if forwarded and request.remote in ("127.0.0.1", "::1"):
-        return forwarded.split(",")[-1].strip()
-    return request.remote or "unknown"
+    """The client's address: the peer, or, when the peer is one of the configured
+    ``trusted_proxies``, the right-most address in X-Forwarded-For that is not one of them.
+
+    Each proxy appends the address it was reached from, so everything to the left of
+    the right-most untrusted entry may be forged by the client and is ignored.
+    Rate limits and the device list's last-seen addresses use this.
+    """
+    peer = request.remote or "unknown"
+    trusted = request.app.get(TRUSTED_PROXIES, ())
+    if not trusted or not _in_networks(peer, trusted):
+        return peer
+    hops = [hop.strip() for header in request.headers.getall("X-Forwarded-For", [])
+            for hop in header.split(",") if hop.strip()]
+    address = peer
+    for hop in reversed(hops):
+        if _parse_ip(hop) is None:
+            # Not an address ("unknown", garbage): what lies left of it cannot be trusted.
+            break
+        address = hop
+        if not _in_networks(hop, trusted):
+            break
+    return address
+
+
+def trusted_networks(entries: list[str]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _in_networks(text: str, networks: tuple) -> bool:
+    address = _parse_ip(text)
+    return address is not None and any(address.version == n.version and address in n for n in networks)

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from homeserver.appkeys import SERVICES
 from homeserver.errors import MatrixError
-from homeserver.http import client_ip
+from homeserver.http import client_ip, note_user
 from homeserver.services.auth import Requester
 from homeserver.services.container import Services
 
@@ -35,6 +35,7 @@ async def requester(request: web.Request) -> Requester:
     svc = services(request)
     who = await svc.tokens.authenticate(access_token_of(request))
     await svc.accounts.record_seen(who, client_ip(request))
+    note_user(request, who.user_id)  # for the access log line
     return who
 
 

@@ -15,6 +15,7 @@ import asyncpg
 from aiohttp import web
 
 from homeserver.app import create_app
+from homeserver.metrics import METRICS, metrics_app
 from homeserver.config import Config, TlsListenConfig
 from homeserver.services.container import Services, build_services
 from homeserver.signing_key import load_or_create_signing_key
@@ -101,6 +102,7 @@ async def serve(config: Config) -> None:
                 tls = config.tls_listen
                 await _listen(runner, tls.host, tls.port, _tls_context(tls))
                 log.info("listening on https://%s:%d", tls.host, tls.port)
+            metrics_runner = await _start_metrics(app, config)
         except StartupError:
             await runner.cleanup()
             raise
@@ -111,4 +113,21 @@ async def serve(config: Config) -> None:
         await stop.wait()
         log.info("shutting down")
         services.notifier.close()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
         await runner.cleanup()
+
+
+async def _start_metrics(app: web.Application, config: Config) -> web.AppRunner | None:
+    """The Prometheus listener (config metrics), apart from the Matrix one: /metrics is not public."""
+    if METRICS not in app:
+        return None
+    runner = web.AppRunner(metrics_app(app[METRICS]), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        await _listen(runner, config.metrics.host, config.metrics.port)
+    except StartupError:
+        await runner.cleanup()
+        raise
+    log.info("metrics on http://%s:%d/metrics", config.metrics.host, config.metrics.port)
+    return runner

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import secrets
+import time
 import weakref
 from typing import Any, Awaitable, Callable, Mapping
 
@@ -122,6 +123,8 @@ class EventPipeline:
         self.on_persisted = on_persisted
         self.resolver = resolver or StateResolver(events, state)
         self.after_persist: list[PersistedHook] = []
+        # Told the seconds each event's persist step took (homeserver/metrics.py), when set.
+        self.persist_timer: Callable[[float], None] | None = None
         # Outliers and backfilled events are written below every live position, counting down,
         # so that no /sync reports them as new (set on first use).
         self._low_position: int | None = None
@@ -327,6 +330,7 @@ class EventPipeline:
         new_room: tuple[RoomVersion, bool] | None = None,
     ) -> None:
         # Step 3: the event, its edges, state and position, atomically.
+        started = time.perf_counter()
         room_id = event.room_id
         internal = dict(draft.internal)
         if draft.txn is not None:
@@ -391,6 +395,8 @@ class EventPipeline:
             if event.type == "m.room.member":
                 self._joined_members.pop(room_id)
             self.room_changes.record(room_id, position)
+        if self.persist_timer is not None:
+            self.persist_timer(time.perf_counter() - started)
         # Step 4: wake the local users who should see it.
         await self._notify(event)
 
@@ -573,6 +579,7 @@ class EventPipeline:
     async def _persist_remote(
         self, event: Event, placement: _Placement, internal: dict[str, Any], replace_outlier: bool
     ) -> None:
+        started = time.perf_counter()
         room_id = event.room_id
         text = event_json_text(event.json)
         if placement.soft_failed:
@@ -588,6 +595,8 @@ class EventPipeline:
                 self.events.invalidate(event.redacts)
             if event.type == "m.room.member":
                 self._joined_members.pop(room_id)
+        if self.persist_timer is not None:
+            self.persist_timer(time.perf_counter() - started)
 
     async def _write_remote(
         self, event: Event, placement: _Placement, internal: dict[str, Any], text: str, position: int,

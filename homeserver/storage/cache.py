@@ -13,11 +13,17 @@ class LruCache(Generic[K, V]):
     def __init__(self, max_size: int):
         self.max_size = max_size
         self._data: OrderedDict[K, V] = OrderedDict()
+        # Read by the metrics (homeserver/metrics.py): two integer additions per lookup.
+        self.hits = 0
+        self.misses = 0
 
     def get(self, key: K) -> V | None:
         value = self._data.get(key)
         if value is not None:
             self._data.move_to_end(key)
+            self.hits += 1
+        else:
+            self.misses += 1
         return value
 
     def set(self, key: K, value: V) -> None:
