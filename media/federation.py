@@ -35,10 +35,9 @@ from homeserver.config import Config
 from homeserver.errors import MatrixError, not_found
 from homeserver.http import query_int
 from homeserver.protocol.canonical import parse_json
-from homeserver.storage.media import LOCAL
 from media.app_keys import MEDIA
 from media.names import DEFAULT_CONTENT_TYPE, check_file_name, check_mxc_parts, essence, parse_content_type
-from media.repository import DEFAULT_WAIT_MS
+from media.repository import DEFAULT_WAIT_MS, LOCAL
 from media.responses import content_disposition
 from media.routes import thumbnail_name, thumbnail_request
 from media.safe_fetch import AddressPolicy, BodyTooLarge, FetchError, SafeFetcher

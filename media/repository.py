@@ -21,6 +21,7 @@ from homeserver.config import Config
 from homeserver.errors import MatrixError, forbidden, not_found, too_large
 from homeserver.services.clock import now_ms
 from homeserver.services.ratelimit import RateLimiter
+# LOCAL (the origin of our own media's thumbnails) is imported from here by the route modules.
 from homeserver.storage.media import LOCAL, Content, LocalMedia, MediaStore, RemoteMedia
 from media.names import mxc_uri, new_media_id
 from media.store import ContentStore, ContentTooLarge, Incoming

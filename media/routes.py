@@ -16,10 +16,9 @@ from homeserver.errors import MatrixError, invalid_param, missing_param, not_fou
 from homeserver.http import error_response, json_response, query_bool, query_int
 from homeserver.request_context import requester
 from homeserver.services.clock import now_ms
-from homeserver.storage.media import LOCAL
 from media.app_keys import MEDIA
 from media.names import check_file_name, check_mxc_parts, essence, parse_content_type
-from media.repository import DEFAULT_WAIT_MS, MediaRepository, UploadInterrupted
+from media.repository import DEFAULT_WAIT_MS, LOCAL, MediaRepository, UploadInterrupted
 from media.responses import CACHE_PRIVATE, CACHE_PUBLIC, file_response
 from media.thumbnailer import Source
 from media.thumbnails import Request

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from homeserver.client.base import V3, Body, requester, services
 from homeserver.http import json_response, parse_model, read_json_object
 from homeserver.services.uia import PASSWORD
-from homeserver.storage.devices import Device
+
+if TYPE_CHECKING:
+    from homeserver.storage.devices import Device
 
 routes = web.RouteTableDef()
 

@@ -10,7 +10,7 @@ from pydantic import Field
 from homeserver.client.base import V3, Body, requester, services
 from homeserver.errors import MatrixError, missing_param
 from homeserver.http import json_response, parse_model, read_json_object
-from homeserver.storage.key_backup import RoomKey
+from homeserver.services.key_backup import RoomKey
 
 routes = web.RouteTableDef()
 

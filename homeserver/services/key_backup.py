@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from homeserver.errors import MatrixError, invalid_param, not_found
+# RoomKey is also what the routes build and hand in: they import it from here.
 from homeserver.storage.key_backup import BackupVersion, KeyBackupStore, RoomKey
 
 JsonDict = dict[str, Any]
