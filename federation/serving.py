@@ -22,7 +22,6 @@ from homeserver.services.clock import now_ms
 from homeserver.services.federation_queries import FederationQueries
 from homeserver.services.federation_reads import DEFAULT_MISSING_EVENTS, FederationReads
 from homeserver.services.room_directory import DirectoryRequest
-from homeserver.storage.event_graph import EventGraphStore
 
 V1 = "/_matrix/federation/v1"
 
@@ -35,12 +34,8 @@ routes = web.RouteTableDef()
 def install(app: web.Application) -> None:
     """Build the read services from the app's services and mount the routes."""
     services = app[SERVICES]
-    graph = EventGraphStore(services.db, services.state)
-    app[READS] = FederationReads(services.server_name, services.events, services.state, graph)
-    app[QUERIES] = FederationQueries(
-        services.server_name, services.users, services.rooms, graph, services.room_directory,
-        services.e2e_keys, services.devices,
-    )
+    app[READS] = FederationReads.wired(services)
+    app[QUERIES] = FederationQueries.wired(services)
     app.router.add_routes(routes)
 
 

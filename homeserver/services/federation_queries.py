@@ -8,7 +8,7 @@ Only our own users and aliases are answered for.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from homeserver.errors import invalid_param, not_found
 from homeserver.protocol import ids
@@ -18,6 +18,9 @@ from homeserver.storage.devices import DeviceStore
 from homeserver.storage.event_graph import EventGraphStore
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.users import UserStore
+
+if TYPE_CHECKING:
+    from homeserver.services.container import Services
 
 JsonDict = dict[str, Any]
 
@@ -52,6 +55,13 @@ class FederationQueries:
         self.directory = directory
         self.e2e_keys = e2e_keys
         self.devices = devices
+
+    @classmethod
+    def wired(cls, services: Services) -> FederationQueries:
+        """On the container's stores and services (federation/serving.py builds it with the routes)."""
+        graph = EventGraphStore(services.db, services.state)
+        return cls(services.server_name, services.users, services.rooms, graph, services.room_directory,
+                   services.e2e_keys, services.devices)
 
     def _local_user(self, user_id: str) -> None:
         try:

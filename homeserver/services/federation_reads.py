@@ -18,7 +18,7 @@ never rebuilt from a model; redacted events in their redacted form.
 
 from __future__ import annotations
 
-from typing import Any, Collection, Iterable
+from typing import TYPE_CHECKING, Any, Collection, Iterable
 
 from homeserver.errors import forbidden, not_found
 from homeserver.protocol.events import Event, StateKey
@@ -27,6 +27,9 @@ from homeserver.services.server_acl import acl_allows
 from homeserver.storage.event_graph import EventGraphStore
 from homeserver.storage.events import EventStore
 from homeserver.storage.state import StateStore
+
+if TYPE_CHECKING:
+    from homeserver.services.container import Services
 
 JsonDict = dict[str, Any]
 
@@ -62,6 +65,12 @@ class FederationReads:
         self.events = events
         self.state = state
         self.graph = graph
+
+    @classmethod
+    def wired(cls, services: Services) -> FederationReads:
+        """On the container's stores (federation/serving.py builds it when it mounts the routes)."""
+        graph = EventGraphStore(services.db, services.state)
+        return cls(services.server_name, services.events, services.state, graph)
 
     # Access
 
