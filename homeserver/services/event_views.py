@@ -23,32 +23,40 @@ class EventViews:
 
     async def visible_to(self, user_id: str, events: list[Event], currently_joined: bool) -> list[Event]:
         """The events of one room the user may see, in the given order."""
-        # Collect the visibility and membership events in force before each event.
-        needed: set[str] = set()
-        at_event: list[tuple[str | None, str | None]] = []
-        for event in events:
-            state = await self.state.get_state(event.internal.get("state_group_before"))
-            hv_id = state.get(("m.room.history_visibility", ""))
-            member_id = state.get(("m.room.member", user_id))
-            at_event.append((hv_id, member_id))
-            needed.update(i for i in (hv_id, member_id) if i)
-        loaded = await self.events.get_events(needed)
+        return (await self.visible_to_many(user_id, [(events, currently_joined)]))[0]
 
-        visible = []
-        for event, (hv_id, member_id) in zip(events, at_event):
-            hv_event = loaded.get(hv_id) if hv_id else None
-            member_event = loaded.get(member_id) if member_id else None
-            visibilities = {_visibility(hv_event.content if hv_event else {})}
-            memberships = {member_event.membership if member_event else None}
-            # A visibility change, and a change of the user's own membership, may be seen
-            # if the value before *or* after it allows it (spec).
-            if event.type == "m.room.history_visibility" and event.state_key == "":
-                visibilities.add(_visibility(event.content))
-            if event.type == "m.room.member" and event.state_key == user_id:
-                memberships.add(event.membership)
-            if any(_allows(v, m, currently_joined) for v in visibilities for m in memberships):
-                visible.append(event)
-        return visible
+    async def visible_to_many(
+        self, user_id: str, batches: Sequence[tuple[list[Event], bool]],
+    ) -> list[list[Event]]:
+        """``visible_to`` of several lists (one room each, with whether the user is joined
+        to it now): the visibility is resolved once per state group, all groups read at once."""
+        groups = await self.state.get_states(
+            e.internal.get("state_group_before") for events, _ in batches for e in events)
+        # The visibility and membership events in force before each event.
+        at_group: dict[int | None, tuple[str | None, str | None]] = {None: (None, None)}
+        for group, state in groups.items():
+            at_group[group] = (state.get(("m.room.history_visibility", "")), state.get(("m.room.member", user_id)))
+        loaded = await self.events.get_events({i for pair in at_group.values() for i in pair if i})
+
+        out = []
+        for events, currently_joined in batches:
+            visible = []
+            for event in events:
+                hv_id, member_id = at_group.get(event.internal.get("state_group_before"), (None, None))
+                hv_event = loaded.get(hv_id) if hv_id else None
+                member_event = loaded.get(member_id) if member_id else None
+                visibilities = {_visibility(hv_event.content if hv_event else {})}
+                memberships = {member_event.membership if member_event else None}
+                # A visibility change, and a change of the user's own membership, may be seen
+                # if the value before *or* after it allows it (spec).
+                if event.type == "m.room.history_visibility" and event.state_key == "":
+                    visibilities.add(_visibility(event.content))
+                if event.type == "m.room.member" and event.state_key == user_id:
+                    memberships.add(event.membership)
+                if any(_allows(v, m, currently_joined) for v in visibilities for m in memberships):
+                    visible.append(event)
+            out.append(visible)
+        return out
 
     async def serialize(
         self,

@@ -8,13 +8,11 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3sync
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from typing import Any
 
 from homeserver.protocol.client_format import stripped_state_event
-from homeserver.protocol.events import Event, StateKey
 from homeserver.protocol.filters import SyncFilter
 from homeserver.services.auth import Requester
 from homeserver.services.e2e_keys import E2eKeyService
@@ -25,20 +23,17 @@ from homeserver.services.notifier import Notifier
 from homeserver.services.presence import PresenceService
 from homeserver.services.push_rules import PUSH_RULES_TYPE, PushRulesService
 from homeserver.services.receipts import ReceiptsService
+from homeserver.services.sync_rooms import RoomJob, SyncRooms
 from homeserver.services.to_device import ToDeviceService
-from homeserver.services.tokens import SyncToken, pagination_token
+from homeserver.services.tokens import SyncToken
 from homeserver.services.typing import TypingService
 from homeserver.storage.account_data import GLOBAL, AccountDataStore
-from homeserver.storage.events import EventFilterSql, EventStore
+from homeserver.storage.events import EventStore
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
 from homeserver.storage.streams import StreamChangeCache, StreamIdGenerator
+from homeserver.storage.sync_queries import SyncQueries
 
-DEFAULT_TIMELINE_LIMIT = 10
-MAX_TIMELINE_LIMIT = 1000
-# How many rooms are computed at once; bounded by the database pool.
-ROOM_CONCURRENCY = 8
-MAX_HEROES = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,7 +56,10 @@ class SyncService:
         receipts: ReceiptsService, typing: TypingService, e2e_keys: E2eKeyService,
         to_device: ToDeviceService, push_rules: PushRulesService, notifications: NotificationCounter,
         presence: PresenceService, ignored_users: IgnoredUsers | None = None,
+        room_builder: SyncRooms | None = None,
     ):
+        self.room_builder = room_builder or SyncRooms(
+            events, state, views, notifications, SyncQueries(events.db))
         self.ignored_users = ignored_users or IgnoredUsers(account_data)
         self.events = events
         self.state = state
@@ -130,69 +128,82 @@ class SyncService:
         receipts = await self.receipts.for_sync(user_id, joined, since.receipts if since else 0, now.receipts)
         typing = self.typing.for_sync(joined, since.typing if since else None)
 
-        semaphore = asyncio.Semaphore(ROOM_CONCURRENCY)
         join: dict[str, Any] = {}
         invite: dict[str, Any] = {}
         leave: dict[str, Any] = {}
         knock: dict[str, Any] = {}
+        allowed = {r: m for r, m in memberships.items() if room_filter.allows_room(r)}
 
-        async def one_room(room_id: str, membership: str, event_id: str) -> None:
-            async with semaphore:
-                if membership == "join":
-                    newly = since is not None and room_id in changed_membership and not await self._was_joined_at(
-                        room_id, user_id, since.events)
-                    if since is None or request.full_state or newly or self.room_changes.maybe_changed_since(
-                            room_id, since.events) or room_id in account_data or room_id in receipts or (
-                            room_id in typing):
-                        if newly:
-                            # The room is new to the client: all its receipts, and typing if any.
-                            receipts.update(await self.receipts.for_sync(user_id, [room_id], 0, now.receipts))
-                            typing.update(self.typing.for_sync([room_id], None))
-                        ephemeral = ([typing[room_id]] if room_id in typing else []) + receipts.get(room_id, [])
-                        section = await self._room_section(
-                            request, room_id, since if not newly else None, now.events, None,
-                            account_data.get(room_id, {}), currently_joined=True, ephemeral=ephemeral,
-                            ignored=ignored,
-                        )
-                        if section is not None:
-                            join[room_id] = section
-                elif membership in ("invite", "knock"):
-                    if since is None or room_id in changed_membership or ignore_list_changed:
-                        event = await self.events.get_event(event_id)
-                        # Spec: invites from ignored users are not sent to the client.
-                        if event is not None and not (membership == "invite" and event.sender in ignored):
-                            stripped = list(event.internal.get("invite_room_state" if membership == "invite"
-                                                               else "knock_room_state", []))
-                            stripped.append(stripped_state_event(event))
-                            if membership == "invite":
-                                invite[room_id] = {"invite_state": {"events": stripped}}
-                            else:
-                                knock[room_id] = {"knock_state": {"events": stripped}}
-                elif membership in ("leave", "ban"):
-                    if room_id in forgotten:
-                        return
-                    if since is None and not room_filter.include_leave:
-                        return
-                    if since is not None and room_id not in changed_membership:
-                        return
-                    event = await self.events.get_event(event_id)
-                    if event is None:
-                        return
-                    section = await self._room_section(
-                        request, room_id, since, event.internal["stream_ordering"], event,
-                        account_data.get(room_id, {}), currently_joined=False, ignored=ignored,
-                    )
-                    if section is not None:
-                        section.pop("unread_notifications", None)
-                        section.pop("ephemeral", None)
-                        section.pop("summary", None)
-                        leave[room_id] = section
+        # Joined rooms: those whose streams moved since the token (the stream change cache
+        # answers without a query), and those the user joined since (all of it then).
+        newly: set[str] = set()
+        if since is not None:
+            joins_since = [r for r, (m, _) in allowed.items() if m == "join" and r in changed_membership]
+            newly = set(joins_since) - await self.room_builder.was_joined_at(user_id, joins_since, since.events)
+        if newly:
+            # The room is new to the client: all its receipts, and typing if any.
+            receipts.update(await self.receipts.for_sync(user_id, list(newly), 0, now.receipts))
+            typing.update(self.typing.for_sync(list(newly), None))
+        jobs: list[RoomJob] = []
+        for room_id, (membership, _) in allowed.items():
+            if membership != "join":
+                continue
+            if since is None or request.full_state or room_id in newly or self.room_changes.maybe_changed_since(
+                    room_id, since.events) or room_id in account_data or room_id in receipts or room_id in typing:
+                jobs.append(RoomJob(
+                    room_id, since if room_id not in newly else None, now.events, account_data.get(room_id, {}),
+                    currently_joined=True,
+                    ephemeral=([typing[room_id]] if room_id in typing else []) + receipts.get(room_id, []),
+                ))
 
-        await asyncio.gather(*(
-            one_room(room_id, membership, event_id)
-            for room_id, (membership, event_id) in memberships.items()
-            if room_filter.allows_room(room_id)
-        ))
+        # Invites, knocks and left rooms: their membership events, read together.
+        wanted: dict[str, str] = {}
+        for room_id, (membership, event_id) in allowed.items():
+            if membership in ("invite", "knock"):
+                if since is None or room_id in changed_membership or ignore_list_changed:
+                    wanted[room_id] = event_id
+            elif membership in ("leave", "ban") and room_id not in forgotten:
+                if (since is None and room_filter.include_leave) or (since is not None and room_id in changed_membership):
+                    wanted[room_id] = event_id
+        loaded = await self.events.get_events(wanted.values())
+        left: set[str] = set()
+        for room_id, event_id in wanted.items():
+            membership = allowed[room_id][0]
+            event = loaded.get(event_id)
+            if event is None:
+                continue
+            if membership in ("leave", "ban"):
+                left.add(room_id)
+                jobs.append(RoomJob(
+                    room_id, since, event.internal["stream_ordering"], account_data.get(room_id, {}),
+                    currently_joined=False, leave_event=event,
+                ))
+            elif not (membership == "invite" and event.sender in ignored):
+                # Spec: invites from ignored users are not sent to the client.
+                stripped = list(event.internal.get("invite_room_state" if membership == "invite"
+                                                   else "knock_room_state", []))
+                stripped.append(stripped_state_event(event))
+                if membership == "invite":
+                    invite[room_id] = {"invite_state": {"events": stripped}}
+                else:
+                    knock[room_id] = {"knock_state": {"events": stripped}}
+
+        device = (user_id, request.requester.device_id)
+        lazy = room_filter.state.lazy_load_members or room_filter.timeline.lazy_load_members
+        lazy_since = since.serialize() if since is not None and not request.full_state else None
+        lazy_cache = self.room_builder.lazy.known(device, lazy_since) if lazy else None
+        sent_members: dict[tuple[str, str], str] = {}
+        sections = await self.room_builder.build(
+            device, request.filter, request.full_state, request.use_state_after, jobs, ignored, lazy_cache,
+            sent_members)
+        for room_id, section in sections.items():
+            if room_id in left:
+                section.pop("unread_notifications", None)
+                section.pop("ephemeral", None)
+                section.pop("summary", None)
+                leave[room_id] = section
+            else:
+                join[room_id] = section
 
         global_data = account_data.get(GLOBAL, {})
         if since is None or PUSH_RULES_TYPE in global_data:
@@ -219,6 +230,10 @@ class SyncService:
             (since.events, now.events) if since else None)
         response["presence"]["events"] = presence
         has_news |= bool(presence)
+        if lazy:
+            # The last call's response is the one returned (sync() above), so the device's
+            # next since token is this next_batch.
+            self.room_builder.lazy.remember(device, lazy_since, response["next_batch"], sent_members)
         return response, has_news
 
     async def _encryption_sections(self, request: SyncRequest, now: SyncToken, response: dict[str, Any]) -> bool:
@@ -242,146 +257,3 @@ class SyncService:
         response["device_unused_fallback_key_types"] = await self.e2e_keys.unused_fallback_key_types(
             user_id, device_id)
         return news
-
-    async def _room_section(
-        self, request: SyncRequest, room_id: str, since: SyncToken | None, up_to: int,
-        leave_event: Event | None, room_account_data: dict[str, dict[str, Any]], currently_joined: bool,
-        ephemeral: list[dict[str, Any]] = (), ignored: frozenset[str] = frozenset(),
-    ) -> dict[str, Any] | None:
-        user_id = request.requester.user_id
-        room_filter = request.filter.room
-        timeline_filter = room_filter.timeline
-        limit = min(timeline_filter.limit or DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT)
-        lower = since.events if since is not None else 0
-        sql_filter = EventFilterSql(
-            types=timeline_filter.types, not_types=timeline_filter.not_types,
-            senders=timeline_filter.senders, not_senders=timeline_filter.not_senders,
-            ignored_senders=tuple(ignored),
-        )
-        ids = await self.events.room_event_ids(room_id, lower, up_to, limit + 1, True, sql_filter)
-        limited = len(ids) > limit
-        ids = list(reversed(ids[:limit]))
-        loaded = await self.events.get_events(ids)
-        timeline = [loaded[i] for i in ids if i in loaded]
-        visible = {e.event_id for e in await self.views.visible_to(user_id, timeline, currently_joined)}
-        if leave_event is not None:
-            # The user always learns how they left, whatever the history visibility.
-            visible.add(leave_event.event_id)
-        timeline = [e for e in timeline if e.event_id in visible]
-        timeline = [e for e in timeline if timeline_filter.allows(e)]
-
-        account_events = [
-            {"type": t, "content": c} for t, c in room_account_data.items()
-            if room_filter.account_data.allows_type(t)
-        ]
-        ephemeral = [
-            e for e in ephemeral if room_filter.ephemeral.allows_type(e["type"])
-            and room_filter.ephemeral.allows_room(room_id)
-        ]
-        prev_batch = pagination_token(timeline[0].internal["stream_ordering"] - 1 if timeline else up_to)
-        state_events = await self._state_events(request, room_id, since, up_to, timeline)
-        if (since is not None and not timeline and not state_events and not account_events and not ephemeral
-                and not request.full_state and leave_event is None):
-            return None
-
-        for_device = (user_id, request.requester.device_id)
-        section: dict[str, Any] = {
-            "timeline": {
-                # Spec: aggregations are bundled when the timeline is limited; otherwise the
-                # client holds every child event and aggregates them itself.
-                "events": await self.views.serialize(
-                    timeline, for_device, include_room_id=False, bundle_aggregations=limited
-                ),
-                "limited": limited,
-                "prev_batch": prev_batch,
-            },
-            "state_after" if request.use_state_after else "state": {
-                "events": await self.views.serialize(state_events, include_room_id=False),
-            },
-            "account_data": {"events": account_events},
-            "ephemeral": {"events": ephemeral},
-            "unread_notifications": {"notification_count": 0, "highlight_count": 0},
-        }
-        if currently_joined:
-            counts = await self.notifications.unread_counts(user_id, room_id, up_to)
-            if timeline_filter.unread_thread_notifications:
-                # Spec: then unread_notifications counts the main timeline only, and each
-                # thread with unread notifications has its counts under its root's id.
-                section["unread_notifications"] = counts.main
-                section["unread_thread_notifications"] = counts.threads
-            else:
-                section["unread_notifications"] = counts.total()
-        if since is None or any(e.type == "m.room.member" for e in timeline + state_events):
-            section["summary"] = await self._summary(room_id, user_id)
-        return section
-
-    async def _state_events(
-        self, request: SyncRequest, room_id: str, since: SyncToken | None, up_to: int, timeline: list[Event],
-    ) -> list[Event]:
-        """The room's state up to the start of the timeline (``state``), or with
-        use_state_after up to its end (``state_after``): all of it, or what changed since
-        ``since``."""
-        user_id = request.requester.user_id
-        room_filter = request.filter.room
-        if timeline and not request.use_state_after:
-            target_group = timeline[0].internal.get("state_group_before")
-        else:
-            # The end of the window rather than the last event shown: state events a
-            # timeline filter left out still reach the client.
-            found = await self.events.last_event_at(room_id, up_to)
-            target_group = found[1] if found else None
-        target = await self.state.get_state(target_group)
-        lazy_members = room_filter.state.lazy_load_members or room_filter.timeline.lazy_load_members
-        senders = {e.sender for e in timeline}
-        if since is None or request.full_state:
-            state_ids: dict[StateKey, str] = dict(target)
-            if lazy_members:
-                # Lazy loading: only the timeline's senders and the user themself.
-                state_ids = {
-                    k: v for k, v in state_ids.items() if k[0] != "m.room.member" or k[1] in senders | {user_id}
-                }
-        else:
-            found = await self.events.last_event_at(room_id, since.events)
-            state_at_since = await self.state.get_state(found[1] if found else None)
-            state_ids = {k: v for k, v in target.items() if state_at_since.get(k) != v}
-            if lazy_members:
-                # The delta keeps every membership change in the gap (the spec's MUST), and
-                # each sender's membership is added: we do not track which members a device
-                # already has, and redundant members are allowed.
-                for sender in senders:
-                    key = ("m.room.member", sender)
-                    if key in target:
-                        state_ids.setdefault(key, target[key])
-        # `state` never repeats the timeline; `state_after` is complete on its own, as
-        # clients then ignore the state events of the timeline.
-        excluded = set() if request.use_state_after else {e.event_id for e in timeline}
-        loaded = await self.events.get_events(v for v in state_ids.values() if v not in excluded)
-        events = [e for e in loaded.values() if room_filter.state.allows(e)]
-        events.sort(key=lambda e: e.internal["stream_ordering"])
-        return events
-
-    async def _summary(self, room_id: str, user_id: str) -> dict[str, Any]:
-        members = await self.state.get_members(room_id)
-        joined = sum(1 for m in members.values() if m == "join")
-        invited = sum(1 for m in members.values() if m == "invite")
-        # Spec: the first 5 joined or invited members by stream order, never the user;
-        # the members who left or were banned only when there is no one else.
-        candidates = await self.state.get_member_ids_in_stream_order(room_id, user_id, MAX_HEROES)
-        present = [u for u, m in candidates if m in ("join", "invite")]
-        heroes = present or [u for u, m in candidates if m in ("leave", "ban")]
-        return {
-            "m.heroes": heroes,
-            "m.joined_member_count": joined,
-            "m.invited_member_count": invited,
-        }
-
-    async def _was_joined_at(self, room_id: str, user_id: str, position: int) -> bool:
-        found = await self.events.last_event_at(room_id, position)
-        if found is None:
-            return False
-        state = await self.state.get_state(found[1])
-        member_id = state.get(("m.room.member", user_id))
-        if member_id is None:
-            return False
-        event = await self.events.get_event(member_id)
-        return event is not None and event.membership == "join"

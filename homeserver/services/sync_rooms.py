@@ -1,0 +1,284 @@
+"""The joined and left rooms of a /sync response, all built together.
+
+Each step reads what it needs for every room of the response in one query
+(timelines, events, state groups, visibility, state events, summaries, unread
+counts, bundled aggregations), so that the number of queries of a /sync does
+not grow with the number of rooms (issue 7).
+Spec: https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3sync
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+from homeserver.protocol.events import Event, StateKey
+from homeserver.protocol.filters import SyncFilter
+from homeserver.services.event_views import EventViews
+from homeserver.services.notifications import NotificationCounter
+from homeserver.services.tokens import SyncToken, pagination_token
+from homeserver.storage.cache import LruCache
+from homeserver.storage.events import EventFilterSql, EventStore
+from homeserver.storage.state import StateStore
+from homeserver.storage.sync_queries import RoomWindow, SyncQueries
+
+DEFAULT_TIMELINE_LIMIT = 10
+MAX_TIMELINE_LIMIT = 1000
+MAX_HEROES = 5
+MEMBER = "m.room.member"
+
+Device = tuple[str, str]
+
+
+@dataclasses.dataclass(frozen=True)
+class RoomJob:
+    """One room to build: its events in (since, up_to], or all of it when since is None."""
+
+    room_id: str
+    since: SyncToken | None
+    up_to: int
+    account_data: dict[str, dict[str, Any]]
+    currently_joined: bool
+    leave_event: Event | None = None
+    ephemeral: Sequence[dict[str, Any]] = ()
+
+
+class LazyMembers:
+    """The members each device was sent with lazy loading, as Synapse's LAZY_LOAD_MEMBERS
+    cache: an incremental sync sends a timeline sender's membership only if the device
+    does not have it yet. Bounded (an LRU of devices, each an LRU of (room, member)); a
+    member forgotten is merely sent again, which the spec allows.
+
+    The entries of a device are trusted only for a sync whose since token is the
+    next_batch this process last gave that device: a retried request (the response was
+    lost), or a device whose previous sync went to another process, starts afresh.
+    """
+
+    def __init__(self, devices: int = 1000, members_per_device: int = 2000):
+        self._devices: LruCache[Device, tuple[str, LruCache[tuple[str, str], str]]] = LruCache(devices)
+        self._per_device = members_per_device
+
+    def known(self, device: Device, since: str | None) -> LruCache[tuple[str, str], str] | None:
+        """The device's entries if ``since`` continues its last lazy sync here, else None."""
+        found = self._devices.get(device)
+        if found is None or since is None or found[0] != since:
+            return None
+        return found[1]
+
+    def remember(self, device: Device, since: str | None, next_batch: str,
+                 sent: dict[tuple[str, str], str]) -> None:
+        entries = self.known(device, since) or LruCache(self._per_device)
+        for key, event_id in sent.items():
+            entries.set(key, event_id)
+        self._devices.set(device, (next_batch, entries))
+
+
+@dataclasses.dataclass
+class _Room:
+    job: RoomJob
+    timeline: list[Event]
+    limited: bool
+    state: list[Event] = dataclasses.field(default_factory=list)
+    account_events: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    ephemeral: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+class SyncRooms:
+    def __init__(self, events: EventStore, state: StateStore, views: EventViews,
+                 notifications: NotificationCounter, queries: SyncQueries, lazy: LazyMembers | None = None):
+        self.events = events
+        self.state = state
+        self.views = views
+        self.notifications = notifications
+        self.queries = queries
+        self.lazy = lazy or LazyMembers()
+
+    async def was_joined_at(self, user_id: str, room_ids: Sequence[str], position: int) -> set[str]:
+        """The rooms among these the user was joined to at a stream position."""
+        groups = await self.queries.state_groups_at([(r, position) for r in room_ids])
+        states = await self.state.get_states(groups.values())
+        member_ids = {
+            r: states[g].get((MEMBER, user_id)) for (r, _), g in groups.items() if g is not None
+        }
+        loaded = await self.events.get_events(i for i in member_ids.values() if i)
+        return {r for r, i in member_ids.items() if i in loaded and loaded[i].membership == "join"}
+
+    async def build(
+        self, device: Device, sync_filter: SyncFilter, full_state: bool, use_state_after: bool,
+        jobs: Sequence[RoomJob], ignored: frozenset[str], lazy_cache: LruCache[tuple[str, str], str] | None,
+        sent_members: dict[tuple[str, str], str],
+    ) -> dict[str, dict[str, Any]]:
+        """room id -> its section, for the rooms that have something to send.
+
+        ``lazy_cache`` holds the members the device already has (lazy loading of an
+        incremental sync); the members sent now are added to ``sent_members``."""
+        if not jobs:
+            return {}
+        user_id = device[0]
+        room_filter = sync_filter.room
+        timeline_filter = room_filter.timeline
+        limit = min(timeline_filter.limit or DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT)
+        sql_filter = EventFilterSql(
+            types=timeline_filter.types, not_types=timeline_filter.not_types,
+            senders=timeline_filter.senders, not_senders=timeline_filter.not_senders,
+            ignored_senders=tuple(ignored),
+        )
+        ids = await self.queries.timelines(
+            [RoomWindow(j.room_id, j.since.events if j.since else 0, j.up_to) for j in jobs], limit + 1, sql_filter)
+        loaded = await self.events.get_events(i for room_ids in ids.values() for i in room_ids[:limit])
+        rooms = []
+        for job in jobs:
+            room_ids = ids.get(job.room_id, [])
+            timeline = [loaded[i] for i in reversed(room_ids[:limit]) if i in loaded]
+            rooms.append(_Room(job, timeline, len(room_ids) > limit))
+        visible = await self.views.visible_to_many(user_id, [(r.timeline, r.job.currently_joined) for r in rooms])
+        for room, shown in zip(rooms, visible):
+            keep = {e.event_id for e in shown}
+            if room.job.leave_event is not None:
+                # The user always learns how they left, whatever the history visibility.
+                keep.add(room.job.leave_event.event_id)
+            room.timeline = [e for e in room.timeline if e.event_id in keep and timeline_filter.allows(e)]
+
+        await self._state_events(user_id, sync_filter, full_state, use_state_after, rooms, lazy_cache)
+
+        kept = []
+        for room in rooms:
+            job = room.job
+            room.account_events = [
+                {"type": t, "content": c} for t, c in job.account_data.items()
+                if room_filter.account_data.allows_type(t)
+            ]
+            room.ephemeral = [
+                e for e in job.ephemeral if room_filter.ephemeral.allows_type(e["type"])
+                and room_filter.ephemeral.allows_room(job.room_id)
+            ]
+            if (job.since is not None and not room.timeline and not room.state and not room.account_events
+                    and not room.ephemeral and not full_state and job.leave_event is None):
+                continue
+            kept.append(room)
+        if not kept:
+            return {}
+
+        counts = await self.notifications.unread_counts_many(
+            user_id, {r.job.room_id: r.job.up_to for r in kept if r.job.currently_joined})
+        summaries = await self.queries.summaries([
+            r.job.room_id for r in kept
+            if r.job.since is None or any(e.type == MEMBER for e in r.timeline + r.state)
+        ], user_id, MAX_HEROES)
+        # Spec: aggregations are bundled when the timeline is limited; otherwise the
+        # client holds every child event and aggregates them itself.
+        timelines: dict[str, list[dict[str, Any]]] = {}
+        for bundle in (True, False):
+            chosen = [r for r in kept if r.limited == bundle]
+            serialized = await self.views.serialize(
+                [e for r in chosen for e in r.timeline], device, include_room_id=False, bundle_aggregations=bundle)
+            timelines.update(_split(chosen, serialized, lambda r: len(r.timeline)))
+        serialized = await self.views.serialize([e for r in kept for e in r.state], include_room_id=False)
+        states = dict(_split(kept, serialized, lambda r: len(r.state)))
+
+        out = {}
+        for room in kept:
+            job = room.job
+            room_id = job.room_id
+            section: dict[str, Any] = {
+                "timeline": {
+                    "events": timelines[room_id],
+                    "limited": room.limited,
+                    "prev_batch": pagination_token(
+                        room.timeline[0].internal["stream_ordering"] - 1 if room.timeline else job.up_to),
+                },
+                "state_after" if use_state_after else "state": {"events": states[room_id]},
+                "account_data": {"events": room.account_events},
+                "ephemeral": {"events": room.ephemeral},
+                "unread_notifications": {"notification_count": 0, "highlight_count": 0},
+            }
+            if room_id in counts:
+                if timeline_filter.unread_thread_notifications:
+                    # Spec: then unread_notifications counts the main timeline only, and each
+                    # thread with unread notifications has its counts under its root's id.
+                    section["unread_notifications"] = counts[room_id].main
+                    section["unread_thread_notifications"] = counts[room_id].threads
+                else:
+                    section["unread_notifications"] = counts[room_id].total()
+            if room_id in summaries:
+                summary = summaries[room_id]
+                present = [u for u, m in summary.candidates if m in ("join", "invite")]
+                # Spec: the first 5 joined or invited members by stream order, never the user;
+                # the members who left or were banned only when there is no one else.
+                section["summary"] = {
+                    "m.heroes": present or [u for u, m in summary.candidates if m in ("leave", "ban")],
+                    "m.joined_member_count": summary.joined,
+                    "m.invited_member_count": summary.invited,
+                }
+            for event in room.state + room.timeline:
+                if event.type == MEMBER and event.state_key is not None:
+                    sent_members[(room_id, event.state_key)] = event.event_id
+            out[room_id] = section
+        return out
+
+    async def _state_events(
+        self, user_id: str, sync_filter: SyncFilter, full_state: bool, use_state_after: bool,
+        rooms: list[_Room], lazy_cache: LruCache[tuple[str, str], str] | None,
+    ) -> None:
+        """Each room's state up to the start of its timeline (``state``), or with
+        use_state_after up to its end (``state_after``): all of it, or what changed since
+        the room's ``since``."""
+        room_filter = sync_filter.room
+        lazy = room_filter.state.lazy_load_members or room_filter.timeline.lazy_load_members
+        redundant = room_filter.state.include_redundant_members or room_filter.timeline.include_redundant_members
+        # The end of the window rather than the last event shown: state events a
+        # timeline filter left out still reach the client.
+        points = [(r.job.room_id, r.job.up_to) for r in rooms if not (r.timeline and not use_state_after)]
+        points += [(r.job.room_id, r.job.since.events) for r in rooms if r.job.since is not None and not full_state]
+        at = await self.queries.state_groups_at(points)
+        targets: list[int | None] = []
+        for room in rooms:
+            if room.timeline and not use_state_after:
+                targets.append(room.timeline[0].internal.get("state_group_before"))
+            else:
+                targets.append(at.get((room.job.room_id, room.job.up_to)))
+        groups = await self.state.get_states(
+            targets + [at.get((r.job.room_id, r.job.since.events)) for r in rooms if r.job.since is not None])
+        wanted: list[list[str]] = []
+        for room, target_group in zip(rooms, targets):
+            job = room.job
+            target = groups.get(target_group, {}) if target_group is not None else {}
+            senders = {e.sender for e in room.timeline}
+            if job.since is None or full_state:
+                state_ids: dict[StateKey, str] = dict(target)
+                if lazy:
+                    # Lazy loading: only the timeline's senders and the user themself.
+                    state_ids = {
+                        k: v for k, v in state_ids.items() if k[0] != MEMBER or k[1] in senders | {user_id}
+                    }
+            else:
+                since_group = at.get((job.room_id, job.since.events))
+                at_since = groups.get(since_group, {}) if since_group is not None else {}
+                state_ids = {k: v for k, v in target.items() if at_since.get(k) != v}
+                if lazy:
+                    # The delta keeps every membership change in the gap (the spec's MUST), and
+                    # each sender's membership is added unless the device already has it.
+                    for sender in senders:
+                        key = (MEMBER, sender)
+                        if key in target and key not in state_ids and (
+                                redundant or lazy_cache is None
+                                or lazy_cache.get((job.room_id, sender)) != target[key]):
+                            state_ids[key] = target[key]
+            # `state` never repeats the timeline; `state_after` is complete on its own, as
+            # clients then ignore the state events of the timeline.
+            excluded = set() if use_state_after else {e.event_id for e in room.timeline}
+            wanted.append([v for v in state_ids.values() if v not in excluded])
+        loaded = await self.events.get_events({i for ids in wanted for i in ids})
+        for room, ids in zip(rooms, wanted):
+            events = [loaded[i] for i in dict.fromkeys(ids) if i in loaded and room_filter.state.allows(loaded[i])]
+            events.sort(key=lambda e: e.internal["stream_ordering"])
+            room.state = events
+
+
+def _split(rooms: list[_Room], serialized: list[dict[str, Any]], size: Any) -> list[tuple[str, list[dict]]]:
+    out, at = [], 0
+    for room in rooms:
+        n = size(room)
+        out.append((room.job.room_id, serialized[at:at + n]))
+        at += n
+    return out
