@@ -2,20 +2,19 @@
 other servers' keys and checks signatures with them.
 
 Spec: https://spec.matrix.org/v1.19/server-server-api/#retrieving-server-keys
+The HTTP side of both is federation/key_routes.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 import nacl.signing
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict
 
 from homeserver.config import TrustedKeyServer
-from homeserver.http import json_response, parse_model, query_int, read_json_object
 from homeserver.protocol import signing
 from homeserver.protocol.canonical import canonical_json_str, parse_json
 from homeserver.protocol.events import Event
@@ -39,10 +38,11 @@ from homeserver.signing_key import OldVerifyKey, load_old_verify_keys
 from homeserver.storage.cache import LruCache
 from homeserver.storage.server_keys import ServerKeyStore
 
+# KEYRING is also imported from here (federation/auth.py); the routes live in key_routes.py.
+from federation.key_routes import KEY_QUERY_PATH, KEY_SERVER_PATH, KEYRING, routes
+
 log = logging.getLogger(__name__)
 
-KEY_SERVER_PATH = "/_matrix/key/v2/server"
-KEY_QUERY_PATH = "/_matrix/key/v2/query"
 # Our current key verifies whatever we signed with it, whenever.
 _FOREVER = 2**63 - 1
 # At most this often per server do we ask for its keys (also after failures): events
@@ -346,11 +346,7 @@ class KeyRing:
         )
 
 
-# --- Wiring and routes -----------------------------------------------------------------
-
-KEYRING = web.AppKey("keyring", KeyRing)
-routes = web.RouteTableDef()
-
+# --- Wiring ------------------------------------------------------------------------------
 
 def install(app: web.Application, services: Services, client: KeyClient) -> KeyRing:
     """Build the KeyRing, put it under ``app[KEYRING]`` and add the key routes."""
@@ -367,43 +363,3 @@ def install(app: web.Application, services: Services, client: KeyClient) -> KeyR
     app[KEYRING] = keyring
     app.router.add_routes(routes)
     return keyring
-
-
-class _Criteria(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow")
-    minimum_valid_until_ts: int | None = None
-
-
-class _QueryBody(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow")
-    server_keys: dict[str, dict[str, _Criteria]]
-
-
-@routes.get(KEY_SERVER_PATH)
-@routes.get(KEY_SERVER_PATH + "/{keyId}")
-async def get_server_keys(request: web.Request) -> web.Response:
-    """GET /_matrix/key/v2/server (the keyId form is deprecated: all keys either way)."""
-    return json_response(request.config_dict[KEYRING].own_keys_response())
-
-
-@routes.get(KEY_QUERY_PATH + "/{serverName}")
-@routes.get(KEY_QUERY_PATH + "/{serverName}/{keyId}")
-async def query_server_keys(request: web.Request) -> web.Response:
-    """GET /_matrix/key/v2/query/{serverName}: a notary answer for one server."""
-    minimum = query_int(request, "minimum_valid_until_ts")
-    key_id = request.match_info.get("keyId")
-    wanted = {key_id: minimum} if key_id else {}
-    criteria = {request.match_info["serverName"]: wanted}
-    keys = await request.config_dict[KEYRING].notary_query(criteria, minimum)
-    return json_response({"server_keys": keys})
-
-
-@routes.post(KEY_QUERY_PATH)
-async def bulk_query_server_keys(request: web.Request) -> web.Response:
-    """POST /_matrix/key/v2/query: notary answers for several servers."""
-    body = parse_model(_QueryBody, await read_json_object(request))
-    criteria = {
-        server: {key_id: c.minimum_valid_until_ts for key_id, c in keys.items()}
-        for server, keys in body.server_keys.items()
-    }
-    return json_response({"server_keys": await request.config_dict[KEYRING].notary_query(criteria)})
