@@ -17,6 +17,7 @@ from homeserver.client import admin_users, login_token, refresh, rtc
 from homeserver.client import mutual_rooms, notifications, room_summary, room_upgrade
 from homeserver.client import search
 from homeserver.client import health
+from homeserver import admin as synapse_admin
 from homeserver.http import TRUSTED_PROXIES, matrix_middleware, trusted_networks
 from homeserver import metrics
 from homeserver.services.container import Services
@@ -53,6 +54,7 @@ def create_app(services: Services) -> web.Application:
     services.erasure.media_deleter = repository  # erasure deletes the user's uploads with their files
     media_preview.install(app, repository)
     app.router.add_routes(media_admin.routes)
+    synapse_admin.install(app)
     app[TRUSTED_PROXIES] = trusted_networks(services.config.trusted_proxies)
     metrics.install(app, services, federation_sender=fed.sender if fed is not None else None)
     # No catch-all route: the middleware turns aiohttp's 404 and 405 into M_UNRECOGNIZED,

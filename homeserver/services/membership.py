@@ -5,7 +5,7 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#room-membership
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Protocol
+from typing import Any, Awaitable, Callable, Iterable, Protocol
 
 from homeserver.errors import MatrixError, forbidden, invalid_param, not_found
 from homeserver.protocol import ids
@@ -53,6 +53,8 @@ class MembershipService:
         self.remote: RemoteMembership | None = None
         # Alias -> (room id, servers) from the alias's server (GET /query/directory).
         self.directory_lookup: Any = None
+        # Room id -> whether a server admin blocked it; set by the admin API (admin_container.py).
+        self.room_blocked: Callable[[str], Awaitable[bool]] | None = None
 
     async def resolve_room(self, room_id_or_alias: str) -> str:
         return (await self.resolve_room_and_servers(room_id_or_alias))[0]
@@ -94,6 +96,7 @@ class MembershipService:
 
     async def join(self, user_id: str, room_id: str, reason: str | None = None,
                    servers: Iterable[str] = ()) -> Event | None:
+        await self._check_not_blocked(room_id)
         content: dict[str, Any] = {"membership": "join", **(await self._profile_content(user_id))}
         if reason:
             content["reason"] = reason
@@ -136,6 +139,7 @@ class MembershipService:
     async def invite(self, sender: str, room_id: str, target: str, reason: str | None = None,
                      is_direct: bool = False) -> Event:
         self.check_invite_target(target)
+        await self._check_not_blocked(room_id)
         content = await self.invite_content(target, is_direct)
         current = await self.state.get_membership(room_id, target)
         if current is not None and current[0] in ("join", "ban"):
@@ -208,6 +212,10 @@ class MembershipService:
         if is_direct:
             content["is_direct"] = True
         return content
+
+    async def _check_not_blocked(self, room_id: str) -> None:
+        if self.room_blocked is not None and await self.room_blocked(room_id):
+            raise forbidden("This room has been blocked on this server")
 
     async def _resident(self, room_id: str) -> bool:
         """Whether this server is in the room (has its state), not just invited to it."""

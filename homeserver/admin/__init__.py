@@ -1,0 +1,34 @@
+"""Synapse's admin API (/_synapse/admin), for synapse-admin and admins' scripts.
+
+Each module is one area (users, devices, rooms, registration tokens, server); `install`
+builds the admin services and mounts every route. Shared-secret registration, whois,
+media and event reports live beside the modules that own those features
+(client/admin_register.py, client/admin_users.py, media/admin.py, client/reports.py).
+"""
+
+from __future__ import annotations
+
+from typing import AsyncIterator
+
+from aiohttp import web
+
+from homeserver.admin import devices, registration_tokens, rooms, server, users
+from homeserver.admin.base import ADMIN_SERVICES
+from homeserver.appkeys import SERVICES
+from homeserver.services.admin_container import build_admin_services
+
+ROUTE_MODULES = (server, users, devices, rooms, registration_tokens)
+
+
+def install(app: web.Application) -> None:
+    app[ADMIN_SERVICES] = build_admin_services(app[SERVICES])
+    for module in ROUTE_MODULES:
+        app.router.add_routes(module.routes)
+    app.cleanup_ctx.append(_room_deletes)
+
+
+async def _room_deletes(app: web.Application) -> AsyncIterator[None]:
+    deleter = app[ADMIN_SERVICES].room_deleter
+    await deleter.fail_interrupted_jobs()
+    yield
+    await deleter.stop()

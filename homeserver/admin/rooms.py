@@ -1,0 +1,105 @@
+"""Rooms: list, details, members, state, block, delete (v1 in the request, v2 in the
+background with a status). Synapse docs: docs/admin_api/rooms.md. Admins only.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from homeserver.admin.base import V1, V2, AdminBody, admin_services, body_of, descending, page, query_bool, \
+    query_choice, require_admin
+from homeserver.http import json_response, parse_model
+from homeserver.services.admin_room_delete import DeleteOptions
+from homeserver.storage.admin_rooms import ORDER_COLUMNS, RoomQuery
+
+routes = web.RouteTableDef()
+
+
+class DeleteRoomBody(AdminBody):
+    # new_room_user_id, room_name: accepted, not acted on (no room to move the members to).
+    new_room_user_id: str | None = None
+    room_name: str | None = None
+    message: str | None = None
+    block: bool = False
+    purge: bool = True
+    force_purge: bool = False
+
+    def options(self) -> DeleteOptions:
+        return DeleteOptions(block=self.block, purge=self.purge, force_purge=self.force_purge, message=self.message)
+
+
+class BlockBody(AdminBody):
+    block: bool
+
+
+@routes.get(V1 + "/rooms")
+async def list_rooms(request: web.Request) -> web.Response:
+    await require_admin(request)
+    offset, limit = page(request)
+    query = RoomQuery(
+        offset=offset, limit=limit, search_term=request.query.get("search_term") or None,
+        order_by=query_choice(request, "order_by", ORDER_COLUMNS, "name"), descending=descending(request),
+        public_rooms=query_bool(request, "public_rooms"), empty_rooms=query_bool(request, "empty_rooms"),
+    )
+    return json_response(await admin_services(request).rooms.list_rooms(query))
+
+
+@routes.get(V1 + "/rooms/{room_id}")
+async def room_details(request: web.Request) -> web.Response:
+    await require_admin(request)
+    return json_response(await admin_services(request).rooms.details(request.match_info["room_id"]))
+
+
+@routes.get(V1 + "/rooms/{room_id}/members")
+async def room_members(request: web.Request) -> web.Response:
+    await require_admin(request)
+    return json_response(await admin_services(request).rooms.members(request.match_info["room_id"]))
+
+
+@routes.get(V1 + "/rooms/{room_id}/state")
+async def room_state(request: web.Request) -> web.Response:
+    await require_admin(request)
+    return json_response(await admin_services(request).rooms.state_events(request.match_info["room_id"]))
+
+
+@routes.get(V1 + "/rooms/{room_id}/block")
+async def get_block(request: web.Request) -> web.Response:
+    await require_admin(request)
+    return json_response(await admin_services(request).rooms.block_status(request.match_info["room_id"]))
+
+
+@routes.put(V1 + "/rooms/{room_id}/block")
+async def put_block(request: web.Request) -> web.Response:
+    who = await require_admin(request)
+    body = parse_model(BlockBody, await body_of(request))
+    await admin_services(request).rooms.set_blocked(who, request.match_info["room_id"], body.block)
+    return json_response({"block": body.block})
+
+
+@routes.delete(V2 + "/rooms/{room_id}")
+async def delete_room_v2(request: web.Request) -> web.Response:
+    who = await require_admin(request)
+    body = parse_model(DeleteRoomBody, await body_of(request))
+    delete_id = await admin_services(request).room_deleter.start(who, request.match_info["room_id"], body.options())
+    return json_response({"delete_id": delete_id})
+
+
+@routes.get(V2 + "/rooms/{room_id}/delete_status")
+async def delete_status_of_room(request: web.Request) -> web.Response:
+    await require_admin(request)
+    return json_response(await admin_services(request).room_deleter.status_of_room(request.match_info["room_id"]))
+
+
+@routes.get(V2 + "/rooms/delete_status/{delete_id}")
+async def delete_status(request: web.Request) -> web.Response:
+    await require_admin(request)
+    return json_response(await admin_services(request).room_deleter.status(request.match_info["delete_id"]))
+
+
+@routes.delete(V1 + "/rooms/{room_id}")
+@routes.post(V1 + "/rooms/{room_id}/delete")
+async def delete_room_v1(request: web.Request) -> web.Response:
+    who = await require_admin(request)
+    body = parse_model(DeleteRoomBody, await body_of(request))
+    result = await admin_services(request).room_deleter.delete_now(who, request.match_info["room_id"], body.options())
+    return json_response(result)

@@ -1,0 +1,42 @@
+"""The admin API's services, built from the server's (wired once, by homeserver/admin/)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from homeserver.services.admin_registration_tokens import RegistrationTokenAdmin
+from homeserver.services.admin_room_delete import RoomDeleter
+from homeserver.services.admin_rooms import AdminRoomService
+from homeserver.services.admin_users import AdminUserService
+from homeserver.services.container import Services
+from homeserver.storage.admin_registration_tokens import AdminRegistrationTokenStore
+from homeserver.storage.admin_rooms import AdminRoomStore
+from homeserver.storage.admin_users import AdminUserStore
+from homeserver.storage.purge import PurgeStore
+
+
+@dataclasses.dataclass
+class AdminServices:
+    users: AdminUserService
+    rooms: AdminRoomService
+    room_deleter: RoomDeleter
+    registration_tokens: RegistrationTokenAdmin
+
+
+def build_admin_services(svc: Services) -> AdminServices:
+    room_store = AdminRoomStore(svc.db)
+    rooms = AdminRoomService(svc.server_name, room_store, svc.state, svc.events, svc.views)
+    # Blocked rooms refuse joins and invites of local users (membership.py asks this).
+    svc.membership.room_blocked = rooms.is_blocked
+    return AdminServices(
+        users=AdminUserService(
+            svc.server_name, AdminUserStore(svc.db), svc.users, svc.accounts, svc.profiles, svc.deactivation,
+            svc.user_admin, svc.state, svc.pushers,
+        ),
+        rooms=rooms,
+        room_deleter=RoomDeleter(
+            svc.server_name, room_store, PurgeStore(svc.db), svc.rooms, svc.state, svc.events, svc.membership,
+            svc.pipeline,
+        ),
+        registration_tokens=RegistrationTokenAdmin(AdminRegistrationTokenStore(svc.db), svc.registration),
+    )

@@ -1,0 +1,78 @@
+"""Server admins' view of rooms: list, details, members, state, blocking.
+
+Synapse docs: docs/admin_api/rooms.md (List Room API, Room Details API, Room Members API,
+Room State API, Block Room API).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homeserver.errors import invalid_param, not_found
+from homeserver.protocol import ids
+from homeserver.services.admin_audit import audit
+from homeserver.services.auth import Requester
+from homeserver.services.clock import now_ms
+from homeserver.services.event_views import EventViews
+from homeserver.storage.admin_rooms import AdminRoomStore, RoomQuery
+from homeserver.storage.events import EventStore
+from homeserver.storage.state import StateStore
+
+
+def check_room_id(room_id: str) -> None:
+    if not ids.is_valid_room_id(room_id):
+        raise invalid_param(f"{room_id!r} is not a legal room ID")
+
+
+class AdminRoomService:
+    def __init__(self, server_name: str, store: AdminRoomStore, state: StateStore, events: EventStore,
+                 views: EventViews):
+        self.server_name = server_name
+        self.store = store
+        self.state = state
+        self.events = events
+        self.views = views
+
+    async def list_rooms(self, query: RoomQuery) -> dict[str, Any]:
+        rooms, total = await self.store.list_rooms(query, self.server_name)
+        out: dict[str, Any] = {"rooms": rooms, "offset": query.offset, "total_rooms": total}
+        if query.offset + len(rooms) < total:
+            out["next_batch"] = query.offset + len(rooms)
+        if query.offset > 0:
+            out["prev_batch"] = max(0, query.offset - query.limit)
+        return out
+
+    async def details(self, room_id: str) -> dict[str, Any]:
+        check_room_id(room_id)
+        details = await self.store.room_details(room_id, self.server_name)
+        if details is None:
+            raise not_found("Room not found")
+        return details
+
+    async def members(self, room_id: str) -> dict[str, Any]:
+        await self.details(room_id)
+        members = sorted(await self.state.get_members(room_id, "join"))
+        return {"members": members, "total": len(members)}
+
+    async def state_events(self, room_id: str) -> dict[str, Any]:
+        await self.details(room_id)
+        state_ids = await self.state.get_current_state_ids(room_id)
+        loaded = await self.events.get_events(state_ids.values())
+        events = [loaded[event_id] for key, event_id in sorted(state_ids.items()) if event_id in loaded]
+        return {"state": await self.views.serialize(events)}
+
+    async def block_status(self, room_id: str) -> dict[str, Any]:
+        check_room_id(room_id)
+        by = await self.store.blocked_by(room_id)
+        return {"block": True, "user_id": by} if by is not None else {"block": False}
+
+    async def set_blocked(self, who: Requester, room_id: str, block: bool) -> None:
+        check_room_id(room_id)
+        if block:
+            await self.store.block(room_id, who.user_id, now_ms())
+        else:
+            await self.store.unblock(room_id)
+        audit(who.user_id, "block_room" if block else "unblock_room", room_id)
+
+    async def is_blocked(self, room_id: str) -> bool:
+        return await self.store.blocked_by(room_id) is not None
