@@ -97,11 +97,9 @@ class PresenceRelay:
             await self._send([joiner_server], entries)
 
     async def _servers_sharing(self, user_id: str) -> set[str]:
-        servers: set[str] = set()
-        rooms = await self.fed.services.state.get_rooms_for_user(user_id)
-        for room_id, (membership, _) in rooms.items():
-            if membership == "join":
-                servers.update(await self.fed.servers_in_room(room_id))
+        # One query for all the user's rooms: a sync that brings a user online costs the
+        # same whatever their number of rooms (issue 7).
+        servers = await self.fed.graph.servers_sharing_a_room(user_id)
         servers.discard(self.fed.server_name)
         return servers
 

@@ -211,6 +211,17 @@ class EventGraphStore:
         )
         return {row["server_name"] for row in rows}
 
+    async def servers_sharing_a_room(self, user_id: str) -> set[str]:
+        """The servers with a joined member in any room the user is joined to, in one query."""
+        rows = await self.db.fetch(
+            "SELECT DISTINCT substr(o.state_key, strpos(o.state_key, ':') + 1) AS server_name"
+            " FROM current_state mine JOIN current_state o ON o.room_id = mine.room_id"
+            " AND o.type = 'm.room.member' AND o.membership = 'join'"
+            " WHERE mine.type = 'm.room.member' AND mine.state_key = $1 AND mine.membership = 'join'",
+            user_id,
+        )
+        return {row["server_name"] for row in rows}
+
     async def server_in_room(self, room_id: str, server_name: str) -> bool:
         """Whether a user of the server is joined to the room (current state)."""
         return bool(await self.db.fetchval(

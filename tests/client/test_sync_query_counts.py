@@ -1,0 +1,256 @@
+"""/sync costs a fixed number of queries, whatever the number of rooms (issue 7),
+and the batched building of rooms keeps what /sync sends.
+
+Spec: https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3sync
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any
+
+from tests.client.sync_helpers import V3, ids, leave, send_state, state, timeline
+from tests.helpers import User
+
+LAZY = {"room": {"state": {"lazy_load_members": True}, "timeline": {"limit": 2}}}
+REDUNDANT = {"room": {"state": {"lazy_load_members": True, "include_redundant_members": True},
+                      "timeline": {"limit": 2}}}
+
+
+class _CountingConnection:
+    def __init__(self, conn: Any, counted: dict[str, int]):
+        self._conn = conn
+        self._counted = counted
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._conn, name)
+        if name in ("fetch", "fetchrow", "fetchval", "execute", "executemany"):
+            async def counting(*args: Any, **kwargs: Any) -> Any:
+                self._counted["n"] += 1
+                return await value(*args, **kwargs)
+            return counting
+        return value
+
+
+def count_queries(services: Any) -> dict[str, int]:
+    """Count every statement sent through the Database, those of its transactions too."""
+    db = services.db
+    counted = {"n": 0}
+    for name in ("fetch", "fetchrow", "fetchval", "execute"):
+        method = getattr(db, name)
+
+        async def counting(*args: Any, _method: Any = method) -> Any:
+            counted["n"] += 1
+            return await _method(*args)
+
+        setattr(db, name, counting)
+    transaction = db.transaction
+
+    @contextlib.asynccontextmanager
+    async def counting_transaction() -> Any:
+        async with transaction() as conn:
+            yield _CountingConnection(conn, counted)
+
+    db.transaction = counting_transaction
+    return counted
+
+
+def cold(services: Any) -> None:
+    """Empty the event and state group caches, so that both room counts read everything."""
+    services.events._cache.clear()
+    services.state._groups.clear()
+
+
+async def sync_counted(services: Any, counted: dict[str, int], user: User, **params: Any) -> tuple[Any, int]:
+    cold(services)
+    counted["n"] = 0
+    r = await user.sync(**params)
+    assert r.status == 200, r
+    return r, counted["n"]
+
+
+async def populate(api: Any, name: str, rooms: int) -> tuple[User, User, list[str]]:
+    """A user in ``rooms`` rooms, each with another member, a topic, messages, a read
+    receipt of the other member, and an unread notification for the user."""
+    me = await api.register(f"{name}me")
+    other = await api.register(f"{name}other")
+    room_ids = []
+    for i in range(rooms):
+        room = await me.create_room(preset="public_chat", name=f"{name} {i}")
+        await other.join(room)
+        await send_state(me, room, "m.room.topic", {"topic": f"topic {i}"})
+        await me.send_text(room, "hello")
+        said = await other.send_text(room, "hi")
+        r = await other.post(f"{V3}/rooms/{room}/receipt/m.read/{said}", {})
+        assert r.status == 200, r
+        room_ids.append(room)
+    return me, other, room_ids
+
+
+async def counts_for(api: Any, services: Any, counted: dict[str, int], name: str, rooms: int,
+                     sync_filter: dict | None) -> list[int]:
+    me, other, room_ids = await populate(api, name, rooms)
+    params = {"filter": json.dumps(sync_filter)} if sync_filter else {}
+    initial, n_initial = await sync_counted(services, counted, me, **params)
+    assert len(initial["rooms"]["join"]) == rooms
+    assert all(s["unread_notifications"]["notification_count"] == 1 for s in initial["rooms"]["join"].values())
+    for room in room_ids:
+        await other.send_text(room, "news")
+    incremental, n_incremental = await sync_counted(services, counted, me, since=initial["next_batch"], **params)
+    assert len(incremental["rooms"]["join"]) == rooms
+    for room in room_ids:
+        # A state change (the other member's display name) and a message.
+        await send_state(other, room, "m.room.member", {"membership": "join", "displayname": "O"}, other.user_id)
+        await other.send_text(room, "more news")
+    again, n_again = await sync_counted(services, counted, me, since=incremental["next_batch"], **params)
+    assert len(again["rooms"]["join"]) == rooms
+    assert all(s["unread_notifications"]["notification_count"] == 3 for s in again["rooms"]["join"].values())
+    return [n_initial, n_incremental, n_again]
+
+
+async def test_queries_do_not_grow_with_the_number_of_rooms(api, services):
+    counted = count_queries(services)
+    few = await counts_for(api, services, counted, "few", 5, None)
+    many = await counts_for(api, services, counted, "many", 50, None)
+    assert few == many
+
+
+async def test_lazy_loaded_queries_do_not_grow_with_the_number_of_rooms(api, services):
+    counted = count_queries(services)
+    few = await counts_for(api, services, counted, "few", 5, LAZY)
+    many = await counts_for(api, services, counted, "many", 50, LAZY)
+    assert few == many
+
+
+def members(r: Any, room: str) -> set[str]:
+    return {e["state_key"] for e in state(r, room) if e["type"] == "m.room.member"}
+
+
+async def lazy_sync(user: User, sync_filter: dict, since: str | None = None) -> Any:
+    r = await user.sync(since=since, filter=json.dumps(sync_filter))
+    assert r.status == 200, r
+    return r
+
+
+async def test_lazy_members_already_sent_are_not_sent_again(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    carol = await api.register("carol")
+    room = await alice.create_room(preset="public_chat")
+    await bob.join(room)
+    for i in range(3):
+        await bob.send_text(room, f"b{i}")
+    first = await lazy_sync(alice, LAZY)
+    assert members(first, room) == {alice.user_id, bob.user_id}
+    # Bob speaks again: the device has his membership already.
+    said = await bob.send_text(room, "again")
+    second = await lazy_sync(alice, LAZY, first["next_batch"])
+    assert ids(timeline(second, room)) == [said]
+    assert members(second, room) == set()
+    # Carol joins, and speaks after the window: her membership comes once, then not again.
+    await carol.join(room)
+    for i in range(3):
+        await carol.send_text(room, f"c{i}")
+    third = await lazy_sync(alice, LAZY, second["next_batch"])
+    assert members(third, room) == {carol.user_id}
+    await carol.send_text(room, "still me")
+    await bob.send_text(room, "and me")
+    fourth = await lazy_sync(alice, LAZY, third["next_batch"])
+    assert members(fourth, room) == set()
+    # With include_redundant_members the senders' memberships always come.
+    await bob.send_text(room, "redundant")
+    fifth = await lazy_sync(alice, REDUNDANT, fourth["next_batch"])
+    assert members(fifth, room) == {bob.user_id}
+    # A retried request (its response lost) starts afresh: the senders' members come again.
+    retried = await lazy_sync(alice, LAZY, fourth["next_batch"])
+    assert members(retried, room) == {bob.user_id}
+    # An initial sync forgets what was sent.
+    again = await lazy_sync(alice, LAZY)
+    assert bob.user_id in members(again, room)
+
+
+async def test_lazy_members_counted_syncs_do_not_resend(api, services):
+    counted = count_queries(services)
+    me, other, room_ids = await populate(api, "lazy", 5)
+    first = await lazy_sync(me, LAZY)
+    assert all(other.user_id in members(first, r) for r in room_ids)
+    for room in room_ids:
+        await other.send_text(room, "news")
+    second = await lazy_sync(me, LAZY, first["next_batch"])
+    assert all(members(second, r) == set() for r in room_ids)
+    for room in room_ids:
+        await other.send_text(room, "more")
+    third = await lazy_sync(me, LAZY, second["next_batch"])
+    assert all(members(third, r) == set() for r in room_ids)
+
+
+# What the batched building must keep, with rooms of different kinds in one response.
+
+
+async def test_rooms_of_one_response_each_get_their_own_state_delta_and_limits(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    quiet = await alice.create_room(preset="public_chat", name="quiet")
+    busy = await alice.create_room(preset="public_chat", name="busy")
+    renamed = await alice.create_room(preset="public_chat", name="old")
+    for room in (quiet, busy, renamed):
+        await bob.join(room)
+    first = await bob.sync()
+    await alice.send_text(quiet, "one")
+    new_topic = await send_state(alice, busy, "m.room.topic", {"topic": "in the gap"})
+    for i in range(12):
+        await alice.send_text(busy, f"m{i}")
+    new_name = await send_state(alice, renamed, "m.room.name", {"name": "new"})
+    r = await bob.sync(since=first["next_batch"])
+    join = r["rooms"]["join"]
+    assert join[quiet]["timeline"]["limited"] is False and state(r, quiet) == []
+    assert [e["content"].get("body") for e in timeline(r, quiet)] == ["one"]
+    assert join[busy]["timeline"]["limited"] is True
+    assert ids(state(r, busy)) == [new_topic]
+    assert ids(timeline(r, renamed)) == [new_name] and state(r, renamed) == []
+
+
+async def test_history_visibility_is_applied_per_room_in_one_response(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    shared = await alice.create_room(preset="public_chat")
+    joined_only = await alice.create_room(preset="public_chat")
+    await send_state(alice, joined_only, "m.room.history_visibility", {"history_visibility": "joined"})
+    before = {}
+    for room in (shared, joined_only):
+        before[room] = await alice.send_text(room, "before bob")
+    for room in (shared, joined_only):
+        await bob.join(room)
+        await alice.send_text(room, "after bob")
+    r = await bob.sync()
+    assert before[shared] in ids(timeline(r, shared))
+    assert before[joined_only] not in ids(timeline(r, joined_only))
+    assert "after bob" in [e["content"].get("body") for e in timeline(r, joined_only)]
+
+
+async def test_leave_and_join_sections_in_one_incremental_sync(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    stays = await alice.create_room(preset="public_chat")
+    goes = await alice.create_room(preset="public_chat")
+    comes = await alice.create_room(preset="public_chat")
+    for room in (stays, goes):
+        await bob.join(room)
+    first = await bob.sync()
+    await alice.send_text(goes, "before the leave")
+    await leave(bob, goes)
+    await alice.send_text(goes, "after the leave")
+    await alice.send_text(stays, "still here")
+    await alice.send_text(comes, "before bob came")
+    await bob.join(comes)
+    r = await bob.sync(since=first["next_batch"])
+    events = timeline(r, goes, "leave")
+    assert events[-1]["state_key"] == bob.user_id and events[-1]["content"]["membership"] == "leave"
+    assert "after the leave" not in [e["content"].get("body") for e in events]
+    assert "unread_notifications" not in r["rooms"]["leave"][goes]
+    assert [e["content"].get("body") for e in timeline(r, stays)] == ["still here"]
+    # The room bob joined comes whole, with its summary.
+    section = r["rooms"]["join"][comes]
+    assert section["summary"]["m.joined_member_count"] == 2
+    assert "m.room.create" in {e["type"] for e in state(r, comes) + timeline(r, comes)}
