@@ -10,7 +10,7 @@ from homeserver.admin.base import V1, V2, AdminBody, admin_services, body_of, de
     query_choice, require_admin
 from homeserver.http import json_response, parse_model
 from homeserver.services.admin_room_delete import DeleteOptions
-from homeserver.storage.admin_rooms import ORDER_COLUMNS, RoomQuery
+from homeserver.services.admin_rooms import ROOM_ORDER_BY, RoomQuery
 
 routes = web.RouteTableDef()
 
@@ -38,7 +38,7 @@ async def list_rooms(request: web.Request) -> web.Response:
     offset, limit = page(request)
     query = RoomQuery(
         offset=offset, limit=limit, search_term=request.query.get("search_term") or None,
-        order_by=query_choice(request, "order_by", ORDER_COLUMNS, "name"), descending=descending(request),
+        order_by=query_choice(request, "order_by", ROOM_ORDER_BY, "name"), descending=descending(request),
         public_rooms=query_bool(request, "public_rooms"), empty_rooms=query_bool(request, "empty_rooms"),
     )
     return json_response(await admin_services(request).rooms.list_rooms(query))

@@ -9,8 +9,7 @@ from aiohttp import web
 from homeserver.admin.base import V1, V2, AdminBody, admin_services, body_of, descending, page, query_bool, \
     query_choice, require_admin
 from homeserver.http import json_response, parse_model
-from homeserver.services.admin_users import UserChanges
-from homeserver.storage.admin_users import ORDER_COLUMNS, UserQuery
+from homeserver.services.admin_users import USER_ORDER_BY, UserChanges, UserQuery
 
 routes = web.RouteTableDef()
 
@@ -52,7 +51,7 @@ async def list_users(request: web.Request) -> web.Response:
         include_locked=bool(query_bool(request, "locked")),
         admins=query_bool(request, "admins"),
         suspended=query_bool(request, "suspended"),
-        order_by=query_choice(request, "order_by", ORDER_COLUMNS, "name"),
+        order_by=query_choice(request, "order_by", USER_ORDER_BY, "name"),
         descending=descending(request),
     )
     del guests  # no guest accounts here: guests=false and guests=true list the same users
@@ -113,6 +112,12 @@ async def put_admin(request: web.Request) -> web.Response:
 async def joined_rooms(request: web.Request) -> web.Response:
     await require_admin(request)
     return json_response(await admin_services(request).users.joined_rooms(request.match_info["user_id"]))
+
+
+@routes.get(V1 + "/users/{user_id}/memberships")
+async def memberships(request: web.Request) -> web.Response:
+    await require_admin(request)
+    return json_response(await admin_services(request).users.memberships(request.match_info["user_id"]))
 
 
 @routes.get(V1 + "/users/{user_id}/pushers")

@@ -14,9 +14,13 @@ from homeserver.services.admin_audit import audit
 from homeserver.services.auth import Requester
 from homeserver.services.clock import now_ms
 from homeserver.services.event_views import EventViews
-from homeserver.storage.admin_rooms import AdminRoomStore, RoomQuery
+from homeserver.storage.admin_rooms import ORDER_COLUMNS, AdminRoomStore, RoomQuery
 from homeserver.storage.events import EventStore
 from homeserver.storage.state import StateStore
+
+# What the room list may be ordered by (order_by), and its query, for the route module.
+ROOM_ORDER_BY = frozenset(ORDER_COLUMNS)
+__all__ = ["AdminRoomService", "RoomQuery", "ROOM_ORDER_BY", "check_room_id"]
 
 
 def check_room_id(room_id: str) -> None:

@@ -18,12 +18,15 @@ from homeserver.services.deactivation import DeactivationService
 from homeserver.services.profiles import ProfileService
 from homeserver.services.pushers import PushersService
 from homeserver.services.user_admin import UserAdminService
-from homeserver.storage.admin_users import AdminUserStore, UserQuery, UserRow
+from homeserver.storage.admin_users import ORDER_COLUMNS, AdminUserStore, UserQuery, UserRow
 from homeserver.storage.devices import Device
 from homeserver.storage.state import StateStore
 from homeserver.storage.users import UserStore
 
 USER_TYPES = (None, "bot", "support")
+# What the users list may be ordered by (order_by), and its query, for the route module.
+USER_ORDER_BY = frozenset(ORDER_COLUMNS)
+__all__ = ["AdminUserService", "UserChanges", "UserQuery", "USER_ORDER_BY"]
 
 
 @dataclasses.dataclass
@@ -107,6 +110,11 @@ class AdminUserService:
                        if membership == "join")
         return {"joined_rooms": rooms, "total": len(rooms)}
 
+    async def memberships(self, user_id: str) -> dict[str, Any]:
+        self.check_user_id(user_id)
+        rooms = await self.state.get_rooms_for_user(user_id)
+        return {"memberships": {room_id: membership for room_id, (membership, _) in sorted(rooms.items())}}
+
     async def is_admin(self, user_id: str) -> bool:
         self.check_local(user_id, "Only local users can be admins of this homeserver")
         return (await self._existing(user_id)).is_admin
@@ -125,6 +133,8 @@ class AdminUserService:
             raise invalid_param("Invalid user type")
         if changes.password is not None:
             self.accounts.check_new_password(changes.password)
+        if changes.avatar_url and not changes.avatar_url.startswith("mxc://"):
+            raise invalid_param("avatar_url must be an mxc:// URI")
         existing = await self.users.get_user(user_id)
         if existing is None:
             await self._create(who, user_id, changes)
@@ -137,9 +147,9 @@ class AdminUserService:
     async def _create(self, who: Requester, user_id: str, changes: UserChanges) -> None:
         localpart = ids.parse_user_id(user_id).localpart
         await self.accounts.create_account(
-            localpart, changes.password, is_admin=bool(changes.admin), displayname=changes.displayname)
+            localpart, changes.password, is_admin=bool(changes.admin), displayname=changes.displayname or None)
         audit(who.user_id, "create_user", user_id, admin=bool(changes.admin))
-        if changes.avatar_url is not None:
+        if changes.avatar_url:
             await self.profiles.set_field(user_id, "avatar_url", changes.avatar_url)
         if changes.set_user_type:
             await self.store.set_user_type(user_id, changes.user_type)
@@ -162,7 +172,10 @@ class AdminUserService:
             audit(who.user_id, "set_password", user_id, logout_devices=changes.logout_devices)
         for field in ("displayname", "avatar_url"):
             value = getattr(changes, field)
-            if value is not None and value != getattr(row, field):
+            if value is None:
+                continue
+            value = value or None  # "" removes the field, as Synapse's
+            if value != getattr(row, field):
                 await self.profiles.set_field(user_id, field, value)
                 audit(who.user_id, f"set_{field}", user_id)
         if changes.admin is not None and changes.admin != row.is_admin:

@@ -183,3 +183,39 @@ async def test_devices_joined_rooms_and_pushers(api):
     assert r.body == {"joined_rooms": [room], "total": 1}
     r = await admin.get(f"{V1}/users/{q(dan.user_id)}/pushers")
     assert r.body == {"pushers": [], "total": 0}
+
+
+async def test_memberships_and_profile_removal(api):
+    admin = await make_admin(api)
+    eve = await api.register("eve")
+    room = await admin.create_room(preset="public_chat")
+    await eve.join(room)
+    left = await admin.create_room(preset="public_chat")
+    await eve.join(left)
+    assert (await eve.post(f"/_matrix/client/v3/rooms/{left}/leave", {})).status == 200
+    r = await admin.get(f"{V1}/users/{q(eve.user_id)}/memberships")
+    assert r.body == {"memberships": {room: "join", left: "leave"}}
+    await assert_admin_only(api, "GET", f"{V1}/users/{q(eve.user_id)}/memberships", user=eve)
+
+    path = f"{V2}/users/{q(eve.user_id)}"
+    r = await admin.put(path, {"displayname": "Eve", "avatar_url": "mxc://test.local/abc"})
+    assert r["displayname"] == "Eve" and r["avatar_url"] == "mxc://test.local/abc"
+    r = await admin.put(path, {"displayname": "", "avatar_url": ""})
+    assert r["displayname"] is None and r["avatar_url"] is None
+    assert (await admin.put(path, {"avatar_url": "https://example.org/a.png"})).status == 400
+    r = await admin.put(path, {"user_type": "bot"})
+    assert r["user_type"] == "bot"
+    assert (await admin.put(path, {"user_type": None})).body["user_type"] is None
+
+
+async def test_each_admin_action_is_logged(api, caplog):
+    admin = await make_admin(api)
+    frank = await api.register("frank")
+    caplog.set_level("INFO", logger="homeserver.admin")
+    await admin.post(f"{V1}/reset_password/{q(frank.user_id)}", {"new_password": "franks secret password"})
+    await admin.put(f"{V1}/users/{q(frank.user_id)}/admin", {"admin": True})
+    await admin.post(f"{V1}/deactivate/{q(frank.user_id)}", {})
+    lines = [r.getMessage() for r in caplog.records if r.name == "homeserver.admin"]
+    for action in ("reset_password", "set_admin", "deactivate"):
+        assert any(f"admin={admin.user_id} action={action} target={frank.user_id}" in line for line in lines), lines
+    assert not any("franks secret password" in line for line in lines)
