@@ -305,9 +305,15 @@ def split_property_path(path: str) -> list[str]:
     return parts
 
 
+@functools.lru_cache(maxsize=1024)
+def _property_keys(path: str) -> tuple[str, ...]:
+    # Rules name few paths, evaluated against every event: parsed once each.
+    return tuple(split_property_path(path))
+
+
 def property_at(event: Mapping[str, Any], path: str, missing: Any = None) -> Any:
     value: Any = event
-    for key in split_property_path(path):
+    for key in _property_keys(path):
         if not isinstance(value, dict) or key not in value:
             return missing
         value = value[key]
@@ -348,7 +354,12 @@ def glob_matches(pattern: str, value: str, word_boundary: bool = False) -> bool:
     substring that starts and ends at a word boundary."""
     if word_boundary:
         return _word_regex(_glob_regex(pattern)).search(value) is not None
-    return re.fullmatch(_glob_regex(pattern), value, re.IGNORECASE | re.DOTALL) is not None
+    return _whole_regex(pattern).fullmatch(value) is not None
+
+
+@functools.lru_cache(maxsize=1024)
+def _whole_regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(_glob_regex(pattern), re.IGNORECASE | re.DOTALL)
 
 
 _MEMBER_COUNT = re.compile(r"(==|<=|>=|<|>)?([0-9]+)", re.ASCII)
