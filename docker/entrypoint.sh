@@ -35,6 +35,13 @@ default_listen = "listen:\n  host: 127.0.0.1\n"
 if default_listen not in text:
     raise SystemExit(f"error: {path} has no default listen section to change to 0.0.0.0")
 text = text.replace(default_listen, "listen:\n  host: 0.0.0.0\n", 1)
+# Caddy reaches the homeserver from the compose network, not from loopback: believe the
+# X-Forwarded-For of Docker's private networks, so rate limits and the device list see clients.
+default_proxies = 'trusted_proxies: ["127.0.0.1", "::1"]\n'
+if default_proxies not in text:
+    raise SystemExit(f"error: {path} has no default trusted_proxies to extend for the compose network")
+text = text.replace(default_proxies,
+                    'trusted_proxies: ["127.0.0.1", "::1", "172.16.0.0/12", "192.168.0.0/16", "10.0.0.0/8"]\n', 1)
 
 extra = []
 matrix_host = os.environ.get("MATRIX_HOST", "").strip()

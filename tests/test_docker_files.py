@@ -344,6 +344,8 @@ def test_entrypoint_writes_a_valid_config_once(tmp_path):
     config = load_config(config_path)
     assert config.server_name == "example.org"
     assert config.listen.host == "0.0.0.0" and config.listen.port == 8008
+    # Caddy's X-Forwarded-For comes from the compose network.
+    assert "172.16.0.0/12" in config.trusted_proxies and "127.0.0.1" in config.trusted_proxies
     assert config.data_dir == tmp_path and config.signing_key_file.is_file()
     assert config.public_baseurl == "https://matrix.example.org/"
     assert config.well_known.server == "matrix.example.org:443"
