@@ -52,6 +52,8 @@ def create_app(services: Services) -> web.Application:
     app.cleanup_ctx.append(presence.idle_sweeper)
     repository = setup_media(app, services, federation_client=fed.client if fed is not None else None)
     services.erasure.media_deleter = repository  # erasure deletes the user's uploads with their files
+    services.retention.remote_media = repository  # retention expires the remote media cache
+    app.cleanup_ctx.append(services.retention.lifecycle)
     media_preview.install(app, repository)
     app.router.add_routes(media_admin.routes)
     synapse_admin.install(app)

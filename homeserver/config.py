@@ -331,6 +331,46 @@ class MetricsConfig(_Section):
     port: int = Field(9000, ge=1, le=65535)
 
 
+class ServerNoticesConfig(_Section):
+    """Server notices (the admin API's send_server_notice): messages from a system user, each
+    user's in a room of their own. Off by default, as Synapse's."""
+
+    enabled: bool = False
+    # The system user is created on first use; a regular account of that name is never used.
+    system_mxid_localpart: str = "server"
+    system_mxid_display_name: str = "Server Notices"
+    room_name: str = "Server Notices"
+
+
+class RetentionConfig(_Section):
+    """Message retention and the remote media cache's age; see docs/configuration.md#retention."""
+
+    # Off: nothing is ever purged by age.
+    enabled: bool = False
+    # Seconds (or "30d") a message lives in rooms without an m.room.retention policy; None: forever.
+    default_max_lifetime: int | None = Field(None, ge=60)
+    # Bounds on any room's max_lifetime (Synapse's allowed_lifetime_min/max); None: no bound.
+    allowed_lifetime_min: int | None = Field(None, ge=60)
+    allowed_lifetime_max: int | None = Field(None, ge=60)
+    # How often the purge job runs.
+    purge_interval: int = Field(86400, ge=60)
+    # Cached media of other servers not used for this long is dropped; None: kept.
+    remote_media_max_age: int | None = Field(90 * 86400, ge=3600)
+
+    @field_validator("default_max_lifetime", "allowed_lifetime_min", "allowed_lifetime_max",
+                     "purge_interval", "remote_media_max_age", mode="before")
+    @classmethod
+    def _durations(cls, value: Any) -> Any:
+        return _parse_duration(value)
+
+    @model_validator(mode="after")
+    def _ordered_bounds(self) -> "RetentionConfig":
+        low, high = self.allowed_lifetime_min, self.allowed_lifetime_max
+        if low is not None and high is not None and low > high:
+            raise ValueError("allowed_lifetime_min is larger than allowed_lifetime_max")
+        return self
+
+
 class Config(_Section):
     server_name: str
     public_baseurl: str | None = None
@@ -363,6 +403,8 @@ class Config(_Section):
     # other peer the header is ignored, so a client cannot choose its own address.
     trusted_proxies: list[str] = []
     metrics: MetricsConfig = MetricsConfig()
+    retention: RetentionConfig = RetentionConfig()
+    server_notices: ServerNoticesConfig = ServerNoticesConfig()
 
     _valid_proxies = field_validator("trusted_proxies")(_ip_ranges)
 
@@ -524,6 +566,18 @@ trusted_proxies: ["127.0.0.1", "::1"]
 #   uris: ["turn:matrix.{server_name}:3478?transport=udp", "turns:matrix.{server_name}:5349?transport=tcp"]
 #   shared_secret: "the static-auth-secret of /etc/turnserver.conf"
 #   user_lifetime: 1h
+
+# Delete messages older than a lifetime: rooms choose theirs with an
+# m.room.retention state event (max_lifetime in ms); default_max_lifetime covers
+# the others. Also drops cached media of other servers unused for
+# remote_media_max_age. See docs/configuration.md#retention.
+# retention:
+#   enabled: true
+#   default_max_lifetime: null     # e.g. 365d; null keeps messages of rooms without a policy
+#   allowed_lifetime_min: 1d
+#   allowed_lifetime_max: null
+#   purge_interval: 1d
+#   remote_media_max_age: 90d
 
 password_hash_rounds: 12
 log_level: INFO

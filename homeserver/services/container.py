@@ -14,6 +14,8 @@ from homeserver.services.e2e_keys import E2eKeyService
 from homeserver.services.key_backup import KeyBackupService
 from homeserver.services.deactivation import DeactivationService
 from homeserver.services.erasure import ErasureService
+from homeserver.services.retention import RetentionJob
+from homeserver.storage.retention import RetentionStore
 from homeserver.services.aggregations import Aggregator
 from homeserver.services.event_views import EventViews
 from homeserver.services.ignored_users import IgnoredUsers
@@ -130,6 +132,7 @@ class Services:
     notification_list: NotificationList
     search: SearchService
     erasure: ErasureService
+    retention: RetentionJob
     room_aliases: RoomAliasService
     sync_filters: FilterService
     user_search: UserDirectoryService
@@ -258,6 +261,7 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         ),
         search=SearchService(SearchStore(db), events, state, views, event_stream, ignored_users),
         erasure=ErasureService.wired(server_name, db, users, pipeline, events, state, deactivation),
+        retention=RetentionJob(config.retention, RetentionStore(db), events),
         room_aliases=RoomAliasService(server_name, rooms, state),
         sync_filters=FilterService(FilterStore(db)),
         user_search=UserDirectoryService(UserDirectoryStore(db), config.user_directory.search_all_users),
