@@ -69,15 +69,15 @@ def room_lifetime_ms(config: RetentionConfig, policy: dict[str, Any] | None) -> 
 
 class RetentionJob:
     def __init__(self, config: RetentionConfig, store: RetentionStore, events: EventStore,
-                 clock: Callable[[], int] = now_ms):
+                 clock: Callable[[], int] = now_ms, leader_gate: LeaderGate | None = None):
         self.config = config
         self.store = store
         self.events = events
         self.clock = clock
         # Set by the media wiring (homeserver/app.py): cached remote media to expire.
         self.remote_media: RemoteMediaPurger | None = None
-        # Set by the multi-process wiring: then only the leader runs the job.
-        self.leader_gate: LeaderGate | None = None
+        # The multi-process wiring (services/cluster.py): then only the leader runs the job.
+        self.leader_gate = leader_gate
         self._task: asyncio.Task[None] | None = None
 
     async def run_once(self, now: int | None = None) -> RetentionReport:
