@@ -7,8 +7,10 @@ import dataclasses
 from homeserver.services.admin_registration_tokens import RegistrationTokenAdmin
 from homeserver.services.admin_room_delete import RoomDeleter
 from homeserver.services.admin_rooms import AdminRoomService
+from homeserver.services.admin_server_notices import ServerNotices
 from homeserver.services.admin_users import AdminUserService
 from homeserver.services.container import Services
+from homeserver.services.room_tags import RoomTags
 from homeserver.storage.admin_registration_tokens import AdminRegistrationTokenStore
 from homeserver.storage.admin_rooms import AdminRoomStore
 from homeserver.storage.admin_users import AdminUserStore
@@ -21,16 +23,18 @@ class AdminServices:
     rooms: AdminRoomService
     room_deleter: RoomDeleter
     registration_tokens: RegistrationTokenAdmin
+    server_notices: ServerNotices
 
 
 def build_admin_services(svc: Services) -> AdminServices:
     room_store = AdminRoomStore(svc.db)
+    user_store = AdminUserStore(svc.db)
     rooms = AdminRoomService(svc.server_name, room_store, svc.state, svc.events, svc.views)
     # Blocked rooms refuse joins and invites of local users (membership.py asks this).
     svc.membership.room_blocked = rooms.is_blocked
     return AdminServices(
         users=AdminUserService(
-            svc.server_name, AdminUserStore(svc.db), svc.users, svc.accounts, svc.profiles, svc.deactivation,
+            svc.server_name, user_store, svc.users, svc.accounts, svc.profiles, svc.deactivation,
             svc.user_admin, svc.state, svc.pushers,
         ),
         rooms=rooms,
@@ -39,4 +43,8 @@ def build_admin_services(svc: Services) -> AdminServices:
             svc.pipeline,
         ),
         registration_tokens=RegistrationTokenAdmin(AdminRegistrationTokenStore(svc.db), svc.registration),
+        server_notices=ServerNotices(
+            svc.config.server_notices, svc.server_name, svc.users, user_store, svc.state, svc.room_creator,
+            svc.pipeline, RoomTags(svc.account_data),
+        ),
     )
