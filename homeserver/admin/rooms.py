@@ -62,6 +62,12 @@ async def room_state(request: web.Request) -> web.Response:
     return json_response(await admin_services(request).rooms.state_events(request.match_info["room_id"]))
 
 
+@routes.get(V1 + "/rooms/{room_id}/forward_extremities")
+async def forward_extremities(request: web.Request) -> web.Response:
+    await require_admin(request)
+    return json_response(await admin_services(request).rooms.forward_extremities(request.match_info["room_id"]))
+
+
 @routes.get(V1 + "/rooms/{room_id}/block")
 async def get_block(request: web.Request) -> web.Response:
     await require_admin(request)

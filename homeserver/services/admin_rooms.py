@@ -65,6 +65,11 @@ class AdminRoomService:
         events = [loaded[event_id] for key, event_id in sorted(state_ids.items()) if event_id in loaded]
         return {"state": await self.views.serialize(events)}
 
+    async def forward_extremities(self, room_id: str) -> dict[str, Any]:
+        await self.details(room_id)
+        extremities = await self.store.forward_extremities(room_id)
+        return {"count": len(extremities), "results": extremities}
+
     async def block_status(self, room_id: str) -> dict[str, Any]:
         check_room_id(room_id)
         by = await self.store.blocked_by(room_id)

@@ -29,6 +29,8 @@ ORDER_COLUMNS = {
     "encryption": "encryption", "federatable": "federatable", "public": "public",
     "join_rules": "join_rules", "guest_access": "guest_access", "history_visibility": "history_visibility",
     "state_events": "state_events",
+    # synapse-admin sorts by its record's id (the room id) when that column is clicked.
+    "id": "room_id", "room_id": "room_id",
 }
 
 
@@ -121,6 +123,15 @@ class AdminRoomStore:
             room_id, server_name,
         )
         return details
+
+    async def forward_extremities(self, room_id: str) -> list[dict[str, Any]]:
+        rows = await self.db.fetch(
+            "SELECT e.event_id, e.state_group_after AS state_group, e.depth FROM forward_extremities f"
+            " JOIN events e ON e.event_id = f.event_id WHERE f.room_id = $1 ORDER BY e.depth DESC, e.event_id",
+            room_id,
+        )
+        # The time each was received is not recorded: received_ts is null.
+        return [{**dict(r), "received_ts": None} for r in rows]
 
     # Blocked rooms
 

@@ -49,6 +49,8 @@ ORDER_COLUMNS = {
     "creation_ts": "u.created_ts",
     "last_seen_ts": "last_seen_ts",
     "locked": "u.locked",
+    # synapse-admin sorts by its record's id (the user id) when that column is clicked.
+    "id": "u.user_id",
 }
 
 _COLUMNS = (

@@ -27,6 +27,7 @@ async def test_every_room_endpoint_is_admin_only(api):
         ("GET", f"{V1}/rooms/{room}", None),
         ("GET", f"{V1}/rooms/{room}/members", None),
         ("GET", f"{V1}/rooms/{room}/state", None),
+        ("GET", f"{V1}/rooms/{room}/forward_extremities", None),
         ("GET", f"{V1}/rooms/{room}/block", None),
         ("PUT", f"{V1}/rooms/{room}/block", {"block": True}),
         ("DELETE", f"{V2}/rooms/{room}", {"block": True}),
@@ -72,6 +73,12 @@ async def test_list_details_members_state(api):
     assert r["joined_local_devices"] == 2 and r["forgotten"] is False and r["topic"] is None
     assert (await admin.get(f"{V1}/rooms/!unknown:test.local")).errcode == "M_NOT_FOUND"
     assert (await admin.get(f"{V1}/rooms/not-a-room")).status == 400
+
+    r = await admin.get(f"{V1}/rooms/{room}/forward_extremities")
+    assert r["count"] == 1 and len(r["results"]) == 1
+    assert {"event_id", "state_group", "depth", "received_ts"} <= set(r["results"][0])
+    r = await admin.get(V1 + "/rooms", params={"order_by": "id", "dir": "b"})
+    assert [x["room_id"] for x in r["rooms"]] == sorted([room, other], reverse=True)
 
     r = await admin.get(f"{V1}/rooms/{room}/members")
     assert r.body == {"members": sorted([alice.user_id, bob.user_id]), "total": 2}
