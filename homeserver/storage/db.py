@@ -40,7 +40,13 @@ class Database:
 
     @classmethod
     async def connect(cls, dsn: str, max_size: int = 10) -> "Database":
-        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, reset=_keep_session)
+        # Prepared statements are kept (asyncpg's defaults forget each after 5 minutes and
+        # keep only 100 per connection, fewer than the server's distinct statements), and so
+        # are idle connections for an hour: otherwise a quiet server's next /sync plans every
+        # one of its statements again, the cold path of issue 7.
+        pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, reset=_keep_session,
+                                         statement_cache_size=1024, max_cached_statement_lifetime=0,
+                                         max_inactive_connection_lifetime=3600)
         return cls(pool)
 
     async def close(self) -> None:
