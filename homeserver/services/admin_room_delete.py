@@ -95,13 +95,13 @@ class RoomDeleter:
         jobs = await self.store.delete_jobs_of_room(room_id)
         if not jobs:
             raise not_found(f"No delete task for room_id '{room_id}' found")
-        return {"results": [_status(job, with_id=True) for job in jobs]}
+        return {"results": [_status(job) for job in jobs]}
 
     async def status(self, delete_id: str) -> dict[str, Any]:
         job = await self.store.delete_job(delete_id)
         if job is None:
             raise not_found(f"delete id '{delete_id}' not found")
-        return _status(job, with_id=False)
+        return _status(job)
 
     # Version 1: in the request
 
@@ -175,9 +175,8 @@ class RoomDeleter:
         log.info("purged room %s: %s", room_id, ", ".join(f"{t}={n}" for t, n in counts.items() if n))
 
 
-def _status(job: dict[str, Any], with_id: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {"delete_id": job["delete_id"]} if with_id else {}
-    out["status"] = job["status"]
+def _status(job: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"delete_id": job["delete_id"], "room_id": job["room_id"], "status": job["status"]}
     if job["error"]:
         out["error"] = job["error"]
     out["shutdown_room"] = job["shutdown_room"] or {

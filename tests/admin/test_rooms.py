@@ -126,7 +126,7 @@ async def test_delete_with_purge_kicks_members_and_leaves_no_rows(api):
 
     r = await admin.get(f"{V2}/rooms/delete_status/{delete_id}")
     assert r.status == 200, r
-    assert r["status"] == "complete", r
+    assert r["status"] == "complete" and r["delete_id"] == delete_id and r["room_id"] == room, r
     shutdown = r["shutdown_room"]
     assert sorted(shutdown["kicked_users"]) == sorted([alice.user_id, bob.user_id, admin.user_id])
     assert shutdown["failed_to_kick_users"] == [] and shutdown["local_aliases"] == ["#family:test.local"]
