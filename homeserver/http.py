@@ -30,7 +30,7 @@ CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, HEAD, POST, PUT, DELETE, OPTIONS",
     "Access-Control-Allow-Headers": "X-Requested-With, Content-Type, Authorization, Date",
-    "Access-Control-Expose-Headers": "Synapse-Trace-Id, Server",
+    "Access-Control-Expose-Headers": "Synapse-Trace-Id, Server, X-Request-Id",
 }
 
 
