@@ -64,7 +64,7 @@ def setup_federation(app: web.Application, services: Services) -> Federation | N
     presence.install(fed, transactions)
     queries.install(fed, transactions)
     app.router.add_routes(transaction_routes)
-    app.router.add_routes(membership_routes.routes)
+    membership_routes.install(app, fed)
     serving.install(app)
     hierarchy.install(app, fed)
     app.router.add_routes(openid.routes)
