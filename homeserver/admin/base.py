@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict
 
-from homeserver.client.base import Body, requester
 from homeserver.errors import forbidden, invalid_param
 from homeserver.http import read_json_object
+from homeserver.request_context import requester
 from homeserver.services.admin_container import AdminServices
 from homeserver.services.auth import Requester
 
@@ -20,9 +21,11 @@ MAX_LIMIT = 1000
 ADMIN_SERVICES = web.AppKey("admin_services", AdminServices)
 
 
-class AdminBody(Body):
+class AdminBody(BaseModel):
     """A request body of the admin API: strict types, unknown keys allowed (synapse-admin
     sends back whole records, with fields of its own)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
 
 
 def admin_services(request: web.Request) -> AdminServices:
