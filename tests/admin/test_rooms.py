@@ -207,3 +207,17 @@ async def test_a_failed_purge_reports_failed(api):
     r = await admin.get(f"{V2}/rooms/delete_status/{r['delete_id']}")
     assert r.status == 200 and r["status"] == "failed" and "disk on fire" in r["error"]
     assert r["shutdown_room"]["kicked_users"] == [alice.user_id]
+
+
+async def test_purge_covers_a_table_added_by_a_later_migration(api):
+    admin = await make_admin(api)
+    room = await admin.create_room()
+    other = await admin.create_room()
+    db = api.services.db
+    await db.execute("CREATE TABLE later_feature (room_id TEXT NOT NULL, note TEXT)")
+    await db.execute("INSERT INTO later_feature VALUES ($1, 'gone'), ($2, 'stays')", room, other)
+    r = await admin.delete(f"{V1}/rooms/{room}", {"force_purge": True})
+    assert r.status == 200, r
+    assert [row["note"] for row in await db.fetch("SELECT note FROM later_feature")] == ["stays"]
+    assert await api.services.rooms.room_exists(other)
+    assert await db.fetchval("SELECT count(*) FROM events WHERE room_id = $1", other) > 0
