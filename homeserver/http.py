@@ -10,10 +10,10 @@ import dataclasses
 import ipaddress
 import json
 import logging
-import re
 import secrets
 import time
 from typing import Any, Awaitable, Callable, TypeVar
+from urllib.parse import unquote_plus
 
 import asyncpg
 from aiohttp import web
@@ -133,15 +133,24 @@ async def _answer(request: web.Request, handler: Handler, info: RequestInfo) -> 
 
 
 # Query parameters whose values are secrets: never written to a log.
-_SECRET_PARAMETER = re.compile(r"(^|&)((?:access_token|token|logintoken|client_secret|password)=)[^&]*", re.I)
+_SECRET_PARAMETERS = frozenset(("access_token", "token", "logintoken", "client_secret", "password"))
 MAX_LOGGED_PATH = 1000
 
 
 def loggable_path(request: web.Request) -> str:
-    """The path as the client sent it, with the values of secret query parameters removed."""
+    """The path as the client sent it, with the values of secret query parameters removed.
+
+    Names are compared decoded, as the server reads them: ``access%5Ftoken`` is the token too.
+    """
     path, _, query = request.raw_path.partition("?")
     if query:
-        path = path + "?" + _SECRET_PARAMETER.sub(r"\1\2<redacted>", query)
+        pairs = []
+        for pair in query.split("&"):
+            name, equals, _value = pair.partition("=")
+            if equals and unquote_plus(name).lower() in _SECRET_PARAMETERS:
+                pair = f"{name}=<redacted>"
+            pairs.append(pair)
+        path = path + "?" + "&".join(pairs)
     return path if len(path) <= MAX_LOGGED_PATH else path[:MAX_LOGGED_PATH] + "..."
 
 

@@ -9,6 +9,7 @@ import re
 import urllib.request
 
 import pytest
+from yarl import URL
 
 from tests.e2e.server_process import ServerProcess
 
@@ -57,6 +58,11 @@ async def test_no_access_token_password_or_message_body_reaches_the_log(api, eve
     assert r.status == 200 and r["user_id"] == alice.user_id
     r = await api.request("GET", "/_matrix/client/v3/account/whoami?access_token=not-a-real-secret-token")
     assert r.status == 401
+    # The name percent-encoded: the server still reads it as the token, the log still hides it.
+    encoded = URL(f"{str(api.client.make_url('')).rstrip('/')}/_matrix/client/v3/account/whoami?access%5Ftoken={token}",
+                  encoded=True)
+    async with api.client.session.get(encoded) as resp:
+        assert resp.status == 200 and (await resp.json())["user_id"] == alice.user_id
     room_id = await alice.create_room()
     await alice.send_text(room_id, "a private message body that stays out of logs")
     # A wrong password too: failures log no more than successes.
@@ -70,6 +76,7 @@ async def test_no_access_token_password_or_message_body_reaches_the_log(api, eve
         assert secret not in text
     paths = [line["path"] for line in access_lines(everything_logged) if line is not None]
     assert "/_matrix/client/v3/account/whoami?access_token=<redacted>&x=1" in paths
+    assert "/_matrix/client/v3/account/whoami?access%5Ftoken=<redacted>" in paths
     assert "/_matrix/client/v3/login" in paths
 
 
