@@ -32,6 +32,10 @@ class BlockBody(AdminBody):
     block: bool
 
 
+class JoinBody(AdminBody):
+    user_id: str
+
+
 @routes.get(V1 + "/rooms")
 async def list_rooms(request: web.Request) -> web.Response:
     await require_admin(request)
@@ -109,3 +113,12 @@ async def delete_room_v1(request: web.Request) -> web.Response:
     body = parse_model(DeleteRoomBody, await body_of(request))
     result = await admin_services(request).room_deleter.delete_now(who, request.match_info["room_id"], body.options())
     return json_response(result)
+
+
+@routes.post(V1 + "/join/{room_id_or_alias}")
+async def join_user(request: web.Request) -> web.Response:
+    """Synapse docs: docs/admin_api/room_membership.md."""
+    who = await require_admin(request)
+    body = parse_model(JoinBody, await body_of(request))
+    room_id = await admin_services(request).rooms.join_user(who, request.match_info["room_id_or_alias"], body.user_id)
+    return json_response({"room_id": room_id})

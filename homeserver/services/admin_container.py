@@ -29,7 +29,8 @@ class AdminServices:
 def build_admin_services(svc: Services) -> AdminServices:
     room_store = AdminRoomStore(svc.db)
     user_store = AdminUserStore(svc.db)
-    rooms = AdminRoomService(svc.server_name, room_store, svc.state, svc.events, svc.views)
+    rooms = AdminRoomService(svc.server_name, room_store, svc.state, svc.events, svc.views, svc.membership,
+                             svc.users)
     # Blocked rooms refuse joins and invites of local users (membership.py asks this).
     svc.membership.room_blocked = rooms.is_blocked
     return AdminServices(

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from homeserver.errors import invalid_param, not_found
+from homeserver.errors import MatrixError, forbidden, invalid_param, not_found
 from homeserver.protocol import ids
 from homeserver.services.admin_audit import audit
 from homeserver.services.auth import Requester
 from homeserver.services.clock import now_ms
 from homeserver.services.event_views import EventViews
+from homeserver.services.membership import MembershipService
 from homeserver.storage.admin_rooms import ORDER_COLUMNS, AdminRoomStore, RoomQuery
 from homeserver.storage.events import EventStore
 from homeserver.storage.state import StateStore
+from homeserver.storage.users import UserStore
 
 # What the room list may be ordered by (order_by), and its query, for the route module.
 ROOM_ORDER_BY = frozenset(ORDER_COLUMNS)
@@ -30,12 +32,14 @@ def check_room_id(room_id: str) -> None:
 
 class AdminRoomService:
     def __init__(self, server_name: str, store: AdminRoomStore, state: StateStore, events: EventStore,
-                 views: EventViews):
+                 views: EventViews, membership: MembershipService, users: UserStore):
         self.server_name = server_name
         self.store = store
         self.state = state
         self.events = events
         self.views = views
+        self.membership = membership
+        self.users = users
 
     async def list_rooms(self, query: RoomQuery) -> dict[str, Any]:
         rooms, total = await self.store.list_rooms(query, self.server_name)
@@ -85,3 +89,30 @@ class AdminRoomService:
 
     async def is_blocked(self, room_id: str) -> bool:
         return await self.store.blocked_by(room_id) is not None
+
+    async def join_user(self, who: Requester, room_id_or_alias: str, user_id: str) -> str:
+        """Join a local user to a room (Synapse docs: room_membership.md). A room that is not
+        public needs the admin in it, allowed to invite: the admin invites, then the user joins."""
+        if not ids.is_valid_user_id(user_id) or ids.server_name_of(user_id) != self.server_name:
+            raise invalid_param("This endpoint can only be used with local users")
+        user = await self.users.get_user(user_id)
+        if user is None or user.deactivated:
+            raise not_found("User not found")
+        room_id, servers = await self.membership.resolve_room_and_servers(room_id_or_alias)
+        if await self._join_rule(room_id) != "public":
+            current = await self.state.get_membership(room_id, user_id)
+            if current is None or current[0] not in ("invite", "join"):
+                admin_in = await self.state.get_membership(room_id, who.user_id)
+                if admin_in is None or admin_in[0] != "join":
+                    raise forbidden("The room is not public: the server admin must be in it to join a user")
+                await self.membership.invite(who.user_id, room_id, user_id)
+        event = await self.membership.join(user_id, room_id, servers=servers)
+        if event is None:
+            raise MatrixError(400, "M_UNKNOWN", "The user could not join the room")
+        audit(who.user_id, "join_user_to_room", user_id, room_id=room_id)
+        return room_id
+
+    async def _join_rule(self, room_id: str) -> str | None:
+        event_id = await self.state.get_current_state_event_id(room_id, "m.room.join_rules", "")
+        event = await self.events.get_event(event_id) if event_id else None
+        return event.content.get("join_rule") if event is not None else None

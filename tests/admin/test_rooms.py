@@ -221,3 +221,27 @@ async def test_purge_covers_a_table_added_by_a_later_migration(api):
     assert [row["note"] for row in await db.fetch("SELECT note FROM later_feature")] == ["stays"]
     assert await api.services.rooms.room_exists(other)
     assert await db.fetchval("SELECT count(*) FROM events WHERE room_id = $1", other) > 0
+
+
+async def test_join_a_user_to_a_room(api):
+    admin = await make_admin(api)
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    public = await alice.create_room(preset="public_chat", room_alias_name="hall")
+    await assert_admin_only(api, "POST", f"{V1}/join/{public}", {"user_id": bob.user_id}, user=alice)
+    r = await admin.post(f"{V1}/join/{q('#hall:test.local')}", {"user_id": bob.user_id})
+    assert r.status == 200 and r.body == {"room_id": public}, r
+    assert (await api.services.state.get_membership(public, bob.user_id))[0] == "join"
+
+    private = await alice.create_room()
+    r = await admin.post(f"{V1}/join/{private}", {"user_id": bob.user_id})
+    assert r.status == 403, r  # the admin is not in the room
+    await alice.invite(private, admin.user_id)
+    await admin.join(private)
+    r = await admin.post(f"{V1}/join/{private}", {"user_id": bob.user_id})
+    assert r.status == 200, r  # the admin, now a member, invited bob, who joined
+    assert (await api.services.state.get_membership(private, bob.user_id))[0] == "join"
+    for body in ({"user_id": "@nobody:test.local"}, {"user_id": "@x:elsewhere.example"}, {"user_id": 5}, {}):
+        r = await admin.post(f"{V1}/join/{public}", body)
+        assert 400 <= r.status < 500, (body, r)
+    assert (await admin.post(f"{V1}/join/{q('#nowhere:test.local')}", {"user_id": bob.user_id})).status == 404
