@@ -127,7 +127,7 @@ async def test_metrics_are_off_by_default(api):
     assert (await api.request("GET", "/metrics")).status == 404
 
 
-def test_the_server_process_serves_metrics_on_their_own_port(tmp_path, pg_admin_dsn, database_dsn):
+def test_the_server_process_serves_metrics_on_their_own_port(tmp_path, database_dsn):
     port = free_port()
     server = ServerProcess(tmp_path, database_dsn, metrics={"enabled": True, "host": "127.0.0.1", "port": port})
     server.start()
