@@ -135,6 +135,9 @@ async def test_erase_redacts_for_everyone_and_removes_the_account_data(api: Api,
     # Her private account data holds nothing any more.
     assert await api.services.account_data.store.get(alice.user_id, "", "org.example.settings") in (None, {})
 
+    assert await api.services.erasure.is_erased(alice.user_id)
+    assert not await api.services.erasure.is_erased(bob.user_id)
+
     # Erasing again (from the command line) finds nothing left to do and succeeds.
     assert await _cli("-c", str(_config_file(api, tmp_path)), "erase-user", alice.user_id, "--yes") == 0
     again = await bob.get(f"{V3}/rooms/{room}/messages", params={"dir": "b", "limit": "100"})

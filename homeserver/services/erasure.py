@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from homeserver.errors import MatrixError
 from homeserver.protocol import ids
 from homeserver.services.deactivation import DeactivationService
+from homeserver.services.clock import now_ms
 from homeserver.services.pipeline import EventDraft, EventPipeline
 from homeserver.storage.db import Database
 from homeserver.storage.events import EventStore
@@ -77,7 +78,9 @@ class ErasureService:
             raise MatrixError(400, "M_INVALID_PARAM", "Can only erase local users")
         if await self.users.get_user(user_id) is None:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown user")
-        # 1. No new logins or requests from here on.
+        # 1. No new logins or requests from here on; the erasure is on record (a re-run
+        #    after a crash finishes it).
+        await self.user_data.mark_erasure_started(user_id, now_ms())
         await self.users.set_deactivated(user_id)
         joined = [room_id for room_id, (membership, _) in (await self.state.get_rooms_for_user(user_id)).items()
                   if membership == "join"]
@@ -100,9 +103,14 @@ class ErasureService:
         for media_id in await self.user_data.media_ids_of(user_id):
             if await self._delete_media(media_id):
                 media += 1
+        await self.user_data.mark_erasure_completed(user_id, now_ms())
         log.info("erased %s: %d messages redacted in %d rooms, %d media deleted",
                  user_id, redacted, len(joined), media)
         return {"rooms": len(joined), "redacted_events": redacted, "deleted_media": media}
+
+    async def is_erased(self, user_id: str) -> bool:
+        """For the admin API's "erased" field (Synapse's)."""
+        return await self.user_data.is_erased(user_id)
 
     async def _strip_member_profile(self, user_id: str, room_id: str) -> None:
         event_id = await self.state.get_current_state_event_id(room_id, "m.room.member", user_id)

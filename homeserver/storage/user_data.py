@@ -104,6 +104,19 @@ class UserDataStore:
         )
         return [(r["event_id"], r["stream_ordering"]) for r in rows]
 
+    async def mark_erasure_started(self, user_id: str, now: int) -> None:
+        await self.db.execute(
+            "INSERT INTO erased_users (user_id, started_ts) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING",
+            user_id, now,
+        )
+
+    async def mark_erasure_completed(self, user_id: str, now: int) -> None:
+        await self.db.execute("UPDATE erased_users SET completed_ts = $2 WHERE user_id = $1", user_id, now)
+
+    async def is_erased(self, user_id: str) -> bool:
+        """Whether an erasure of the user was begun (finished or not)."""
+        return bool(await self.db.fetchval("SELECT EXISTS (SELECT 1 FROM erased_users WHERE user_id = $1)", user_id))
+
     async def delete_private_data(self, user_id: str) -> None:
         """Filters, push rules and pushers, key backups, tokens, the content of account
         data and the profile's fields, in one transaction (run again: nothing left)."""
