@@ -149,3 +149,38 @@ async def test_erase_user_command_refuses_unknown_and_remote_users(api: Api, tmp
     config = str(_config_file(api, tmp_path))
     assert await _cli("-c", config, "erase-user", f"@nobody:{SERVER}", "--yes") == 1
     assert await _cli("-c", config, "erase-user", "@someone:elsewhere.example", "--yes") == 1
+
+
+async def test_erasure_interrupted_midway_is_finished_by_a_rerun(api: Api):
+    alice, bob, room, sent, media_id = await _conversation(api)
+    erasure = api.services.erasure
+    real_deleter = erasure.media_deleter
+
+    class CrashOnce:
+        """The process dies when the erasure reaches the media (after the redactions)."""
+
+        async def delete_local(self, media_id: str) -> bool:
+            raise RuntimeError("killed")
+
+    erasure.media_deleter = CrashOnce()
+    try:
+        await erasure.erase_user(alice.user_id)
+    except RuntimeError:
+        pass
+    finally:
+        erasure.media_deleter = real_deleter
+    assert (await api.login("alice", PASSWORD)).status == 403
+    assert await erasure.is_erased(alice.user_id)
+    status, _, _ = await download_raw(api, f"{DOWNLOAD}/{SERVER}/{media_id}", token=bob.access_token)
+    assert status == 200  # not reached yet
+
+    done = await erasure.erase_user(alice.user_id)
+    assert done["redacted_events"] == 0 and done["deleted_media"] == 1
+    status, _, _ = await download_raw(api, f"{DOWNLOAD}/{SERVER}/{media_id}", token=bob.access_token)
+    assert status == 404
+    page = await bob.get(f"{V3}/rooms/{room}/messages", params={"dir": "b", "limit": "100"})
+    redactions = [e for e in page["chunk"] if e["type"] == "m.room.redaction"]
+    # Each message redacted once, and the old member events that named her.
+    assert {e["redacts"] for e in redactions} >= set(sent)
+    assert len(redactions) == len({e["redacts"] for e in redactions})
+    assert await erasure.erase_user(alice.user_id) == {"rooms": 0, "redacted_events": 0, "deleted_media": 0}
