@@ -5,9 +5,11 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#end-to-end-encryption
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
-from homeserver.client.base import V3, Body, requester, services
+from homeserver.client.base import V3, Body, parse_params, requester, services
 from homeserver.errors import MatrixError
 from homeserver.http import json_response, parse_model, read_json_object
 from homeserver.services.tokens import SyncToken
@@ -24,6 +26,14 @@ class QueryBody(Body):
 class ClaimBody(Body):
     one_time_keys: dict[str, dict[str, str]]
     timeout: int | None = None
+
+
+class CrossSigningBody(Body):
+    # Signed objects: checked by the service and stored as sent, so the raw body is what it gets.
+    master_key: dict[str, Any] | None = None
+    self_signing_key: dict[str, Any] | None = None
+    user_signing_key: dict[str, Any] | None = None
+    auth: dict[str, Any] | None = None
 
 
 @routes.post(V3 + "/keys/upload")
@@ -68,10 +78,9 @@ async def upload_cross_signing_keys(request: web.Request) -> web.Response:
     svc = services(request)
     who = await requester(request)
     body = await read_json_object(request)
+    auth = parse_params(CrossSigningBody, body).auth
     if await svc.e2e_keys.needs_auth_for_cross_signing(who.user_id, body):
-        await svc.uia.authenticate(
-            body.get("auth"), [[PASSWORD]], f"device_signing:{who.user_id}", expected_user=who.user_id
-        )
+        await svc.uia.authenticate(auth, [[PASSWORD]], f"device_signing:{who.user_id}", expected_user=who.user_id)
     await svc.e2e_keys.upload_cross_signing(who.user_id, body)
     return json_response({})
 
