@@ -124,3 +124,25 @@ def test_media_and_federation_do_not_import_the_client_routes(path):
         if module == "homeserver.client" or module.startswith("homeserver.client.")
     ]
     assert client == []
+
+
+def test_the_checks_see_a_violation():
+    """The checks above would fail on the shapes they look for (and not on a service call)."""
+    tree = ast.parse(
+        "from homeserver.storage.rooms import RoomStore\n"
+        "async def route(request):\n"
+        "    svc = services(request)\n"
+        "    await svc.rooms.get_alias('#a:b')\n"
+        "    await services(request).state.get_state(1)\n"
+        "    await request.app[SERVICES].db.fetch('SELECT 1')\n"
+        "    await fed.services.events.get_event('$e')\n"
+        "    await svc.room_aliases.room_of('#a:b')\n"
+    )
+    reached = sorted(
+        node.attr for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and node.attr in STORE_FIELDS and _is_services(node.value)
+    )
+    assert reached == ["db", "events", "rooms", "state"]
+    assert [m for _, m in _imported_modules(tree, runtime_only=True)] == ["homeserver.storage.rooms"]
+    typed = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from homeserver.storage.devices import Device\n")
+    assert [m for _, m in _imported_modules(typed, runtime_only=True)] == ["typing"]
