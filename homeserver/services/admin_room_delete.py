@@ -172,6 +172,12 @@ class RoomDeleter:
             counts, event_ids = await self.purge_store.purge_room(room_id)
         for event_id in event_ids:
             self.events.invalidate(event_id)
+        self.events.forget_room(room_id)
+        # The pipeline's cached tip and joined members of the room are gone with it
+        # (room_written_elsewhere arrives with the multi-process work of services/pipeline.py).
+        forget = getattr(self.pipeline, "room_written_elsewhere", None)
+        if forget is not None:
+            forget(room_id, membership=True)
         log.info("purged room %s: %s", room_id, ", ".join(f"{t}={n}" for t, n in counts.items() if n))
 
 

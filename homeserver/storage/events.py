@@ -234,6 +234,10 @@ class EventStore:
     def remember_room_version(self, room_id: str, version: RoomVersion) -> None:
         self._room_versions[room_id] = version
 
+    def forget_room(self, room_id: str) -> None:
+        """The room was purged (storage/purge.py): its version is no longer known."""
+        self._room_versions.pop(room_id, None)
+
 
 _INSERT_EVENT_SQL = """
 WITH

@@ -245,3 +245,17 @@ async def test_join_a_user_to_a_room(api):
         r = await admin.post(f"{V1}/join/{public}", body)
         assert 400 <= r.status < 500, (body, r)
     assert (await admin.post(f"{V1}/join/{q('#nowhere:test.local')}", {"user_id": bob.user_id})).status == 404
+
+
+async def test_a_purged_room_takes_no_new_events(api):
+    admin = await make_admin(api)
+    alice, bob, room = await _family_room(api, admin)
+    r = await admin.delete(f"{V1}/rooms/{room}", {})
+    assert r.status == 200, r
+    r = await alice.put(f"{ROOMS}/{room}/send/m.room.message/after", {"msgtype": "m.text", "body": "hello?"})
+    assert 400 <= r.status < 500, r
+    r = await alice.put(f"{ROOMS}/{room}/state/m.room.name", {"name": "back"})
+    assert 400 <= r.status < 500, r
+    assert (await alice.post(f"/_matrix/client/v3/join/{room}", {})).status in (403, 404)
+    assert not await api.services.rooms.room_exists(room)
+    assert await api.services.db.fetchval("SELECT count(*) FROM events WHERE room_id = $1", room) == 0
