@@ -219,3 +219,17 @@ async def test_each_admin_action_is_logged(api, caplog):
     for action in ("reset_password", "set_admin", "deactivate"):
         assert any(f"admin={admin.user_id} action={action} target={frank.user_id}" in line for line in lines), lines
     assert not any("franks secret password" in line for line in lines)
+
+
+async def test_locked_users_are_listed_only_when_asked_for(api):
+    admin = await make_admin(api)
+    gina = await api.register("gina")
+    r = await admin.put(f"{V2}/users/{q(gina.user_id)}", {"locked": True})
+    assert r.status == 200 and r["locked"] is True
+    assert (await gina.get(WHOAMI)).status == 401  # locked out
+    r = await admin.get(V2 + "/users")
+    assert [u["name"] for u in r["users"]] == [admin.user_id]
+    r = await admin.get(V2 + "/users", params={"locked": "true", "guests": "false", "admins": "false"})
+    assert [u["name"] for u in r["users"]] == [gina.user_id] and r["users"][0]["locked"] is True
+    assert (await admin.put(f"{V2}/users/{q(gina.user_id)}", {"locked": False})).body["locked"] is False
+    assert (await gina.get(WHOAMI)).status == 200
