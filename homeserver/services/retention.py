@@ -78,6 +78,9 @@ class RetentionJob:
         self.remote_media: RemoteMediaPurger | None = None
         # The multi-process wiring (services/cluster.py): then only the leader runs the job.
         self.leader_gate = leader_gate
+        # Told the ids of purged events after each batch (this process's event cache is
+        # cleared here): the multi-process wiring can pass them on to the other processes.
+        self.on_purged: Callable[[list[str]], None] | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def run_once(self, now: int | None = None) -> RetentionReport:
@@ -109,6 +112,8 @@ class RetentionJob:
             ids = await self.store.purge_messages_before(room_id, before_ts, PURGE_BATCH)
             for event_id in ids:
                 self.events.invalidate(event_id)
+            if ids and self.on_purged is not None:
+                self.on_purged(ids)
             total += len(ids)
             if len(ids) < PURGE_BATCH:
                 return total
