@@ -9,9 +9,11 @@ import json
 from pathlib import Path
 from urllib.parse import quote
 
+import nacl.signing
 import yaml
 
 from homeserver import cli
+from tests.client.e2e_helpers import cross_signing_key, query, upload_device_keys
 from tests.helpers import Api, User
 from tests.media.media_helpers import DOWNLOAD, SERVER, download_raw, upload_ok
 
@@ -98,6 +100,12 @@ async def test_export_data_writes_the_documented_layout(api: Api, tmp_path: Path
 
 async def test_erase_redacts_for_everyone_and_removes_the_account_data(api: Api, tmp_path: Path):
     alice, bob, room, sent, media_id = await _conversation(api)
+    await upload_device_keys(alice)
+    master = nacl.signing.SigningKey.generate()
+    r = await alice.post(f"{V3}/keys/device_signing/upload",
+                         {"master_key": cross_signing_key(alice, "master", master)})
+    assert r.status == 200, r
+    assert alice.user_id in (await query(bob, {alice.user_id: []}))["master_keys"]
     since = (await bob.sync())["next_batch"]
 
     r = await alice.post(f"{V3}/account/deactivate", {"auth": {
@@ -132,6 +140,9 @@ async def test_erase_redacts_for_everyone_and_removes_the_account_data(api: Api,
     status, _, _ = await download_raw(api, f"{DOWNLOAD}/{SERVER}/{media_id}", token=bob.access_token)
     assert status == 404
     assert not list((Path(api.services.config.data_dir) / "media" / "content").rglob("*" * 1 + "?" * 63))
+    # Her keys are gone: nobody can encrypt to a device or trust a key of hers.
+    keys = await query(bob, {alice.user_id: []})
+    assert keys["device_keys"].get(alice.user_id, {}) == {} and alice.user_id not in keys["master_keys"]
     # Her private account data holds nothing any more.
     assert await api.services.account_data.store.get(alice.user_id, "", "org.example.settings") in (None, {})
 

@@ -118,12 +118,18 @@ class UserDataStore:
         return bool(await self.db.fetchval("SELECT EXISTS (SELECT 1 FROM erased_users WHERE user_id = $1)", user_id))
 
     async def delete_private_data(self, user_id: str) -> None:
-        """Filters, push rules and pushers, key backups, tokens, the content of account
-        data and the profile's fields, in one transaction (run again: nothing left)."""
+        """Filters, push rules and pushers, key backups, cross-signing keys, tokens, the
+        content of account data and the profile's fields, in one transaction (run again:
+        nothing left)."""
         async with self.db.transaction() as conn:
             for table in _PRIVATE_TABLES:
                 await conn.execute(f"DELETE FROM {table} WHERE user_id = $1", user_id)
             await conn.execute("UPDATE account_data SET content = '{}' WHERE user_id = $1", user_id)
+            # Cross-signing keys are the user's, not a device's: they do not go with the devices.
+            await conn.execute("DELETE FROM e2e_cross_signing_keys WHERE user_id = $1", user_id)
+            await conn.execute(
+                "DELETE FROM e2e_signatures WHERE signer_user_id = $1 OR target_user_id = $1", user_id
+            )
             await conn.execute(
                 "UPDATE profiles SET displayname = NULL, avatar_url = NULL, extra = '{}' WHERE user_id = $1",
                 user_id,
