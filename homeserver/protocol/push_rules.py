@@ -11,7 +11,7 @@ import copy
 import dataclasses
 import functools
 import re
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from homeserver.protocol.canonical import MAX_INT, MIN_INT
 
@@ -375,3 +375,128 @@ def _member_count_matches(spec: Any, count: int) -> bool:
     return {
         "==": count == number, "<": count < number, ">": count > number, "<=": count <= number, ">=": count >= number,
     }[op]
+
+
+# Compiled rules: the same evaluation as `evaluate`, with each rule's conditions turned
+# once into small functions, for evaluating one ruleset against many events (the unread
+# counts of a /sync evaluate every new event of every room for one user).
+
+Predicate = Callable[[Mapping[str, Any], RoomContext], bool]
+
+
+def compile_rules(rules: Mapping[str, list[dict[str, Any]]]) -> Callable[[Mapping[str, Any], RoomContext], list[Any] | None]:
+    """A function equal to ``lambda event, room: evaluate(rules, event, room)``."""
+    compiled: list[tuple[bool, str | None, Predicate, list[Any]]] = []
+    for kind, rule in _in_priority_order(rules):
+        if not rule.get("enabled", True):
+            continue
+        legacy = bool(rule.get("default")) and rule["rule_id"] in LEGACY_MENTION_RULES
+        compiled.append((legacy, _required_type(kind, rule), _compile_rule(kind, rule),
+                         strip_historical_actions(rule.get("actions", []))))
+
+    def evaluate_compiled(event: Mapping[str, Any], room: RoomContext) -> list[Any] | None:
+        content = event.get("content")
+        has_mentions = isinstance(content, dict) and "m.mentions" in content
+        event_type = event.get("type")
+        # Rules that need another event type are passed over without testing them.
+        lowered = event_type.lower() if isinstance(event_type, str) and event_type.isascii() else None
+        for legacy, required, matches, actions in compiled:
+            if has_mentions and legacy:
+                continue
+            if required is not None and lowered is not None and required != lowered:
+                continue
+            if matches(event, room):
+                return list(actions)
+        return None
+
+    return evaluate_compiled
+
+
+def _literal_type(condition: Any) -> str | None:
+    """The event type (lower case) an `event_match` on "type" without wildcards requires."""
+    if not isinstance(condition, dict) or condition.get("kind") != "event_match" or condition.get("key") != "type":
+        return None
+    pattern = condition.get("pattern")
+    if not isinstance(pattern, str) or "*" in pattern or "?" in pattern or not pattern.isascii():
+        return None
+    return pattern.lower()
+
+
+def _required_type(kind: str, rule: Mapping[str, Any]) -> str | None:
+    conditions = rule.get("conditions") if kind in ("override", "underride") else None
+    if not isinstance(conditions, list):
+        return None
+    return next((t for t in map(_literal_type, conditions) if t is not None), None)
+
+
+def _compile_rule(kind: str, rule: Mapping[str, Any]) -> Predicate:
+    if kind == "content":
+        pattern = rule.get("pattern")
+        if not isinstance(pattern, str):
+            return lambda event, room: False
+        return _compile_condition(_match("content.body", pattern))
+    if kind == "room":
+        rule_id = rule["rule_id"]
+        return lambda event, room: event.get("room_id") == rule_id
+    if kind == "sender":
+        rule_id = rule["rule_id"]
+        return lambda event, room: event.get("sender") == rule_id
+    conditions = rule.get("conditions", [])
+    if not isinstance(conditions, list):
+        return lambda event, room: False
+    # The type test first: it fails most often (conditions are pure, so order is free).
+    ordered = sorted(conditions, key=lambda c: _literal_type(c) is None)
+    predicates = [_compile_condition(c) for c in ordered]
+    if len(predicates) == 1:
+        return predicates[0]
+    return lambda event, room: all(p(event, room) for p in predicates)
+
+
+def _compile_condition(condition: Any) -> Predicate:
+    if not isinstance(condition, dict):
+        return lambda event, room: False
+    kind, key = condition.get("kind"), condition.get("key")
+    if kind == "event_match" and isinstance(key, str) and isinstance(condition.get("pattern"), str):
+        keys = _property_keys(key)
+        pattern: str = condition["pattern"]
+        if key == "content.body":
+            regex = _word_regex(_glob_regex(pattern))
+            test = lambda value: regex.search(value) is not None  # noqa: E731
+        elif "*" not in pattern and "?" not in pattern and pattern.isascii():
+            # A pattern without wildcards matches the whole value, case-insensitively.
+            # (For ASCII values: re.IGNORECASE folds some other characters onto ASCII ones.)
+            lowered, whole = pattern.lower(), _whole_regex(pattern)
+            test = lambda value: (  # noqa: E731
+                value.lower() == lowered if value.isascii() else whole.fullmatch(value) is not None)
+        else:
+            whole = _whole_regex(pattern)
+            test = lambda value: whole.fullmatch(value) is not None  # noqa: E731
+
+        def event_match(event: Mapping[str, Any], room: RoomContext) -> bool:
+            value = _at(event, keys)
+            return isinstance(value, str) and test(value)
+        return event_match
+    if kind in ("event_property_is", "event_property_contains") and isinstance(key, str) and (
+            "value" in condition and _is_plain_value(condition["value"])):
+        keys = _property_keys(key)
+        expected = condition["value"]
+        if kind == "event_property_is":
+            def property_is(event: Mapping[str, Any], room: RoomContext) -> bool:
+                value = _at(event, keys, _MISSING)
+                return value is not _MISSING and _same_value(value, expected)
+            return property_is
+
+        def property_contains(event: Mapping[str, Any], room: RoomContext) -> bool:
+            values = _at(event, keys)
+            return isinstance(values, list) and any(_same_value(v, expected) for v in values)
+        return property_contains
+    return lambda event, room: condition_matches(condition, event, room)
+
+
+def _at(event: Mapping[str, Any], keys: tuple[str, ...], missing: Any = None) -> Any:
+    value: Any = event
+    for key in keys:
+        if not isinstance(value, dict) or key not in value:
+            return missing
+        value = value[key]
+    return value

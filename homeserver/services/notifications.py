@@ -105,7 +105,7 @@ class NotificationCounter:
         if not ids:
             return {}
         loaded = await self.events.get_events(i for room_ids in ids.values() for i in room_ids)
-        rules = await self.push_rules.ruleset(user_id)
+        rules = push_rules.compile_rules(await self.push_rules.ruleset(user_id))
         facts = await self._room_facts(list(ids), user_id)
         member_counts = await self.queries.member_counts(list(ids))
         out: dict[str, list[PushAction]] = {}
@@ -121,7 +121,7 @@ class NotificationCounter:
                     sender_power_level=power_levels.get_user_power_level(event.sender, room.auth_state),
                     notification_levels=room.notification_levels,
                 )
-                outcome = push_rules.outcome(push_rules.evaluate(rules, event.json, context))
+                outcome = push_rules.outcome(rules(event.json, context))
                 if outcome.notify:
                     found.append(PushAction(event.internal["stream_ordering"], _thread_of(event), outcome.highlight))
         return out
