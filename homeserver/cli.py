@@ -257,7 +257,10 @@ def _user_data(path: Path, args: argparse.Namespace) -> int:
     config = load_config(path)
     _setup_logging("WARNING")
     if args.command == "erase-user" and not args.yes:
-        answer = input(f"erase {args.user_id} for good (messages redacted, media deleted)? type the user id: ")
+        try:
+            answer = input(f"erase {args.user_id} for good (messages redacted, media deleted)? type the user id: ")
+        except EOFError:  # no terminal: a script must say --yes
+            answer = ""
         if answer.strip() != args.user_id:
             print("not erased", file=sys.stderr)
             return 1
