@@ -229,6 +229,9 @@ class SlidingSyncService:
             sent_before.get(r), by_id[r], window[r], r in changed_membership or r in read_again, self.room_changes)]
         # The window's current state (with memberships, for the counts) in one query.
         current = await self.store.current_state_of(to_build) if to_build else {}
+        # And the unread counts of its joined rooms, as /sync v3 reads them (sync_rooms.py).
+        unread = await self.builder.notifications.unread_counts_many(
+            user_id, {r: now.events for r in current if by_id[r].membership == "join"})
         rooms_out: dict[str, Any] = {}
         semaphore = asyncio.Semaphore(ROOM_CONCURRENCY)
 
@@ -243,7 +246,7 @@ class SlidingSyncService:
             async with semaphore:
                 section, new_sent = await self.builder.build(
                     user_id, device_id, room, bumps[room_id], config, sent, since, now, ignored,
-                    current[room_id])
+                    current[room_id], unread.get(room_id))
             rooms_sent[room_id] = new_sent
             if section is not None:
                 if room_id in direct:

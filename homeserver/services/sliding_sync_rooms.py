@@ -13,7 +13,7 @@ from typing import Any, Iterable
 from homeserver.protocol.client_format import stripped_state_event
 from homeserver.protocol.events import Event, StateKey
 from homeserver.services.event_views import EventViews
-from homeserver.services.notifications import NotificationCounter
+from homeserver.services.notifications import NotificationCounter, UnreadCounts
 from homeserver.services.tokens import SyncToken, pagination_token
 from homeserver.storage.events import EventFilterSql, EventStore
 from homeserver.storage.sliding_sync import UserRoom
@@ -96,11 +96,12 @@ class RoomBuilder:
     async def build(
         self, user_id: str, device_id: str, room: UserRoom, bump_stamp: int, config: RoomConfig,
         sent: SentRoom | None, since: SyncToken | None, now: SyncToken, ignored: frozenset[str],
-        current: dict[StateKey, tuple[str, str | None]] | None = None,
+        current: dict[StateKey, tuple[str, str | None]] | None = None, unread: UnreadCounts | None = None,
     ) -> tuple[dict[str, Any] | None, SentRoom]:
         """The room's section (None when a room already sent has nothing new) and what is then sent.
 
-        ``current`` is the room's current state with memberships, read for the whole window at once."""
+        ``current`` is the room's current state with memberships, and ``unread`` its unread
+        counts (if joined), read for the whole window at once."""
         initial = _is_initial(sent, room.membership)
         if room.membership in ("invite", "knock"):
             return await self._invite(room, bump_stamp, initial, sent, now)
@@ -146,8 +147,10 @@ class RoomBuilder:
 
         counts = (0, 0)
         if joined:
-            unread = (await self.notifications.unread_counts(user_id, room.room_id, up_to)).total()
-            counts = (unread["notification_count"], unread["highlight_count"])
+            if unread is None:
+                unread = await self.notifications.unread_counts(user_id, room.room_id, up_to)
+            total = unread.total()
+            counts = (total["notification_count"], total["highlight_count"])
         sent_state = dict(sent.state) if sent is not None and not initial else {}
         sent_state.update(delta)
         new_sent = SentRoom(
