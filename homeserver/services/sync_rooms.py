@@ -49,28 +49,42 @@ class LazyMembers:
     does not have it yet. Bounded (an LRU of devices, each an LRU of (room, member)); a
     member forgotten is merely sent again, which the spec allows.
 
-    The entries of a device are trusted only for a sync whose since token is the
-    next_batch this process last gave that device: a retried request (the response was
-    lost), or a device whose previous sync went to another process, starts afresh.
+    The entries of a device are trusted only for a sync whose since token is a
+    next_batch this process gave that device since it last sent members: a retried
+    request (its response lost), or a device whose previous sync went to another
+    process, starts afresh.
     """
 
+    # Tokens given out without new members (long-poll rounds with nothing new) that
+    # still vouch for the entries.
+    MAX_TOKENS = 16
+
     def __init__(self, devices: int = 1000, members_per_device: int = 2000):
-        self._devices: LruCache[Device, tuple[str, LruCache[tuple[str, str], str]]] = LruCache(devices)
+        self._devices: LruCache[Device, tuple[tuple[str, ...], LruCache[tuple[str, str], str]]] = LruCache(devices)
         self._per_device = members_per_device
 
     def known(self, device: Device, since: str | None) -> LruCache[tuple[str, str], str] | None:
-        """The device's entries if ``since`` continues its last lazy sync here, else None."""
+        """The device's entries if ``since`` continues its lazy syncs here, else None."""
         found = self._devices.get(device)
-        if found is None or since is None or found[0] != since:
+        if found is None or since is None or since not in found[0]:
             return None
         return found[1]
 
     def remember(self, device: Device, since: str | None, next_batch: str,
                  sent: dict[tuple[str, str], str]) -> None:
-        entries = self.known(device, since) or LruCache(self._per_device)
-        for key, event_id in sent.items():
-            entries.set(key, event_id)
-        self._devices.set(device, (next_batch, entries))
+        found = self._devices.get(device)
+        if found is not None and since is not None and since in found[0]:
+            tokens, entries = found
+        else:
+            tokens, entries = (), LruCache(self._per_device)
+        if sent:
+            for key, event_id in sent.items():
+                entries.set(key, event_id)
+            # Only a sync from this response on knows these members.
+            tokens = (next_batch,)
+        else:
+            tokens = (tokens + (next_batch,))[-self.MAX_TOKENS:]
+        self._devices.set(device, (tokens, entries))
 
 
 @dataclasses.dataclass

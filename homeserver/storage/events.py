@@ -69,7 +69,8 @@ class EventStore:
             )
             for row in rows:
                 event = Event(json.loads(row["json"]), row["event_id"], KNOWN_ROOM_VERSIONS[row["room_version"]])
-                event.internal.update(json.loads(row["internal_json"]))
+                if row["internal_json"] != "{}":  # most events: no parse needed
+                    event.internal.update(json.loads(row["internal_json"]))
                 event.internal["stream_ordering"] = row["stream_ordering"]
                 event.internal["state_group_before"] = row["state_group_before"]
                 event.internal["state_group_after"] = row["state_group_after"]

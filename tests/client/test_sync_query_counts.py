@@ -254,3 +254,20 @@ async def test_leave_and_join_sections_in_one_incremental_sync(api):
     section = r["rooms"]["join"][comes]
     assert section["summary"]["m.joined_member_count"] == 2
     assert "m.room.create" in {e["type"] for e in state(r, comes) + timeline(r, comes)}
+
+
+async def test_lazy_members_survive_a_long_poll_with_nothing_new(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    room = await alice.create_room(preset="public_chat")
+    await bob.join(room)
+    for i in range(3):
+        await bob.send_text(room, f"b{i}")
+    first = await lazy_sync(alice, LAZY)
+    assert bob.user_id in members(first, room)
+    # A long poll that times out with nothing new gives a new token; the device still has bob.
+    empty = await alice.sync(since=first["next_batch"], timeout=50, filter=json.dumps(LAZY))
+    assert empty["rooms"]["join"] == {}
+    await bob.send_text(room, "now")
+    r = await lazy_sync(alice, LAZY, empty["next_batch"])
+    assert members(r, room) == set()
