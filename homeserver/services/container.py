@@ -86,6 +86,8 @@ from homeserver.storage.reports import ReportStore
 @dataclasses.dataclass
 class Services:
     config: Config
+    # db and the stores (users to registration, user_directory) are here for wiring: services,
+    # federation/ and media/ build on them. Route modules call services only (tests/test_layers.py).
     db: Database
     signing_key: Any
     users: UserStore
