@@ -11,6 +11,7 @@ share lives in homeserver/request_context.py and homeserver/http.py.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,19 @@ def test_route_module_does_not_import_storage(name, tree):
     assert storage == [], "SQL and stores stay below the services: " + ", ".join(storage)
 
 
+# Statements as storage/ writes them (upper-case keywords), not prose that happens to say "select".
+SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b.*\b(FROM|INTO|SET|AS)\b", re.I | re.S)
+
+
+@pytest.mark.parametrize("name,tree", ROUTE_MODULES, ids=[name for name, _ in ROUTE_MODULES])
+def test_route_module_holds_no_sql(name, tree):
+    queries = [
+        f"{name}:{node.lineno}" for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL.match(node.value)
+    ]
+    assert queries == [], "SQL lives only in homeserver/storage/: " + ", ".join(queries)
+
+
 @pytest.mark.parametrize("path", _modules("federation") + _modules("media"),
                          ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_media_and_federation_do_not_import_the_client_routes(path):
@@ -146,3 +160,5 @@ def test_the_checks_see_a_violation():
     assert [m for _, m in _imported_modules(tree, runtime_only=True)] == ["homeserver.storage.rooms"]
     typed = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from homeserver.storage.devices import Device\n")
     assert [m for _, m in _imported_modules(typed, runtime_only=True)] == ["typing"]
+    assert SQL.match("SELECT filter_json FROM filters WHERE user_id = $1")
+    assert not SQL.match("Select a room to delete from the list")
