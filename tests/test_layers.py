@@ -117,7 +117,7 @@ def test_route_module_does_not_import_storage(name, tree):
 
 
 # Statements as storage/ writes them (upper-case keywords), not prose that happens to say "select".
-SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b.*\b(FROM|INTO|SET|AS)\b", re.I | re.S)
+SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH)\b.*\b(FROM|INTO|SET|AS)\b", re.S)
 
 
 @pytest.mark.parametrize("name,tree", ROUTE_MODULES, ids=[name for name, _ in ROUTE_MODULES])
