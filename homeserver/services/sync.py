@@ -2,7 +2,9 @@
 
 An incremental sync reads only rows after its token (DESIGN.md); rooms with
 nothing new since the token are skipped without a query, thanks to the
-stream change cache.
+stream change cache. The rooms that are sent are built together
+(sync_rooms.py), so a response costs a fixed number of queries whatever the
+number of rooms (issue 7; tests/client/test_sync_query_counts.py).
 Spec: https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3sync
 """
 

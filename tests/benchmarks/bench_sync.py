@@ -8,7 +8,8 @@ Starts the real server process on a fresh database in the given PostgreSQL and m
     best and median of 5 warm ones;
   - 20 concurrent since-token syncs (timeline limit 50) of 20 users in 5 rooms with
     1,000+ messages each: wall time and server CPU seconds (from /proc/PID/stat);
-  - an incremental sync after 100 new events: server CPU ms and wall ms (mean of 10);
+  - an incremental sync after 100 new events, and one with nothing new: server CPU ms
+    (mean of 20) and wall ms;
 then, with an in-process server (so that queries can be counted), the database queries
 of one initial and one incremental /sync for a user in 5 and in 50 rooms.
 """
@@ -35,6 +36,8 @@ from tests.e2e.server_process import ServerProcess
 
 LIMIT_50 = json.dumps({"room": {"timeline": {"limit": 50}}})
 TICKS = os.sysconf("SC_CLK_TCK")
+# CPU time is read in clock ticks (10 ms): means over many runs.
+RUNS = 20
 
 
 def cpu_seconds(pid: int) -> float:
@@ -120,7 +123,7 @@ async def concurrent_syncs(session: aiohttp.ClientSession, server: ServerProcess
     reader = clients[1]
     since = (await sync(reader, filter_=LIMIT_50))["next_batch"]
     cpus, walls = [], []
-    for _ in range(10):
+    for _ in range(RUNS):
         await fill(clients, rooms, 20)
         await asyncio.sleep(0.3)  # let the server finish what the sends started
         cpu = cpu_seconds(pid)
@@ -130,7 +133,18 @@ async def concurrent_syncs(session: aiohttp.ClientSession, server: ServerProcess
         cpus.append((cpu_seconds(pid) - cpu) * 1000)
         since = data["next_batch"]
     print(f"incremental /sync after 100 new events in 5 rooms: server CPU mean {statistics.mean(cpus):.1f} ms,"
-          f" wall median {statistics.median(walls):.1f} ms (10 runs)")
+          f" wall median {statistics.median(walls):.1f} ms ({RUNS} runs)")
+    # The floor: the same request with nothing new (the server's own cost of a /sync).
+    cpus, walls = [], []
+    for _ in range(RUNS):
+        cpu = cpu_seconds(pid)
+        start = time.perf_counter()
+        data = await sync(reader, since, LIMIT_50)
+        walls.append((time.perf_counter() - start) * 1000)
+        cpus.append((cpu_seconds(pid) - cpu) * 1000)
+        since = data["next_batch"]
+    print(f"incremental /sync with nothing new: server CPU mean {statistics.mean(cpus):.1f} ms,"
+          f" wall median {statistics.median(walls):.1f} ms ({RUNS} runs)")
 
 
 async def query_counts(dsn: str) -> None:
