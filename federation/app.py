@@ -87,10 +87,20 @@ def setup_federation(app: web.Application, services: Services) -> Federation | N
 
     services.pipeline.after_persist.append(send_our_events)
 
+    # One process sends for the database (the cluster's leader); the others wake its sender.
+    cluster = services.cluster
+    sender.wake_elsewhere = lambda destination: cluster.send(["fed", [destination]])
+
+    def on_fed(_sender: str, item: list) -> None:
+        for destination in item[1]:
+            sender.wake(destination)
+
+    cluster.handlers["fed"] = on_fed
+
     async def lifecycle(app: web.Application):
-        await sender.start()
+        await cluster.run_on_leader(sender.start, sender.stop)
         yield
-        await sender.stop()
+        await cluster.end_job(sender.start, sender.stop)
         await client.close()
 
     app.cleanup_ctx.append(lifecycle)

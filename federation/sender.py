@@ -8,8 +8,8 @@ transaction is retried with the same id and contents after an exponential
 backoff that is persisted, so a restart neither forgets the queue nor the backoff.
 Spec: https://spec.matrix.org/v1.19/server-server-api/#transactions
 
-One process sends for a database (docs/architecture.md, "One writer process"):
-two senders on one database would each run a loop per destination.
+One process sends for a database: with several processes, the cluster's
+leader (services/cluster.py, docs/scaling.md); the others queue and tell it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from homeserver.protocol.canonical import canonical_json_str
 from homeserver.protocol.events import Event
@@ -79,6 +79,8 @@ class FederationSender:
         self._dirty: set[str] = set()
         # Set to cut a loop's backoff short (notify_destination_up).
         self._woken: dict[str, asyncio.Event] = {}
+        # Where queued work goes when this process does not send (set by federation/app.py).
+        self.wake_elsewhere: Callable[[str], None] | None = None
 
     async def start(self) -> None:
         """Resume every destination with queued rows (their backoff, if any, still holds)."""
@@ -150,8 +152,15 @@ class FederationSender:
     def _targets(self, destinations: Iterable[str]) -> list[str]:
         return sorted({d for d in destinations if d != self.server_name})
 
+    def wake(self, destination: str) -> None:
+        """Another process queued rows for the destination (services/cluster.py)."""
+        self._wake(destination)
+
     def _wake(self, destination: str) -> None:
         if not self._running:
+            # Another process sends (the cluster's leader): it reads the queue when told.
+            if self.wake_elsewhere is not None:
+                self.wake_elsewhere(destination)
             return
         self._dirty.add(destination)
         if destination not in self._loops:

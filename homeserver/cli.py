@@ -8,6 +8,7 @@ import asyncio
 import datetime
 import getpass
 import logging
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -37,6 +38,11 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--server-name", default="localhost",
         help="server name for the configuration written when none exists yet",
+    )
+    run.add_argument(
+        "--port", type=int, default=None,
+        help="listen on this port instead of listen.port (another process on the same config and"
+             " database, docs/scaling.md); also the HOMESERVER_PORT environment variable",
     )
 
     register = commands.add_parser("register-user", help="create a user account")
@@ -73,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
                     return code
                 print(f"wrote {args.config} with server name {args.server_name}; starting "
                       f"(edit it and restart to change settings)")
-            return _run(args.config)
+            return _run(args.config, args.port)
         if args.command == "register-user":
             return _register_user(args.config, args.username, args.password, args.admin)
         if args.command == "create-registration-token":
@@ -142,10 +148,19 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("pgserver").setLevel(logging.WARNING)
 
 
-def _run(path: Path) -> int:
+def _run(path: Path, port: int | None = None) -> int:
     from homeserver.server import serve
 
     config = load_config(path)
+    if port is None and os.environ.get("HOMESERVER_PORT"):
+        try:
+            port = int(os.environ["HOMESERVER_PORT"])
+        except ValueError:
+            raise ConfigError(f"HOMESERVER_PORT: not a port number: {os.environ['HOMESERVER_PORT']!r}")
+    if port is not None:
+        if not 1 <= port <= 65535:
+            raise ConfigError(f"--port: {port} is not a port number (1-65535)")
+        config.listen.port = port
     _setup_logging(config.log_level)
     asyncio.run(serve(config))
     return 0

@@ -17,6 +17,7 @@ from aiohttp import web
 from homeserver.app import create_app
 from homeserver.metrics import METRICS, metrics_app
 from homeserver.config import Config, TlsListenConfig
+from homeserver.services.cluster import application_name_for, new_instance_id
 from homeserver.services.container import Services, build_services
 from homeserver.signing_key import load_or_create_signing_key
 from homeserver.storage.db import Database, EmbeddedPostgres, ensure_database, run_migrations
@@ -49,7 +50,9 @@ async def open_database(config: Config) -> AsyncIterator[Database]:
         try:
             if embedded is None:
                 await ensure_database(dsn)
-            db = await Database.connect(dsn, max_size=config.database_pool_size)
+            # Every connection is named after this process, so the others see whether it lives.
+            db = await Database.connect(dsn, max_size=config.database_pool_size,
+                                        application_name=application_name_for(new_instance_id()))
         except (OSError, asyncpg.PostgresError) as e:
             raise StartupError(f"cannot use the database {_without_password(dsn)}: {e}") from e
         try:
@@ -69,7 +72,13 @@ async def open_database(config: Config) -> AsyncIterator[Database]:
 async def open_services(config: Config) -> AsyncIterator[Services]:
     signing_key = load_or_create_signing_key(config.signing_key_file)
     async with open_database(config) as db:
-        yield await build_services(config, db, signing_key)
+        services = await build_services(config, db, signing_key)
+        # Other processes on this database learn of us, and we of their positions, before we serve.
+        await services.cluster.start()
+        try:
+            yield services
+        finally:
+            await services.cluster.stop()
 
 
 def _tls_context(tls: TlsListenConfig) -> ssl.SSLContext:

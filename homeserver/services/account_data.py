@@ -20,7 +20,7 @@ class AccountDataService:
         if room_id is None and data_type == IGNORED_USER_LIST:
             # The server reads this one (it hides the users' events): it must make sense.
             check_ignored_user_list(user_id, content)
-        with self.stream.allocate() as position:
+        async with self.stream.allocate() as position:
             await self.store.put(user_id, room_id or GLOBAL, data_type, content, position)
         self.notifier.notify_at(self.stream, position, [user_id])
 

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import secrets
 import zlib
+from typing import Callable
 
 import bcrypt
 
@@ -93,6 +94,8 @@ class TokenAuthenticator:
         self.devices = devices
         self.refresh_tokens = refresh_tokens
         self._cache: LruCache[bytes, TokenOwner] = LruCache(cache_size)
+        # Tells the other processes sharing the database (services/cluster_hooks.py).
+        self.broadcast: Callable[[list[bytes]], None] | None = None
 
     async def authenticate(self, token: str | None, allow_locked: bool = False) -> Requester:
         """The requester of an access token.
@@ -126,6 +129,8 @@ class TokenAuthenticator:
     def _expired(owner: TokenOwner) -> bool:
         return owner.expires_ts is not None and owner.expires_ts <= now_ms()
 
-    def forget(self, token_hashes: list[bytes]) -> None:
+    def forget(self, token_hashes: list[bytes], local_only: bool = False) -> None:
         for token_hash in token_hashes:
             self._cache.pop(token_hash)
+        if token_hashes and self.broadcast is not None and not local_only:
+            self.broadcast(token_hashes)

@@ -67,7 +67,10 @@ from homeserver.storage.relations import RelationStore
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.search import SearchStore
 from homeserver.storage.state import StateStore
-from homeserver.storage.streams import StreamChangeCache, StreamIdGenerator
+from homeserver.storage.streams import OutlierPositions, StreamChangeCache, StreamIdGenerator
+from homeserver.storage.stream_positions import OUTLIER_SEQUENCE, SEQUENCES
+from homeserver.services.cluster import Cluster, instance_id_of
+from homeserver.services.cluster_hooks import wire_cluster
 from homeserver.storage.to_device import ToDeviceStore
 from homeserver.storage.user_directory import UserDirectoryStore
 from homeserver.storage.users import UserStore
@@ -141,6 +144,7 @@ class Services:
     reports: ReportService
     openid: OpenIdService
     hierarchy: HierarchyService
+    cluster: Cluster
 
     @property
     def server_name(self) -> str:
@@ -157,20 +161,18 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
     registration = RegistrationStore(db)
     account_data_store = AccountDataStore(db)
     notifier = Notifier()
-    event_stream = await StreamIdGenerator.load(db, "events", "stream_ordering")
-    account_data_stream = await StreamIdGenerator.load(db, "account_data", "stream_id")
+    # Stream positions from PostgreSQL sequences, shared with any other process (services/cluster.py).
+    streams = {name: await StreamIdGenerator.from_sequence(db, name, sequence) for name, sequence in SEQUENCES.items()}
+    for stream in streams.values():
+        notifier.watch(stream)
+    event_stream = streams["events"]
+    account_data_stream = streams["account_data"]
     room_changes = StreamChangeCache(event_stream.current())
-    notifier.watch(event_stream)
-    notifier.watch(account_data_stream)
     to_device_store = ToDeviceStore(db)
-    to_device_stream = StreamIdGenerator(await to_device_store.max_position())
-    device_list_stream = await StreamIdGenerator.load(db, "device_lists_stream", "stream_id")
-    notifier.watch(to_device_stream)
-    notifier.watch(device_list_stream)
-    receipt_stream = await StreamIdGenerator.load(db, "receipts", "stream_id")
-    notifier.watch(receipt_stream)
-    presence_stream = await StreamIdGenerator.load(db, "presence", "stream_id")
-    notifier.watch(presence_stream)
+    to_device_stream = streams["to_device"]
+    device_list_stream = streams["device_lists"]
+    receipt_stream = streams["receipts"]
+    presence_stream = streams["presence"]
     presence = PresenceService(config.presence.enabled, PresenceStore(db), presence_stream, notifier,
                                server_name)
 
@@ -186,7 +188,8 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
                               access_token_lifetime_ms=token_lifetime_ms,
                               password_policy=config.password_config)
     pipeline = EventPipeline(
-        server_name, signing_key, db, events, state, rooms, event_stream, room_changes, on_persisted
+        server_name, signing_key, db, events, state, rooms, event_stream, room_changes, on_persisted,
+        low_positions=OutlierPositions(db, OUTLIER_SEQUENCE),
     )
     relation_store = RelationStore(db)
     views = EventViews(events, state, Aggregator(events, relation_store))
@@ -203,7 +206,10 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
     profiles = ProfileService(users, state, events, pipeline, server_name)
     account_data = AccountDataService(account_data_store, account_data_stream, notifier)
     receipts = ReceiptsService(ReceiptStore(db), receipt_stream, events, state, rooms, account_data, notifier)
-    typing = TypingService(state, notifier)
+    typing = TypingService(state, notifier, streams["typing"], members=pipeline.joined_members)
+    cluster = Cluster(db, instance_id_of(db), streams)
+    wire_cluster(cluster, notifier=notifier, pipeline=pipeline, event_stream=event_stream,
+                 room_changes=room_changes, events=events, typing=typing, tokens=tokens, presence=presence)
     limits = config.rate_limits
     return Services(
         config=config,
@@ -263,11 +269,12 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         ),
         search=SearchService(SearchStore(db), events, state, views, event_stream, ignored_users),
         erasure=ErasureService.wired(server_name, db, users, pipeline, events, state, deactivation),
-        retention=RetentionJob(config.retention, RetentionStore(db), events),
+        retention=RetentionJob(config.retention, RetentionStore(db), events, leader_gate=cluster),
         room_aliases=RoomAliasService(server_name, rooms, state),
         sync_filters=FilterService(FilterStore(db)),
         user_search=UserDirectoryService(UserDirectoryStore(db), config.user_directory.search_all_users),
         reports=ReportService(server_name, ReportStore(db), events, state, rooms, users, views),
         openid=OpenIdService(OpenIdStore(db), server_name),
         hierarchy=HierarchyService(server_name, HierarchyStore(db), state, events),
+        cluster=cluster,
     )

@@ -155,7 +155,7 @@ class E2eKeyService:
         if device_keys is not None:
             self._check_device_keys(device_keys, user_id, device_id)
         if device_keys is not None and await self.store.get_device_keys(user_id, device_id) != device_keys:
-            with self.stream.allocate() as position:
+            async with self.stream.allocate() as position:
                 await self.store.set_device_keys(user_id, device_id, device_keys, position)
             await self._notify_device_list(position, [user_id])
             await self._tell(LocalDeviceChange(user_id, position, (device_id,)))
@@ -297,7 +297,7 @@ class E2eKeyService:
         changed = {t: k for t, k in new.items() if existing.get(t) != k}
         if not changed:
             return
-        with self.stream.allocate() as position:
+        async with self.stream.allocate() as position:
             await self.store.set_cross_signing_keys(user_id, changed, position)
         await self._notify_device_list(position, [user_id])
         if MASTER in changed or SELF_SIGNING in changed:
@@ -319,7 +319,7 @@ class E2eKeyService:
                 except MatrixError as e:
                     failures.setdefault(target_user, {})[target_key_id] = {"errcode": e.errcode, "error": e.error}
         if accepted:
-            with self.stream.allocate() as position:
+            async with self.stream.allocate() as position:
                 await self.store.add_signatures(user_id, accepted, position)
             await self._notify_device_list(position, sorted({a[1] for a in accepted}))
             # Other servers see the new signatures on the user's own keys; a signature of
@@ -392,7 +392,7 @@ class E2eKeyService:
 
     async def devices_deleted(self, user_id: str, device_ids: list[str]) -> None:
         """Keys and to-device messages go with the device (foreign keys); others must hear of it."""
-        with self.stream.allocate() as position:
+        async with self.stream.allocate() as position:
             await self.store.mark_changed([user_id], position)
         await self._notify_device_list(position, [user_id])
         await self._tell(LocalDeviceChange(user_id, position, tuple(device_ids), deleted=True))
@@ -403,7 +403,7 @@ class E2eKeyService:
         user_ids = sorted(set(user_ids))
         if not user_ids:
             return
-        with self.stream.allocate() as position:
+        async with self.stream.allocate() as position:
             await self.store.mark_changed(user_ids, position)
         await self._notify_device_list(position, user_ids)
 

@@ -9,11 +9,13 @@ rules and the same writes apply to both.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import secrets
 import time
 import weakref
+import zlib
 from typing import Any, Awaitable, Callable, Mapping
 
 from homeserver.errors import MatrixError, bad_json, forbidden, too_large
@@ -30,7 +32,8 @@ from homeserver.storage.events import EventStore
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
 from homeserver.services.state_resolution import StateResolver
-from homeserver.storage.streams import StreamChangeCache, StreamIdGenerator
+from homeserver.storage.stream_positions import lock_room, lock_room_and_read_tip
+from homeserver.storage.streams import OutlierPositions, StreamChangeCache, StreamIdGenerator
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,72 @@ def _auth_events_verdict(event: Event, auth_events: Mapping[str, Event], create:
 PersistedHook = Callable[[Event], Awaitable[None]]
 
 
+def room_lock_key(room_id: str) -> int:
+    """The room's pg_advisory_xact_lock key: the same on every process (crc32, not hash())."""
+    return zlib.crc32(room_id.encode()) | (0x726F6F6D << 32)
+
+
+class _RoomWriter:
+    """The write of one room's tip, serialised across processes.
+
+    Alone on the database (``conn`` None) the in-process room lock is enough and
+    the cached tip is the truth. With other processes, a transaction holds the
+    room's advisory lock from the reading of the tip to the commit of the event.
+    """
+
+    def __init__(self, pipeline: "EventPipeline", room_id: str):
+        self.pipeline = pipeline
+        self.room_id = room_id
+        self.conn: Any = None
+        self._stack = contextlib.AsyncExitStack()
+        self._transaction: Any = None
+
+    async def __aenter__(self) -> "_RoomWriter":
+        cluster = self.pipeline.cluster
+        if cluster is None:
+            return self
+        if await self._stack.enter_async_context(cluster.solo_write()):
+            return self
+        # Each writer holds a connection and reads on others: at most half the pool write at once.
+        await self._stack.enter_async_context(self.pipeline.writer_slots)
+        self.conn = await self._stack.enter_async_context(self.pipeline.db.pool.acquire())
+        self._transaction = self.conn.transaction()
+        await self._transaction.start()
+        return self
+
+    async def tip(self) -> list[str]:
+        if self.conn is None:
+            return await self.pipeline._forward_extremities(self.room_id)
+        return await lock_room_and_read_tip(self.conn, room_lock_key(self.room_id), self.room_id)
+
+    async def lock(self) -> None:
+        if self.conn is not None:
+            await lock_room(self.conn, room_lock_key(self.room_id))
+
+    async def commit(self) -> None:
+        if self._transaction is not None:
+            transaction, self._transaction = self._transaction, None
+            await transaction.commit()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        try:
+            if self._transaction is not None:
+                transaction, self._transaction = self._transaction, None
+                await transaction.rollback()
+        finally:
+            await self._stack.aclose()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self):
+        """The connection to write on, in a transaction committed at the end of the block."""
+        if self.conn is None:
+            async with self.pipeline.db.transaction() as conn:
+                yield conn
+        else:
+            yield self.conn
+            await self.commit()
+
+
 class EventPipeline:
     def __init__(
         self,
@@ -111,6 +180,7 @@ class EventPipeline:
         room_changes: StreamChangeCache,
         on_persisted: Callable[[Event, set[str]], None],
         resolver: StateResolver | None = None,
+        low_positions: OutlierPositions | None = None,
     ):
         self.server_name = server_name
         self.signing_key = signing_key
@@ -126,12 +196,17 @@ class EventPipeline:
         # Told the seconds each event's persist step took (homeserver/metrics.py), when set.
         self.persist_timer: Callable[[float], None] | None = None
         # Outliers and backfilled events are written below every live position, counting down,
-        # so that no /sync reports them as new (set on first use).
+        # so that no /sync reports them as new (set on first use without a shared sequence).
         self._low_position: int | None = None
+        self.low_positions = low_positions
+        # services/cluster.py when other processes may share the database (set by the wiring).
+        self.cluster: Any = None
+        self.writer_slots = asyncio.Semaphore(max(1, db.pool.get_max_size() // 2))
         # A room's lock lives while someone holds or awaits it, so the map stays small.
         self._room_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        # The tip of each room and who is joined, kept here because this process
-        # is the rooms' only writer (see docs/architecture.md).
+        # The tip of each room and who is joined. The tip is trusted only while this process
+        # is the only writer (docs/scaling.md); joined members are dropped when another
+        # process writes a membership of the room (room_written_elsewhere).
         self._extremities: LruCache[str, list[str]] = LruCache(10_000)
         self._joined_members: LruCache[str, frozenset[str]] = LruCache(10_000)
 
@@ -148,10 +223,11 @@ class EventPipeline:
         else:
             room_id = f"!{secrets.token_urlsafe(18)}:{self.server_name}"
         event = self._build(version, room_id, draft, prev_events=[], state_before={}, depth=1)
-        async with self.room_lock(event.room_id):
+        async with self.room_lock(event.room_id), _RoomWriter(self, event.room_id) as writer:
             self._check(event, {})
+            await writer.lock()
             await self._persist(event, draft, prev_events=[], state_before_group=None, state_before={},
-                                new_room=(version, is_public))
+                                new_room=(version, is_public), writer=writer)
         return event
 
     def check_new_room(self, version: RoomVersion, drafts: list[EventDraft]) -> None:
@@ -186,14 +262,15 @@ class EventPipeline:
         version = await self.events.get_room_version(room_id)
         if version is None:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
-        async with self.room_lock(room_id):
+        async with self.room_lock(room_id), _RoomWriter(self, room_id) as writer:
+            prev_ids = (await writer.tip())[:MAX_PREV_EVENTS]
             if draft.txn is not None:
+                # Under the room's lock: a retry that reached another process waits for the first.
                 existing = await self.events.get_txn_event_id(draft.sender, *draft.txn)
                 if existing is not None:
                     event = await self.events.get_event(existing)
                     if event is not None:
                         return event
-            prev_ids = (await self._forward_extremities(room_id))[:MAX_PREV_EVENTS]
             prevs = await self.events.get_events(prev_ids)
             if not prevs:
                 raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
@@ -206,7 +283,7 @@ class EventPipeline:
             self._check(event, auth_state)
             if countersign is not None:
                 event = await countersign(event)
-            await self._persist(event, draft, list(prevs), state_group, state_before)
+            await self._persist(event, draft, list(prevs), state_group, state_before, writer=writer)
         return event
 
     async def _auth_state(self, event: Event, state_before: dict[StateKey, str]) -> dict[StateKey, Event]:
@@ -286,8 +363,11 @@ class EventPipeline:
         if version is None:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
         async with self.room_lock(room_id):
-            prev_ids = (await self._forward_extremities(room_id))[:MAX_PREV_EVENTS]
-            prevs = await self.events.get_events(prev_ids)
+            if self.cluster is None or self.cluster.solo:
+                prev_ids = await self._forward_extremities(room_id)
+            else:
+                prev_ids = await self.events.get_forward_extremities(room_id)
+            prevs = await self.events.get_events(prev_ids[:MAX_PREV_EVENTS])
             if not prevs:
                 raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
             groups = [e.internal["state_group_after"] for e in prevs.values()]
@@ -328,8 +408,10 @@ class EventPipeline:
         state_before_group: int | None,
         state_before: dict[StateKey, str],
         new_room: tuple[RoomVersion, bool] | None = None,
+        writer: _RoomWriter | None = None,
     ) -> None:
         # Step 3: the event, its edges, state and position, atomically.
+        writer = writer or _RoomWriter(self, event.room_id)
         started = time.perf_counter()
         room_id = event.room_id
         internal = dict(draft.internal)
@@ -349,9 +431,9 @@ class EventPipeline:
         # Our cached view of the room's tip is only trusted again once the write succeeds.
         old_tip = self._extremities.get(room_id) or []
         self._extremities.pop(room_id)
-        with self.stream.allocate() as position:
-            if event.is_state() or new_room is not None or state_before_group is None:
-                async with self.db.transaction() as conn:
+        async with self.stream.allocate(writer.conn) as position:
+            if event.is_state() or new_room is not None or state_before_group is None or writer.conn is not None:
+                async with writer.transaction() as conn:
                     if new_room is not None:
                         version, is_public = new_room
                         await self.rooms.insert_room(conn, room_id, version.identifier, event.sender, now, is_public)
@@ -376,7 +458,7 @@ class EventPipeline:
                     if event.type == "m.room.member" and event.membership == "join":
                         await self.rooms.unforget(conn, event.state_key, room_id)
             else:
-                # A message is one statement: atomic and committed in a single round trip.
+                # Alone, a message is one statement: atomic and committed in a single round trip.
                 group_after = state_before_group
                 await self.events.insert_event(
                     self.db.pool, event, text, position, state_before_group, group_after, internal, prev_events, txn
@@ -395,6 +477,7 @@ class EventPipeline:
             if event.type == "m.room.member":
                 self._joined_members.pop(room_id)
             self.room_changes.record(room_id, position)
+            self._tell_others(event)
         if self.persist_timer is not None:
             self.persist_timer(time.perf_counter() - started)
         # Step 4: wake the local users who should see it.
@@ -487,8 +570,10 @@ class EventPipeline:
         text = event_json_text(event.json)
         async with self.room_lock(room_id):
             known = await self.events.known_event_ids([event.event_id])
-            with self.stream.allocate() as position:
+            async with self.stream.allocate() as position:
                 async with self.db.transaction() as conn:
+                    if self.cluster is not None and not self.cluster.solo:
+                        await lock_room(conn, room_lock_key(room_id))
                     if event.event_id in known:
                         await self.events.delete_outlier(conn, event.event_id)
                     await self.events.insert_event(
@@ -501,6 +586,7 @@ class EventPipeline:
                 event.internal.update(stream_ordering=position, state_group_before=None, state_group_after=None,
                                       rejected=None, redacted_by=None, outlier=True)
                 self.room_changes.record(room_id, position)
+                self._tell_others(event)
         self.on_persisted(event, {event.state_key})
 
     async def _check_against_auth_events(self, event: Event) -> str | None:
@@ -571,6 +657,8 @@ class EventPipeline:
         return results
 
     async def _next_low_position(self) -> int:
+        if self.low_positions is not None:
+            return await self.low_positions.next()
         if self._low_position is None:
             self._low_position = min(0, await self.events.lowest_stream_ordering())
         self._low_position -= 1
@@ -588,9 +676,10 @@ class EventPipeline:
             await self._write_remote(event, placement, internal, text, await self._next_low_position(), replace_outlier)
             return
         self._extremities.pop(room_id)
-        with self.stream.allocate() as position:
+        async with self.stream.allocate() as position:
             await self._write_remote(event, placement, internal, text, position, replace_outlier)
             self.room_changes.record(room_id, position)
+            self._tell_others(event)
             if event.redacts is not None:
                 self.events.invalidate(event.redacts)
             if event.type == "m.room.member":
@@ -605,6 +694,9 @@ class EventPipeline:
         room_id = event.room_id
         state_before = placement.state_before
         async with self.db.transaction() as conn:
+            if placement.live and self.cluster is not None and not self.cluster.solo:
+                # Serialised with the other processes' writes of the room (its tip, its current state).
+                await lock_room(conn, room_lock_key(room_id))
             if replace_outlier:
                 await self.events.delete_outlier(conn, event.event_id)
             group_before = group_after = None
@@ -685,6 +777,35 @@ class EventPipeline:
             for user_id in joined:
                 await self.rooms.unforget(conn, user_id, room_id)
 
+    def _tell_others(self, event: Event) -> None:
+        """Before the position is announced finished (still inside its allocation): the other
+        processes record the room as changed before their streams move past the event."""
+        cluster = self.cluster
+        if cluster is None or cluster.solo:
+            return
+        membership = event.membership if event.type == "m.room.member" else None
+        cluster.send(["ev", event.room_id, event.internal["stream_ordering"], event.event_id,
+                      event.state_key if membership is not None else None, membership, event.redacts])
+
+    def room_written_elsewhere(self, room_id: str, membership: bool) -> None:
+        """Another process wrote an event of the room: what we know of its tip (and of
+        who is joined, for a membership) may be old."""
+        self._extremities.pop(room_id)
+        if membership:
+            self._joined_members.pop(room_id)
+
+    def forget_rooms(self) -> None:
+        """Back to being the only writer: the rooms' tips as cached may predate the others' writes."""
+        self._extremities = LruCache(10_000)
+        self._joined_members = LruCache(10_000)
+
+    async def joined_members(self, room_id: str) -> frozenset[str]:
+        joined = self._joined_members.get(room_id)
+        if joined is None:
+            joined = frozenset(await self.state.get_members(room_id, "join"))
+            self._joined_members.set(room_id, joined)
+        return joined
+
     async def _forward_extremities(self, room_id: str) -> list[str]:
         cached = self._extremities.get(room_id)
         if cached is None:
@@ -693,12 +814,7 @@ class EventPipeline:
         return cached
 
     async def _notify(self, event: Event) -> None:
-        joined = self._joined_members.get(event.room_id)
-        if joined is None:
-            members = await self.state.get_members(event.room_id, "join")
-            joined = frozenset(members)
-            self._joined_members.set(event.room_id, joined)
-        to_wake = set(joined)
+        to_wake = set(await self.joined_members(event.room_id))
         if event.type == "m.room.member" and event.state_key:
             to_wake.add(event.state_key)
         self.on_persisted(event, to_wake)

@@ -72,6 +72,14 @@ class PresenceService:
         # Writes decide on the row as it is when they run: a sweep and a sync of one
         # user must not interleave.
         self._lock = asyncio.Lock()
+        # Other processes sharing the database (services/cluster_hooks.py): told of each row
+        # written, so they drop their copy; the sweep runs where may_sweep says (the leader).
+        self.row_written: Callable[[str], None] = lambda user_id: None
+        self.may_sweep: Callable[[], bool] = lambda: True
+
+    def forget_cached(self, user_id: str) -> None:
+        """Another process wrote the user's row."""
+        self._rows.pop(user_id, None)
 
     async def user_syncing(self, user_id: str, set_presence: str, now: int | None = None) -> None:
         """A /sync with ``set_presence``: online marks the user online and active (unless
@@ -241,7 +249,8 @@ class PresenceService:
         """Sweep now and then every SWEEP_INTERVAL_S, until cancelled."""
         while True:
             try:
-                await self.sweep()
+                if self.may_sweep():
+                    await self.sweep()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -260,12 +269,14 @@ class PresenceService:
         if not visible:
             await self.store.put(new)
             self._rows[new.user_id] = new
+            self.row_written(new.user_id)
             return
         # Dropped first: should the write fail, the next reader loads what is stored.
         self._rows.pop(new.user_id, None)
-        with self.stream.allocate() as position:
+        async with self.stream.allocate() as position:
             new = dataclasses.replace(new, stream_id=position)
             await self.store.put(new)
+            self.row_written(new.user_id)
         self._rows[new.user_id] = new
         self.notifier.notify_at(self.stream, position, await self.store.room_partners(new.user_id))
         if self.listeners and self._is_local(new.user_id):

@@ -141,7 +141,7 @@ class PushRulesService:
         await self._write(user_id, change)
 
     async def _write(self, user_id: str, change: Callable[[asyncpg.Connection], Awaitable[None]]) -> None:
-        with self.account_data_stream.allocate() as position:
+        async with self.account_data_stream.allocate() as position:
             async with self.db.transaction() as conn:
                 await self.store.lock_user(conn, user_id)
                 await change(conn)

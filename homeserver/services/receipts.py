@@ -107,7 +107,7 @@ class ReceiptsService:
 
     async def _put(self, user_id: str, room_id: str, receipt_type: str, event: Event, thread_id: str) -> None:
         receipt = Receipt(room_id, receipt_type, user_id, thread_id, event.event_id, now_ms())
-        with self.stream.allocate() as position:
+        async with self.stream.allocate() as position:
             # As Synapse: a receipt for an event before the stored one is ignored.
             stored = await self.store.put(receipt, event.internal["stream_ordering"], position)
         if stored:

@@ -95,9 +95,17 @@ class SyncService:
         # Before the token is taken: the syncer's own change is then behind it.
         await self.presence.user_syncing(user_id, request.set_presence)
         if request.since is not None:
-            # A token ahead of our streams (e.g. given out before a database restore) would
-            # hide every new event until the streams caught up with it: read it as "now".
-            request = dataclasses.replace(request, since=request.since.capped_at(self.current_token()))
+            since, before = request.since, self.current_token()
+            # A token from another process may be a little ahead of this one's streams (its
+            # notifications are on their way): wait for them rather than send events again.
+            await self.notifier.catch_up(lambda: since.capped_at(self.current_token()) != since)
+            # Still ahead (e.g. a token given out before a database restore), it would hide
+            # every new event until the streams caught up with it: read it as where we were
+            # before waiting (what came meanwhile is news).
+            now = dataclasses.astuple(self.current_token())
+            request = dataclasses.replace(request, since=SyncToken(*(
+                s if s <= n else min(s, b)
+                for s, n, b in zip(dataclasses.astuple(since), now, dataclasses.astuple(before)))))
         while True:
             wake = self.notifier.token_for(user_id)
             result, has_news = await self._sync_once(request)

@@ -62,7 +62,7 @@ class ToDeviceService:
                 queued.append((user_id, None if device_id == ALL_DEVICES else device_id, message))
         if await self.store.txn_position(sender.user_id, sender.device_id, txn_id) is not None:
             return  # A retried request: already queued once.
-        with self.stream.allocate() as position:
+        async with self.stream.allocate() as position:
             if not await self.store.queue((sender.user_id, sender.device_id), txn_id, queued, position):
                 return
         self.notifier.notify_at(self.stream, position, {user_id for user_id, _, _ in queued})
@@ -84,7 +84,7 @@ class ToDeviceService:
                     queued.append((user_id, None if device_id == ALL_DEVICES else device_id, message))
         if not queued:
             return
-        with self.stream.allocate() as position:
+        async with self.stream.allocate() as position:
             if not await self.store.queue((sender, REMOTE_SENDER_DEVICE), message_id, queued, position):
                 return
         self.notifier.notify_at(self.stream, position, {user_id for user_id, _, _ in queued})

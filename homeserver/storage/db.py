@@ -35,19 +35,24 @@ _MIGRATION_LOCK_ID = 0x6D617472
 class Database:
     """An asyncpg pool with helpers for one-statement calls and transactions."""
 
-    def __init__(self, pool: asyncpg.Pool):
+    def __init__(self, pool: asyncpg.Pool, dsn: str | None = None, application_name: str | None = None):
         self.pool = pool
+        # Kept for the connections made outside the pool (services/cluster.py's listener).
+        self.dsn = dsn
+        self.application_name = application_name
 
     @classmethod
-    async def connect(cls, dsn: str, max_size: int = 10) -> "Database":
+    async def connect(cls, dsn: str, max_size: int = 10, application_name: str | None = None) -> "Database":
+        settings = {"application_name": application_name} if application_name else None
         # Prepared statements are kept (asyncpg's defaults forget each after 5 minutes and
         # keep only 100 per connection, fewer than the server's distinct statements), and so
         # are idle connections for an hour: otherwise a quiet server's next /sync plans every
         # one of its statements again, the cold path of issue 7.
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=max_size, reset=_keep_session,
-                                         statement_cache_size=1024, max_cached_statement_lifetime=0,
+                                         server_settings=settings, statement_cache_size=1024,
+                                         max_cached_statement_lifetime=0,
                                          max_inactive_connection_lifetime=3600)
-        return cls(pool)
+        return cls(pool, dsn, application_name)
 
     async def close(self) -> None:
         await self.pool.close()

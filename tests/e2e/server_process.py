@@ -75,6 +75,22 @@ class ServerProcess:
         self.config_path.write_text(yaml.safe_dump(raw))
         self.process: subprocess.Popen | None = None
         self.log_path = directory / "server.log"
+        # Extra arguments of `run` (a sibling process: --port).
+        self.run_args: list[str] = []
+
+    def sibling(self, directory: Path) -> "ServerProcess":
+        """Another process of the same server: this one's config file and database, its own port
+        (`homeserver run --port`, docs/scaling.md)."""
+        other = object.__new__(ServerProcess)
+        other.__dict__.update(self.__dict__)
+        directory.mkdir(parents=True, exist_ok=True)
+        other.directory = directory
+        other.port = free_port()
+        other.tls_port = None
+        other.process = None
+        other.log_path = directory / "server.log"
+        other.run_args = ["--port", str(other.port)]
+        return other
 
     @property
     def base_url(self) -> str:
@@ -99,7 +115,7 @@ class ServerProcess:
         env = {k: v for k, v in os.environ.items() if k != "HOMESERVER_DATABASE"}
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "homeserver.cli", "-c", str(self.config_path), "run"],
+            [sys.executable, "-m", "homeserver.cli", "-c", str(self.config_path), "run", *self.run_args],
             stdout=log, stderr=subprocess.STDOUT, env=env,
         )
         deadline = time.monotonic() + timeout

@@ -1,0 +1,101 @@
+"""What the processes of a cluster tell each other, wired to the services (services/cluster.py).
+
+Items (JSON lists) ride on the notifications beside the positions they belong to:
+
+- ``["ev", room, position, event id, target, membership, redacts]``: an event was
+  written (sent by the pipeline, services/pipeline.py ``_tell_others``); the receiver drops what it cached of the room (and of a redacted
+  event), records the room as changed, and wakes its own users joined to it.
+- ``["u", stream, position, users]`` / ``["all", stream, position]``: wake these
+  users (or, for a list too long to send, everyone waiting) once the position is visible.
+- ``["ty", room, user, typing, timeout ms, position]``: a typing change.
+- ``["tok", [hex hashes]]``: access tokens ended (logout, deleted device, deactivation).
+- ``["pres", user]``: a presence row changed.
+- ``["fed", [destinations]]``: federation queues the leader's sender should read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from homeserver.services.cluster import Cluster
+from homeserver.storage.streams import StreamChangeCache, StreamIdGenerator
+
+log = logging.getLogger(__name__)
+
+# Longer lists of users to wake are sent as "everyone waiting": the receiver's users look, most sleep again.
+MAX_USERS_BYTES = 3000
+
+
+def wire_cluster(
+    cluster: Cluster, *, notifier: Any, pipeline: Any, event_stream: StreamIdGenerator,
+    room_changes: StreamChangeCache, events: Any, typing: Any, tokens: Any, presence: Any,
+) -> None:
+    streams = cluster.streams
+    pipeline.cluster = cluster
+
+    def broadcast(stream: StreamIdGenerator, position: int, users: frozenset[str], room_id: str | None) -> None:
+        if stream is event_stream or cluster.solo:
+            return  # events go as "ev" items (event_persisted); alone there is no one to tell
+        listed = sorted(users)
+        if len(json.dumps(listed)) <= MAX_USERS_BYTES:
+            cluster.send(["u", stream.name, position, listed])
+        else:
+            cluster.send(["all", stream.name, position])
+
+    notifier.broadcast = broadcast
+
+    def on_users(_sender: str, item: list[Any]) -> None:
+        stream = streams.get(item[1])
+        if stream is not None:
+            notifier.notify_at(stream, item[2], item[3], local_only=True)
+
+    def on_all(_sender: str, item: list[Any]) -> None:
+        stream = streams.get(item[1])
+        if stream is not None:
+            notifier.notify_all_at(stream, item[2])
+
+    def on_event(_sender: str, item: list[Any]) -> None:
+        _, room_id, position, event_id, target, membership, redacts = item
+        pipeline.room_written_elsewhere(room_id, membership is not None)
+        room_changes.record(room_id, position)
+        events.invalidate(event_id)  # an outlier we held may now be part of the room
+        if redacts:
+            events.invalidate(redacts)
+        if membership is not None and membership != "join" and target:
+            typing.user_left(room_id, target)
+        cluster._spawn(_wake_room(room_id, position, target))
+
+    async def _wake_room(room_id: str, position: int, target: str | None) -> None:
+        to_wake = set(await pipeline.joined_members(room_id))
+        if target:
+            to_wake.add(target)
+        notifier.notify_at(event_stream, position, to_wake, local_only=True)
+
+    def on_typing(_sender: str, item: list[Any]) -> None:
+        _, room_id, user_id, is_typing, timeout_ms, position = item
+        typing.remote_change(room_id, user_id, is_typing, timeout_ms, position)
+
+    def on_tokens(_sender: str, item: list[Any]) -> None:
+        tokens.forget([bytes.fromhex(h) for h in item[1]], local_only=True)
+
+    def on_presence(_sender: str, item: list[Any]) -> None:
+        presence.forget_cached(item[1])
+
+    cluster.handlers.update({
+        "u": on_users, "all": on_all, "ev": on_event, "ty": on_typing, "tok": on_tokens, "pres": on_presence,
+    })
+
+    typing.broadcast = lambda room_id, user_id, is_typing, timeout_ms, position: cluster.send(
+        ["ty", room_id, user_id, is_typing, timeout_ms, position])
+    tokens.broadcast = lambda hashes: cluster.send(["tok", [h.hex() for h in hashes]])
+    presence.row_written = lambda user_id: cluster.send(["pres", user_id])
+    presence.may_sweep = lambda: cluster.leader
+
+    def solo_changed(solo: bool) -> None:
+        if solo:
+            pipeline.forget_rooms()
+
+    cluster.solo_listeners.append(solo_changed)
+

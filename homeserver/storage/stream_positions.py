@@ -1,0 +1,103 @@
+"""The SQL of shared stream positions and of the processes sharing a database.
+
+Positions come from one PostgreSQL sequence per stream (migrations/0021);
+processes tell each other what they wrote through LISTEN/NOTIFY on one
+channel, and know each other by the application_name of their connections.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable
+
+import asyncpg
+
+from homeserver.storage.db import Database
+
+CHANNEL = "homeserver_cluster"
+# Every connection of a process carries this prefix and its instance id.
+APPLICATION_PREFIX = "homeserver:"
+# The NOTIFY payload limit is 8000 bytes; stay clear of it.
+MAX_PAYLOAD_BYTES = 7800
+
+SEQUENCES = {
+    "events": "events_stream_seq",
+    "account_data": "account_data_stream_seq",
+    "to_device": "to_device_stream_seq",
+    "device_lists": "device_lists_stream_seq",
+    "receipts": "receipts_stream_seq",
+    "presence": "presence_stream_seq",
+    "typing": "typing_stream_seq",
+}
+OUTLIER_SEQUENCE = "events_outlier_seq"
+
+_NAME = re.compile(r"^[a-z_]+$")
+
+
+def _checked(sequence: str) -> str:
+    if not _NAME.match(sequence):
+        raise ValueError(f"bad sequence name {sequence!r}")
+    return sequence
+
+
+async def next_position(conn: Any, sequence: str) -> int:
+    """The next value of a stream's sequence (``conn``: a pool or a connection in a transaction;
+    nextval is not rolled back with it)."""
+    return await conn.fetchval(f"SELECT nextval('{_checked(sequence)}')")
+
+
+async def last_position(db: Database, sequence: str) -> int:
+    """The highest value the sequence has handed out (or was set to): one below the next."""
+    row = await db.fetchrow(f"SELECT last_value, is_called FROM {_checked(sequence)}")
+    return row["last_value"] if row["is_called"] else row["last_value"] - 1
+
+
+async def notify(db: Database, payload: str) -> None:
+    await db.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+
+
+async def live_instances(conn: Any) -> set[str]:
+    """The instance ids of the processes with a connection to this database now."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT application_name FROM pg_stat_activity"
+        " WHERE datname = current_database() AND application_name LIKE $1",
+        APPLICATION_PREFIX + "%",
+    )
+    return {r["application_name"][len(APPLICATION_PREFIX):] for r in rows}
+
+
+async def connect_listener(
+    db: Database, instance_id: str, on_message: Callable[[str], None], on_lost: Callable[[], None],
+) -> asyncpg.Connection:
+    """A connection outside the pool (same DSN) that LISTENs on the cluster channel."""
+    if db.dsn is None:
+        raise RuntimeError("the database was opened without a DSN; no listening connection can be made")
+    conn = await asyncpg.connect(db.dsn, server_settings={"application_name": APPLICATION_PREFIX + instance_id})
+    conn.add_termination_listener(lambda _conn: on_lost())
+    await conn.add_listener(CHANNEL, lambda _conn, _pid, _channel, payload: on_message(payload))
+    return conn
+
+
+async def try_leader_lock(conn: asyncpg.Connection, key: int) -> bool:
+    """A session lock on the listening connection: held until that connection ends."""
+    return bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+
+
+async def lock_room(conn: asyncpg.Connection, room_key: int) -> None:
+    """Serialise the writers of one room across processes, until the transaction ends."""
+    await conn.execute("SELECT pg_advisory_xact_lock($1)", room_key)
+
+
+async def room_tip(conn: asyncpg.Connection, room_id: str) -> list[str]:
+    rows = await conn.fetch("SELECT event_id FROM forward_extremities WHERE room_id = $1", room_id)
+    return [r["event_id"] for r in rows]
+
+
+async def lock_room_and_read_tip(conn: asyncpg.Connection, room_key: int, room_id: str) -> list[str]:
+    """The room's advisory lock, then its forward extremities as they are once we hold it.
+
+    Two statements: a statement's snapshot is taken when it starts, so a tip read in
+    the locking statement could miss the write of the process we waited for.
+    """
+    await lock_room(conn, room_key)
+    return await room_tip(conn, room_id)
