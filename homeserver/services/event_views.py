@@ -30,12 +30,13 @@ class EventViews:
     ) -> list[list[Event]]:
         """``visible_to`` of several lists (one room each, with whether the user is joined
         to it now): the visibility is resolved once per state group, all groups read at once."""
-        groups = await self.state.get_states(
-            e.internal.get("state_group_before") for events, _ in batches for e in events)
+        keys = [("m.room.history_visibility", ""), ("m.room.member", user_id)]
+        groups = await self.state.get_entries(
+            (e.internal.get("state_group_before") for events, _ in batches for e in events), keys)
         # The visibility and membership events in force before each event.
         at_group: dict[int | None, tuple[str | None, str | None]] = {None: (None, None)}
         for group, state in groups.items():
-            at_group[group] = (state.get(("m.room.history_visibility", "")), state.get(("m.room.member", user_id)))
+            at_group[group] = (state.get(keys[0]), state.get(keys[1]))
         loaded = await self.events.get_events({i for pair in at_group.values() for i in pair if i})
 
         out = []

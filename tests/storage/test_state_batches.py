@@ -59,3 +59,24 @@ async def test_many_groups_in_one_query_equal_each_group_alone(api, services):
         # And as one group read alone by a fresh store.
         assert batched[group] == await StateStore(services.db).get_state(group)
     assert batched[groups[-1]][("m.room.member", bob.user_id)]
+
+
+async def test_a_few_entries_of_many_groups_equal_the_full_states(api, services):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    room_id = await alice.create_room(preset="public_chat")
+    for i in range(60):
+        await put_state(alice, room_id, "m.room.history_visibility",
+                        {"history_visibility": ["shared", "joined", "invited"][i % 3]})
+        if i == 30:
+            await bob.join(room_id)
+    rows = await services.db.fetch("SELECT id FROM state_groups WHERE room_id = $1", room_id)
+    groups = [r["id"] for r in rows]
+    keys = [("m.room.history_visibility", ""), ("m.room.member", bob.user_id), ("m.room.topic", "")]
+    full = await StateStore(services.db).get_states(groups)
+    for cached in (0, 5):
+        store = StateStore(services.db)
+        await store.get_states(groups[:cached])  # some from the cache, the others read
+        entries = await store.get_entries(groups + [None], keys)
+        assert entries == {g: {k: full[g][k] for k in keys if k in full[g]} for g in groups}
+    assert any(("m.room.member", bob.user_id) in e for e in entries.values())
