@@ -101,6 +101,8 @@ class Cluster:
         self._solo_drained.set()
         for stream in streams.values():
             stream.announcer = self._announce_finished
+            stream.may_reserve = lambda: self.solo and self._started
+        self._started = False
 
     # Lifecycle
 
@@ -132,6 +134,7 @@ class Cluster:
         for stream in self.streams.values():
             stream.begin()
         self._spawn(self._watch())
+        self._started = True
         await self._try_leadership()
 
     async def stop(self) -> None:
@@ -316,8 +319,11 @@ class Cluster:
                 self._hello_done.set()
 
     async def _greet(self, newcomer: str) -> None:
-        # Our writes that assume no other writer finish before the newcomer may write.
+        # Our writes that assume no other writer finish before the newcomer may write,
+        # and the positions we took ahead are given up.
         await self._solo_drained.wait()
+        for stream in self.streams.values():
+            stream.release_reserved()
         await self._send(self._state_message(newcomer))
 
     # Watching for gaps and dead processes

@@ -46,6 +46,12 @@ async def next_position(conn: Any, sequence: str) -> int:
     return await conn.fetchval(f"SELECT nextval('{_checked(sequence)}')")
 
 
+async def next_positions(conn: Any, sequence: str, count: int) -> list[int]:
+    """``count`` values of the sequence at once, ascending (for one process alone)."""
+    rows = await conn.fetch(f"SELECT nextval('{_checked(sequence)}') AS v FROM generate_series(1, $1)", count)
+    return sorted(r["v"] for r in rows)
+
+
 async def last_position(db: Database, sequence: str) -> int:
     """The highest value the sequence has handed out (or was set to): one below the next."""
     row = await db.fetchrow(f"SELECT last_value, is_called FROM {_checked(sequence)}")
