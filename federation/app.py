@@ -92,8 +92,9 @@ def setup_federation(app: web.Application, services: Services) -> Federation | N
     sender.wake_elsewhere = lambda destination: cluster.send(["fed", [destination]])
 
     def on_fed(_sender: str, item: list) -> None:
-        for destination in item[1]:
-            sender.wake(destination)
+        if cluster.leader:  # the others ignore it (passing it on would echo forever)
+            for destination in item[1]:
+                sender.wake(destination)
 
     cluster.handlers["fed"] = on_fed
 

@@ -154,7 +154,8 @@ class FederationSender:
 
     def wake(self, destination: str) -> None:
         """Another process queued rows for the destination (services/cluster.py)."""
-        self._wake(destination)
+        if self._running:
+            self._wake(destination)
 
     def _wake(self, destination: str) -> None:
         if not self._running:

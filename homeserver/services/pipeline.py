@@ -32,7 +32,7 @@ from homeserver.storage.events import EventStore
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
 from homeserver.services.state_resolution import StateResolver
-from homeserver.storage.stream_positions import lock_room, lock_room_and_read_tip
+from homeserver.storage.stream_positions import begin_locked, end_transaction, lock_room, room_tip
 from homeserver.storage.streams import OutlierPositions, StreamChangeCache, StreamIdGenerator
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,14 @@ def room_lock_key(room_id: str) -> int:
     return zlib.crc32(room_id.encode()) | (0x726F6F6D << 32)
 
 
+class _Solo:
+    async def __aenter__(self) -> bool:
+        return True
+
+    async def __aexit__(self, *exc: Any) -> None:
+        pass
+
+
 class _RoomWriter:
     """The write of one room's tip, serialised across processes.
 
@@ -119,40 +127,41 @@ class _RoomWriter:
         self.room_id = room_id
         self.conn: Any = None
         self._stack = contextlib.AsyncExitStack()
-        self._transaction: Any = None
+        self._open = False
 
     async def __aenter__(self) -> "_RoomWriter":
         cluster = self.pipeline.cluster
         if cluster is None:
             return self
-        if await self._stack.enter_async_context(cluster.solo_write()):
-            return self
-        # Each writer holds a connection and reads on others: at most half the pool write at once.
-        await self._stack.enter_async_context(self.pipeline.writer_slots)
-        self.conn = await self._stack.enter_async_context(self.pipeline.db.pool.acquire())
-        self._transaction = self.conn.transaction()
-        await self._transaction.start()
+        try:
+            if await self._stack.enter_async_context(cluster.solo_write()):
+                return self
+            # Each writer holds a connection and reads on others: at most half the pool write at once.
+            await self._stack.enter_async_context(self.pipeline.writer_slots)
+            self.conn = await self._stack.enter_async_context(self.pipeline.db.pool.acquire())
+            self._open = True
+            await begin_locked(self.conn, room_lock_key(self.room_id))
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
         return self
 
     async def tip(self) -> list[str]:
         if self.conn is None:
             return await self.pipeline._forward_extremities(self.room_id)
-        return await lock_room_and_read_tip(self.conn, room_lock_key(self.room_id), self.room_id)
-
-    async def lock(self) -> None:
-        if self.conn is not None:
-            await lock_room(self.conn, room_lock_key(self.room_id))
+        # The lock is held (taken when the transaction began): the tip as it is now.
+        return await room_tip(self.conn, self.room_id)
 
     async def commit(self) -> None:
-        if self._transaction is not None:
-            transaction, self._transaction = self._transaction, None
-            await transaction.commit()
+        if self._open:
+            self._open = False
+            await end_transaction(self.conn, commit=True)
 
     async def __aexit__(self, *exc: Any) -> None:
         try:
-            if self._transaction is not None:
-                transaction, self._transaction = self._transaction, None
-                await transaction.rollback()
+            if self._open:
+                self._open = False
+                await end_transaction(self.conn, commit=False)
         finally:
             await self._stack.aclose()
 
@@ -225,7 +234,6 @@ class EventPipeline:
         event = self._build(version, room_id, draft, prev_events=[], state_before={}, depth=1)
         async with self.room_lock(event.room_id), _RoomWriter(self, event.room_id) as writer:
             self._check(event, {})
-            await writer.lock()
             await self._persist(event, draft, prev_events=[], state_before_group=None, state_before={},
                                 new_room=(version, is_public), writer=writer)
         return event
@@ -571,8 +579,8 @@ class EventPipeline:
         async with self.room_lock(room_id):
             known = await self.events.known_event_ids([event.event_id])
             async with self.stream.allocate() as position:
-                async with self.db.transaction() as conn:
-                    if self.cluster is not None and not self.cluster.solo:
+                async with self._solo_write() as solo, self.db.transaction() as conn:
+                    if not solo:
                         await lock_room(conn, room_lock_key(room_id))
                     if event.event_id in known:
                         await self.events.delete_outlier(conn, event.event_id)
@@ -693,8 +701,8 @@ class EventPipeline:
     ) -> None:
         room_id = event.room_id
         state_before = placement.state_before
-        async with self.db.transaction() as conn:
-            if placement.live and self.cluster is not None and not self.cluster.solo:
+        async with self._solo_write() as solo, self.db.transaction() as conn:
+            if placement.live and not solo:
                 # Serialised with the other processes' writes of the room (its tip, its current state).
                 await lock_room(conn, room_lock_key(room_id))
             if replace_outlier:
@@ -776,6 +784,12 @@ class EventPipeline:
             joined = [k[1] for k, v in delta.items() if k[0] == "m.room.member" and v and v[1] == "join"]
             for user_id in joined:
                 await self.rooms.unforget(conn, user_id, room_id)
+
+    def _solo_write(self) -> Any:
+        """``async with``: True while no other process writes (a newcomer waits for the block to end)."""
+        if self.cluster is None:
+            return _Solo()
+        return self.cluster.solo_write()
 
     def _tell_others(self, event: Event) -> None:
         """Before the position is announced finished (still inside its allocation): the other

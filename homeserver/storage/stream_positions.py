@@ -99,11 +99,20 @@ async def room_tip(conn: asyncpg.Connection, room_id: str) -> list[str]:
     return [r["event_id"] for r in rows]
 
 
-async def lock_room_and_read_tip(conn: asyncpg.Connection, room_key: int, room_id: str) -> list[str]:
-    """The room's advisory lock, then its forward extremities as they are once we hold it.
+async def begin_locked(conn: asyncpg.Connection, room_key: int) -> None:
+    """BEGIN and the room's advisory lock in one round trip (a statement the tip is read
+    after: a statement's snapshot is taken when it starts, so a tip read by the locking
+    statement could miss the write of the process we waited for)."""
+    await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({int(room_key)})")
 
-    Two statements: a statement's snapshot is taken when it starts, so a tip read in
-    the locking statement could miss the write of the process we waited for.
-    """
-    await lock_room(conn, room_key)
-    return await room_tip(conn, room_id)
+
+async def end_transaction(conn: asyncpg.Connection, commit: bool) -> None:
+    """COMMIT (or ROLLBACK) what ``begin_locked`` began; the room's lock goes with it."""
+    if commit:
+        await conn.execute("COMMIT")
+        return
+    try:
+        await conn.execute("ROLLBACK")
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        # A broken connection: the server ends the transaction itself; the pool drops it.
+        conn.terminate()

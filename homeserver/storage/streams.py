@@ -90,6 +90,8 @@ class StreamIdGenerator:
         # Whether positions may be taken from the sequence a block at a time (alone: the cluster says).
         self.may_reserve: Callable[[], bool] = lambda: False
         self._reserved: list[int] = []  # ascending, unused
+        # Called with the new current when it moved over positions never announced finished.
+        self.on_jump: Callable[[int], None] | None = None
         # When positions above current started waiting for one below (None: nothing waits).
         self.waiting_since: float | None = None
         self._starting = False
@@ -223,6 +225,12 @@ class StreamIdGenerator:
         for peer_bound in self._peer_bounds.values():
             bound = min(bound, peer_bound)
         new = max(self._current, bound)
+        if new > self._current and self.on_jump is not None:
+            # Moving by the bounds alone over positions nobody announced (a dead process's, a
+            # lost notification): what changed there is unknown to the caches that listen.
+            announced = {p for p in self._finished if p <= new}
+            if len(announced) < new - self._current:
+                self.on_jump(new)
         finished = self._finished
         while finished and finished[0] <= new + 1:
             position = heapq.heappop(finished)
@@ -276,6 +284,11 @@ class StreamChangeCache:
             cut = len(ordered) // 2
             self._earliest_known = ordered[cut - 1][1]
             self._last_change = dict(ordered[cut:])
+
+    def forget_before(self, position: int) -> None:
+        """Changes up to ``position`` may be missing (another process's, never told):
+        a token older than it is answered "maybe" from now on."""
+        self._earliest_known = max(self._earliest_known, position)
 
     def maybe_changed_since(self, entity: str, position: int) -> bool:
         if position < self._earliest_known:

@@ -289,3 +289,19 @@ async def test_kill_9_of_one_process_loses_nothing_and_the_other_keeps_going(two
         later = await alice.on(b).send(room_id, "B is back")
         seen_again: list[str] = []
         await _collect(alice, room_id, since, done | {after, later}, seen_again)
+
+
+async def test_a_redaction_on_one_process_is_seen_on_the_other(two):
+    a, b = two
+    async with aiohttp.ClientSession() as session:
+        alice = await Client(session, a).register("alice")
+        room_id = await _room_with(alice, [])
+        event_id = await alice.send(room_id, "oops")
+        seen = await alice.call("GET", f"/rooms/{room_id}/event/{event_id}")  # in A's cache now
+        assert seen["content"]["body"] == "oops"
+        await alice.on(b).call("PUT", f"/rooms/{room_id}/redact/{event_id}/r1", {"reason": "typo"})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while (await alice.call("GET", f"/rooms/{room_id}/event/{event_id}"))["content"]:
+            assert loop.time() < deadline, "A still serves the unredacted event"
+            await asyncio.sleep(0.05)

@@ -84,8 +84,12 @@ async def test_a_dead_writer_is_dropped_and_the_stream_moves_on(database_dsn):
             pass
         assert b.current() == lost - 1
         assert b.waiting_since is not None  # the cluster asks and checks liveness now
+        jumps = []
+        b.on_jump = jumps.append
         b.drop_peer("a")
         assert b.current() == later and b.waiting_since is None
+        # Moved over a position nobody announced: the room change cache is told.
+        assert jumps == [later]
     finally:
         for db in dbs:
             await db.close()
