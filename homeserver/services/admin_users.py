@@ -52,7 +52,7 @@ def user_json(row: UserRow, detailed: bool = False) -> dict[str, Any]:
         "is_guest": False,
         "admin": row.is_admin,
         "deactivated": row.deactivated,
-        "erased": False,
+        "erased": row.erased,
         "shadow_banned": False,
         "displayname": row.displayname,
         "avatar_url": row.avatar_url,

@@ -34,6 +34,7 @@ class UserRow:
     displayname: str | None
     avatar_url: str | None
     last_seen_ts: int | None
+    erased: bool = False
 
 
 # order_by values of Synapse's users v2 list -> SQL expressions. Nothing else reaches the ORDER BY.
@@ -56,7 +57,8 @@ ORDER_COLUMNS = {
 _COLUMNS = (
     "u.user_id, u.is_admin, u.deactivated, u.created_ts, u.suspended, u.locked, u.user_type,"
     " p.displayname, p.avatar_url,"
-    " (SELECT max(d.last_seen_ts) FROM devices d WHERE d.user_id = u.user_id) AS last_seen_ts"
+    " (SELECT max(d.last_seen_ts) FROM devices d WHERE d.user_id = u.user_id) AS last_seen_ts,"
+    " EXISTS (SELECT 1 FROM erased_users e WHERE e.user_id = u.user_id) AS erased"
 )
 
 
@@ -125,5 +127,5 @@ def _row(r) -> UserRow:
     return UserRow(
         user_id=r["user_id"], is_admin=r["is_admin"], deactivated=r["deactivated"], created_ts=r["created_ts"],
         suspended=r["suspended"], locked=r["locked"], user_type=r["user_type"], displayname=r["displayname"],
-        avatar_url=r["avatar_url"], last_seen_ts=r["last_seen_ts"],
+        avatar_url=r["avatar_url"], last_seen_ts=r["last_seen_ts"], erased=r["erased"],
     )

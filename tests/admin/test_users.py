@@ -89,7 +89,7 @@ async def test_create_list_modify_deactivate_with_erase(api):
     assert r.status == 200 and r.body == {"id_server_unbind_result": "success"}
     assert (await api.request("GET", WHOAMI, token=token)).status == 401
     r = await admin.get(f"{V2}/users/{q(user_id)}")
-    assert r["deactivated"] is True and r["displayname"] is None
+    assert r["deactivated"] is True and r["displayname"] is None and r["erased"] is True
     members = await api.services.state.get_members(room)
     assert members[user_id] == "leave"
     # Deactivated users are listed only when asked for.
