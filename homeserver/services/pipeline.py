@@ -32,7 +32,9 @@ from homeserver.storage.events import EventStore
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
 from homeserver.services.state_resolution import StateResolver
-from homeserver.storage.stream_positions import begin_locked, end_transaction, lock_room, room_tip
+from homeserver.storage.stream_positions import (
+    begin_locked, end_transaction, lock_room, room_tip, tip_and_position,
+)
 from homeserver.storage.streams import OutlierPositions, StreamChangeCache, StreamIdGenerator
 
 log = logging.getLogger(__name__)
@@ -128,6 +130,7 @@ class _RoomWriter:
         self.conn: Any = None
         self._stack = contextlib.AsyncExitStack()
         self._open = False
+        self.allocation: Any = None  # the position taken with the tip
 
     async def __aenter__(self) -> "_RoomWriter":
         cluster = self.pipeline.cluster
@@ -146,11 +149,18 @@ class _RoomWriter:
             raise
         return self
 
-    async def tip(self) -> list[str]:
+    async def tip(self, with_position: bool = True) -> list[str]:
         if self.conn is None:
             return await self.pipeline._forward_extremities(self.room_id)
-        # The lock is held (taken when the transaction began): the tip as it is now.
-        return await room_tip(self.conn, self.room_id)
+        if not with_position:
+            return await room_tip(self.conn, self.room_id)
+        # The lock is held (taken when the transaction began): the tip as it is now, read
+        # with the event's position (in flight from here until the commit or the rollback).
+        stream = self.pipeline.stream
+        self.allocation = stream.allocate(
+            fetch=lambda: tip_and_position(self.conn, self.room_id, stream.sequence))
+        await self.allocation.__aenter__()
+        return self.allocation.extra
 
     async def commit(self) -> None:
         if self._open:
@@ -163,7 +173,11 @@ class _RoomWriter:
                 self._open = False
                 await end_transaction(self.conn, commit=False)
         finally:
-            await self._stack.aclose()
+            try:
+                if self.allocation is not None:  # unused (the event was refused): a gap
+                    await self.allocation.__aexit__(None, None, None)
+            finally:
+                await self._stack.aclose()
 
     @contextlib.asynccontextmanager
     async def transaction(self):
@@ -271,7 +285,8 @@ class EventPipeline:
         if version is None:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
         async with self.room_lock(room_id), _RoomWriter(self, room_id) as writer:
-            prev_ids = (await writer.tip())[:MAX_PREV_EVENTS]
+            # A countersigned invite waits on another server: no position in flight meanwhile.
+            prev_ids = (await writer.tip(with_position=countersign is None))[:MAX_PREV_EVENTS]
             if draft.txn is not None:
                 # Under the room's lock: a retry that reached another process waits for the first.
                 existing = await self.events.get_txn_event_id(draft.sender, *draft.txn)
@@ -439,7 +454,7 @@ class EventPipeline:
         # Our cached view of the room's tip is only trusted again once the write succeeds.
         old_tip = self._extremities.get(room_id) or []
         self._extremities.pop(room_id)
-        async with self.stream.allocate(writer.conn) as position:
+        async with writer.allocation or self.stream.allocate(writer.conn) as position:
             if event.is_state() or new_room is not None or state_before_group is None or writer.conn is not None:
                 async with writer.transaction() as conn:
                     if new_room is not None:

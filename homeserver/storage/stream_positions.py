@@ -99,6 +99,15 @@ async def room_tip(conn: asyncpg.Connection, room_id: str) -> list[str]:
     return [r["event_id"] for r in rows]
 
 
+async def tip_and_position(conn: asyncpg.Connection, room_id: str, sequence: str) -> tuple[int, list[str]]:
+    """The next position of the events stream and the room's forward extremities, in one statement
+    (under the room's lock, see ``begin_locked``)."""
+    row = await conn.fetchrow(
+        f"SELECT nextval('{_checked(sequence)}') AS position,"
+        " ARRAY(SELECT event_id FROM forward_extremities WHERE room_id = $1) AS tip", room_id)
+    return row["position"], list(row["tip"])
+
+
 async def begin_locked(conn: asyncpg.Connection, room_key: int) -> None:
     """BEGIN and the room's advisory lock in one round trip (a statement the tip is read
     after: a statement's snapshot is taken when it starts, so a tip read by the locking

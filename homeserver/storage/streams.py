@@ -46,17 +46,25 @@ Announcer = Callable[[str, "int | None", int], None]
 class _Allocation:
     """``async with stream.allocate() as position`` (a ``with`` for a stream in memory only)."""
 
-    def __init__(self, stream: "StreamIdGenerator", conn: Any):
+    def __init__(self, stream: "StreamIdGenerator", conn: Any, fetch: Any = None):
         self._stream = stream
         self._conn = conn
+        self._fetch = fetch
         self.position: int | None = None
+        self.extra: Any = None  # what ``fetch`` read with the position
+        self._finished = False
 
     async def __aenter__(self) -> int:
-        self.position = await self._stream._take(self._conn)
+        if self.position is None:  # entered once; a second entry only ends it at its exit
+            if self._fetch is not None:
+                self.position, self.extra = await self._stream._take(self._conn, self._fetch)
+            else:
+                self.position = await self._stream._take(self._conn)
         return self.position
 
     async def __aexit__(self, *exc: Any) -> None:
-        if self.position is not None:
+        if self.position is not None and not self._finished:
+            self._finished = True
             self._stream._finish(self.position)
 
     def __enter__(self) -> int:
@@ -108,15 +116,28 @@ class StreamIdGenerator:
         lowered by the cluster to the bounds of the other processes at start."""
         return cls(await last_position(db, sequence), name, db=db, sequence=sequence)
 
-    def allocate(self, conn: Any = None) -> _Allocation:
+    def allocate(self, conn: Any = None, fetch: Any = None) -> _Allocation:
         """Hand out the next position; it becomes visible when the block exits.
 
         Exit the block only after the transaction that wrote the position has
         committed or rolled back. ``conn``: where to ask the sequence (default the pool).
+        ``fetch``: a coroutine function returning (position from our sequence, anything
+        else read in the same statement), to save a round trip (its answer: ``.extra``).
         """
-        return _Allocation(self, conn)
+        return _Allocation(self, conn, fetch)
 
-    async def _take(self, conn: Any) -> int:
+    async def _take(self, conn: Any, fetch: Any = None) -> Any:
+        if fetch is not None:
+            if self._pending == 0:
+                self._pending_floor = self.own_bound()
+            self._pending += 1
+            try:
+                position, extra = await fetch()
+            finally:
+                self._pending -= 1
+            self._in_flight.add(position)
+            self._recompute()
+            return position, extra
         if self.sequence is None:
             return self._take_in_memory()
         if self._reserved and self.may_reserve():
