@@ -42,8 +42,10 @@ log = logging.getLogger(__name__)
 
 # An arbitrary constant: the session lock of the process that runs the singletons.
 LEADER_LOCK_ID = 0x6C656164
-# How long a starting process waits for the others' bounds.
-HELLO_TIMEOUT_S = 5.0
+# How long a starting process waits for the others' bounds (a live process answers once its
+# writes in progress are done; one whose connections are gone is not waited for).
+HELLO_WARN_S = 5.0
+HELLO_TIMEOUT_S = 60.0
 # A stream waiting on a gap this long asks everyone for their bounds, then checks who is alive.
 STALL_ASK_S = 0.25
 STALL_CHECK_S = 1.0
@@ -119,8 +121,12 @@ class Cluster:
             for other in others:
                 self._add_peer(other, bounds)
             await self._send({"k": "hello", "b": bounds})
-            deadline = time.monotonic() + HELLO_TIMEOUT_S
-            while self._hello_waiting and time.monotonic() < deadline:
+            started = time.monotonic()
+            warned = False
+            while self._hello_waiting and time.monotonic() < started + HELLO_TIMEOUT_S:
+                if not warned and time.monotonic() > started + HELLO_WARN_S:
+                    warned = True
+                    log.warning("cluster: waiting for %s to answer", sorted(self._hello_waiting))
                 try:
                     await asyncio.wait_for(self._hello_done.wait(), 0.2)
                 except asyncio.TimeoutError:
@@ -130,7 +136,9 @@ class Cluster:
                         self._drop_peer(gone)
                     self._hello_waiting &= alive
             if self._hello_waiting:
-                log.warning("cluster: no answer from %s; counting them with the bounds known", self._hello_waiting)
+                # Alive but silent for a minute (stuck?): their writes in progress are unknown to us.
+                log.error("cluster: no answer from %s; starting without their positions in flight",
+                          sorted(self._hello_waiting))
         for stream in self.streams.values():
             stream.begin()
         self._spawn(self._watch())

@@ -145,9 +145,20 @@ async def _until(condition, limit_s: float = 20) -> None:
 
 async def test_clusters_over_notify_hold_back_and_drop_a_killed_process(database_dsn):
     db_a, a = await _cluster(database_dsn, "unit-a")
+    # Alone, A takes positions a block at a time.
+    async with a.streams["events"].allocate() as alone:
+        pass
+    assert a.streams["events"]._reserved
     db_b, b = await _cluster(database_dsn, "unit-b")
     try:
         assert not a.solo and not b.solo
+        # B's arrival released A's block: B sees A's write, and nobody waits on the unused positions.
+        assert not a.streams["events"]._reserved
+        assert b.streams["events"].current() >= alone
+        async with b.streams["events"].allocate() as first_of_b:
+            pass
+        await _until(lambda: a.streams["events"].current() == first_of_b)
+        assert b.streams["events"].current() == first_of_b
         assert a.leader != b.leader  # one runs the background jobs
         events_a, events_b = a.streams["events"], b.streams["events"]
         slow = events_a.allocate()
