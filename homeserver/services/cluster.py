@@ -32,9 +32,10 @@ from typing import Any, Awaitable, Callable
 
 import asyncpg
 
+from homeserver.services.cluster_outbox import SoloWrite, payloads
 from homeserver.storage.db import Database
 from homeserver.storage.stream_positions import (
-    APPLICATION_PREFIX, MAX_PAYLOAD_BYTES, connect_listener, live_instances, notify, try_leader_lock,
+    APPLICATION_PREFIX, connect_listener, live_instances, notify, try_leader_lock,
 )
 from homeserver.storage.streams import StreamIdGenerator
 
@@ -229,9 +230,9 @@ class Cluster:
             if result is not None:
                 self._spawn(result)
 
-    def solo_write(self) -> "_SoloWrite":
+    def solo_write(self) -> SoloWrite:
         """Around a write that relies on this process being the only writer."""
-        return _SoloWrite(self)
+        return SoloWrite(self)
 
     # Sending
 
@@ -264,7 +265,7 @@ class Cluster:
             for bound_name, stream in self.streams.items():
                 if bound_name in finished or bound_name in bounds:
                     bounds[bound_name] = stream.own_bound()
-            for payload in _payloads(self.instance_id, finished, bounds, items):
+            for payload in payloads(self.instance_id, finished, bounds, items):
                 try:
                     await notify(self.db, payload)
                 except Exception:
@@ -404,52 +405,3 @@ class Cluster:
                 await stop()
             except Exception:
                 log.exception("cluster: a background job failed to stop")
-
-
-class _SoloWrite:
-    def __init__(self, cluster: Cluster):
-        self.cluster = cluster
-        self.solo = False
-
-    async def __aenter__(self) -> bool:
-        """True if the write may rely on being the only writer."""
-        cluster = self.cluster
-        self.solo = cluster.solo
-        if self.solo:
-            cluster._solo_writes += 1
-            cluster._solo_drained.clear()
-        return self.solo
-
-    async def __aexit__(self, *exc: Any) -> None:
-        if self.solo:
-            cluster = self.cluster
-            cluster._solo_writes -= 1
-            if cluster._solo_writes == 0:
-                cluster._solo_drained.set()
-
-
-def _payloads(instance: str, finished: dict[str, list[int]], bounds: dict[str, int],
-              items: list[list[Any]]) -> list[str]:
-    """The outbox as notification payloads, each under the size limit."""
-    out: list[str] = []
-    base = {"i": instance, "k": "w", "b": bounds, "f": finished, "x": []}
-    text = json.dumps(base, separators=(",", ":"))
-    if len(text.encode()) > MAX_PAYLOAD_BYTES:
-        # Very many positions at once: bounds alone (others catch up through them).
-        base = {"i": instance, "k": "w", "b": bounds, "f": {}, "x": []}
-    current = base
-    size = len(json.dumps(current, separators=(",", ":")).encode())
-    for item in items:
-        item_size = len(json.dumps(item, separators=(",", ":")).encode()) + 1
-        if item_size + 100 > MAX_PAYLOAD_BYTES:
-            log.warning("cluster: an item of %d bytes is too big to send: %.80r", item_size, item)
-            continue
-        if size + item_size > MAX_PAYLOAD_BYTES:
-            # Items first, positions last: what changed is known before the position moves.
-            out.append(json.dumps({"i": instance, "k": "w", "x": current["x"]}, separators=(",", ":")))
-            current = {**base, "x": []}
-            size = len(json.dumps(current, separators=(",", ":")).encode())
-        current["x"].append(item)
-        size += item_size
-    out.append(json.dumps(current, separators=(",", ":")))
-    return out

@@ -9,13 +9,11 @@ rules and the same writes apply to both.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import secrets
 import time
 import weakref
-import zlib
 from typing import Any, Awaitable, Callable, Mapping
 
 from homeserver.errors import MatrixError, bad_json, forbidden, too_large
@@ -32,9 +30,8 @@ from homeserver.storage.events import EventStore
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
 from homeserver.services.state_resolution import StateResolver
-from homeserver.storage.stream_positions import (
-    begin_locked, end_transaction, lock_room, room_tip, tip_and_position,
-)
+from homeserver.services.room_writer import RoomWriter, Solo, room_lock_key
+from homeserver.storage.stream_positions import lock_room
 from homeserver.storage.streams import OutlierPositions, StreamChangeCache, StreamIdGenerator
 
 log = logging.getLogger(__name__)
@@ -103,93 +100,6 @@ def _auth_events_verdict(event: Event, auth_events: Mapping[str, Event], create:
 PersistedHook = Callable[[Event], Awaitable[None]]
 
 
-def room_lock_key(room_id: str) -> int:
-    """The room's pg_advisory_xact_lock key: the same on every process (crc32, not hash())."""
-    return zlib.crc32(room_id.encode()) | (0x726F6F6D << 32)
-
-
-class _Solo:
-    async def __aenter__(self) -> bool:
-        return True
-
-    async def __aexit__(self, *exc: Any) -> None:
-        pass
-
-
-class _RoomWriter:
-    """The write of one room's tip, serialised across processes.
-
-    Alone on the database (``conn`` None) the in-process room lock is enough and
-    the cached tip is the truth. With other processes, a transaction holds the
-    room's advisory lock from the reading of the tip to the commit of the event.
-    """
-
-    def __init__(self, pipeline: "EventPipeline", room_id: str):
-        self.pipeline = pipeline
-        self.room_id = room_id
-        self.conn: Any = None
-        self._stack = contextlib.AsyncExitStack()
-        self._open = False
-        self.allocation: Any = None  # the position taken with the tip
-
-    async def __aenter__(self) -> "_RoomWriter":
-        cluster = self.pipeline.cluster
-        if cluster is None:
-            return self
-        try:
-            if await self._stack.enter_async_context(cluster.solo_write()):
-                return self
-            # Each writer holds a connection and reads on others: at most half the pool write at once.
-            await self._stack.enter_async_context(self.pipeline.writer_slots)
-            self.conn = await self._stack.enter_async_context(self.pipeline.db.pool.acquire())
-            self._open = True
-            await begin_locked(self.conn, room_lock_key(self.room_id))
-        except BaseException:
-            await self.__aexit__(None, None, None)
-            raise
-        return self
-
-    async def tip(self, with_position: bool = True) -> list[str]:
-        if self.conn is None:
-            return await self.pipeline._forward_extremities(self.room_id)
-        if not with_position:
-            return await room_tip(self.conn, self.room_id)
-        # The lock is held (taken when the transaction began): the tip as it is now, read
-        # with the event's position (in flight from here until the commit or the rollback).
-        stream = self.pipeline.stream
-        self.allocation = stream.allocate(
-            fetch=lambda: tip_and_position(self.conn, self.room_id, stream.sequence))
-        await self.allocation.__aenter__()
-        return self.allocation.extra
-
-    async def commit(self) -> None:
-        if self._open:
-            self._open = False
-            await end_transaction(self.conn, commit=True)
-
-    async def __aexit__(self, *exc: Any) -> None:
-        try:
-            if self._open:
-                self._open = False
-                await end_transaction(self.conn, commit=False)
-        finally:
-            try:
-                if self.allocation is not None:  # unused (the event was refused): a gap
-                    await self.allocation.__aexit__(None, None, None)
-            finally:
-                await self._stack.aclose()
-
-    @contextlib.asynccontextmanager
-    async def transaction(self):
-        """The connection to write on, in a transaction committed at the end of the block."""
-        if self.conn is None:
-            async with self.pipeline.db.transaction() as conn:
-                yield conn
-        else:
-            yield self.conn
-            await self.commit()
-
-
 class EventPipeline:
     def __init__(
         self,
@@ -246,7 +156,7 @@ class EventPipeline:
         else:
             room_id = f"!{secrets.token_urlsafe(18)}:{self.server_name}"
         event = self._build(version, room_id, draft, prev_events=[], state_before={}, depth=1)
-        async with self.room_lock(event.room_id), _RoomWriter(self, event.room_id) as writer:
+        async with self.room_lock(event.room_id), RoomWriter(self, event.room_id) as writer:
             self._check(event, {})
             await self._persist(event, draft, prev_events=[], state_before_group=None, state_before={},
                                 new_room=(version, is_public), writer=writer)
@@ -284,7 +194,7 @@ class EventPipeline:
         version = await self.events.get_room_version(room_id)
         if version is None:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
-        async with self.room_lock(room_id), _RoomWriter(self, room_id) as writer:
+        async with self.room_lock(room_id), RoomWriter(self, room_id) as writer:
             # A countersigned invite waits on another server: no position in flight meanwhile.
             prev_ids = (await writer.tip(with_position=countersign is None))[:MAX_PREV_EVENTS]
             if draft.txn is not None:
@@ -431,10 +341,10 @@ class EventPipeline:
         state_before_group: int | None,
         state_before: dict[StateKey, str],
         new_room: tuple[RoomVersion, bool] | None = None,
-        writer: _RoomWriter | None = None,
+        writer: RoomWriter | None = None,
     ) -> None:
         # Step 3: the event, its edges, state and position, atomically.
-        writer = writer or _RoomWriter(self, event.room_id)
+        writer = writer or RoomWriter(self, event.room_id)
         started = time.perf_counter()
         room_id = event.room_id
         internal = dict(draft.internal)
@@ -803,7 +713,7 @@ class EventPipeline:
     def _solo_write(self) -> Any:
         """``async with``: True while no other process writes (a newcomer waits for the block to end)."""
         if self.cluster is None:
-            return _Solo()
+            return Solo()
         return self.cluster.solo_write()
 
     def _tell_others(self, event: Event) -> None:
