@@ -82,6 +82,8 @@ class Cluster:
         # Peers: instance id -> monotonic time of its last message.
         self._peers: dict[str, float] = {}
         self._listener: asyncpg.Connection | None = None
+        # One query at a time on the listening connection (notifications and the leader lock).
+        self._listener_lock = asyncio.Lock()
         self._closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._flushing: asyncio.Task[None] | None = None
@@ -157,7 +159,7 @@ class Cluster:
             await asyncio.gather(self._flushing, return_exceptions=True)
         if self._peers:
             try:
-                await notify(self.db, json.dumps({"i": self.instance_id, "k": "bye"}))
+                await self._notify(json.dumps({"i": self.instance_id, "k": "bye"}))
             except Exception:  # shutting down: they will notice we are gone
                 pass
         if self._listener is not None:
@@ -267,14 +269,27 @@ class Cluster:
                     bounds[bound_name] = stream.own_bound()
             for payload in payloads(self.instance_id, finished, bounds, items):
                 try:
-                    await notify(self.db, payload)
+                    await self._notify(payload)
                 except Exception:
                     # The others will stall on the gap, ask, and get our bounds then.
                     log.exception("cluster: a notification could not be sent")
 
     async def _send(self, message: dict[str, Any]) -> None:
         message["i"] = self.instance_id
-        await notify(self.db, json.dumps(message, separators=(",", ":")))
+        await self._notify(json.dumps(message, separators=(",", ":")))
+
+    async def _notify(self, payload: str) -> None:
+        """On the listening connection (no wait for the pool, which long polls and writes
+        may fill); on the pool while that connection is being made again."""
+        listener = self._listener
+        if listener is not None:
+            try:
+                async with self._listener_lock:
+                    await notify(listener, payload)
+                return
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                pass  # lost meanwhile: the pool then
+        await notify(self.db.pool, payload)
 
     def _state_message(self, to: str | None) -> dict[str, Any]:
         return {
@@ -384,7 +399,8 @@ class Cluster:
         if self.leader or listener is None:
             return
         try:
-            got = await try_leader_lock(listener, LEADER_LOCK_ID)
+            async with self._listener_lock:
+                got = await try_leader_lock(listener, LEADER_LOCK_ID)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return
         if got and not self.leader:

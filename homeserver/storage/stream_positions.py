@@ -58,8 +58,9 @@ async def last_position(db: Database, sequence: str) -> int:
     return row["last_value"] if row["is_called"] else row["last_value"] - 1
 
 
-async def notify(db: Database, payload: str) -> None:
-    await db.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+async def notify(conn: Any, payload: str) -> None:
+    """NOTIFY the cluster channel (``conn``: a connection or a pool)."""
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
 
 
 async def live_instances(conn: Any) -> set[str]:
