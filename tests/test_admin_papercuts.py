@@ -72,7 +72,7 @@ def test_generate_config_says_to_set_public_baseurl(tmp_path, capsys):
 def test_first_run_says_it_starts_and_starts(tmp_path, monkeypatch, capsys):
     started: list[Path] = []
     # The server itself is not started here: the message and the decision are the point.
-    monkeypatch.setattr(cli, "_run", lambda path: started.append(path) or 0)
+    monkeypatch.setattr(cli, "_run", lambda path, port=None: started.append(path) or 0)
     path = tmp_path / "homeserver.yaml"
     assert cli.main(["-c", str(path), "run"]) == 0
     assert started == [path]

@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import socket
 import ssl
 import subprocess
@@ -32,12 +31,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.debian_tools import debian_tool
 from tests.e2e.server_process import ServerProcess, free_port
 from tests.federation.tls_cert import make_self_signed_certificate
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "reverse-proxy.md"
 MARKER = "<!-- tests/e2e/test_nginx_proxy.py runs the next block"
-INSTALL_HINT = "install nginx first: sudo apt-get install -y nginx-light (Debian/Ubuntu)"
 HOMESERVER_HOST = "matrix.example.org"
 SITE_HOST = "example.org"
 CLIENT_ADDRESS = "127.0.0.2"
@@ -70,25 +69,6 @@ def configuration_for_test(certificate: Path, key: Path, https_port: int, http_p
     return config
 
 
-def _nginx_binary() -> str:
-    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-    path = shutil.which("nginx", path=search)
-    if path is None and shutil.which("apt-get") and os.geteuid() == 0:
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for packages in (["nginx-light"], ["nginx"]):
-            install = ["apt-get", "install", "-y", "-q", *packages]
-            if subprocess.run(install, env=env, capture_output=True, timeout=600).returncode != 0:
-                # A fresh machine may have no package lists yet.
-                subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-                subprocess.run(install, env=env, capture_output=True, timeout=600)
-            path = shutil.which("nginx", path=search)
-            if path is not None:
-                break
-    if path is None:
-        pytest.fail(f"nginx not found: {INSTALL_HINT}", pytrace=False)
-    return path
-
-
 class Nginx:
     """One nginx in the foreground (daemon off, no worker processes) with everything in `directory`."""
 
@@ -115,7 +95,7 @@ http {{
     include {directory}/site.conf;
 }}
 """)
-        self.binary = _nginx_binary()
+        self.binary = debian_tool("nginx", "nginx-light", "nginx")
         self.process: subprocess.Popen | None = None
 
     def _command(self, *extra: str) -> list[str]:

@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import secrets
-import shutil
 import socket
 import struct
 import subprocess
@@ -32,29 +31,10 @@ import aiohttp
 import pytest
 
 from homeserver.services.turn import ephemeral_credentials
+from tests.debian_tools import debian_tool
 from tests.e2e.server_process import ServerProcess
 
-INSTALL_HINT = "install coturn first: sudo apt-get install -y coturn (Debian/Ubuntu)"
 REALM = "e2e.local"
-
-
-def _binary(name: str) -> str:
-    path = shutil.which(name)
-    if path is None and shutil.which("apt-get") and os.geteuid() == 0:
-        _install_coturn()
-        path = shutil.which(name)
-    if path is None:
-        pytest.fail(f"{name} not found on PATH: {INSTALL_HINT}", pytrace=False)
-    return path
-
-
-def _install_coturn() -> None:
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "coturn"]
-    if subprocess.run(install, env=env, capture_output=True, timeout=600).returncode != 0:
-        # A fresh machine may have no package lists yet.
-        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=600)
-        subprocess.run(install, env=env, capture_output=True, timeout=600)
 
 
 def _free_udp_and_tcp_port() -> int:
@@ -98,7 +78,7 @@ class Coturn:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [
-                _binary("turnserver"), "-n", "--verbose",
+                debian_tool("turnserver", "coturn"), "-n", "--verbose",
                 "--listening-ip=127.0.0.1", "--relay-ip=127.0.0.1",
                 f"--listening-port={self.port}", "--alt-listening-port=0",
                 "--use-auth-secret", f"--static-auth-secret={self.shared_secret}", f"--realm={REALM}",
@@ -136,7 +116,7 @@ class Coturn:
         """Two coturn test clients allocate relays with these credentials and talk through them."""
         process = await asyncio.create_subprocess_exec(
             # -y: the clients send to each other's relay address; -c: no RTCP pair; -n 1: one message each.
-            _binary("turnutils_uclient"), "-y", "-c", "-n", "1",
+            debian_tool("turnutils_uclient", "coturn"), "-y", "-c", "-n", "1",
             "-p", str(self.port), "-u", username, "-w", password, "127.0.0.1",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )
@@ -147,7 +127,7 @@ class Coturn:
 @pytest.fixture
 def coturn(tmp_path):
     # Look for the client before starting anything, so a half install fails clearly too.
-    _binary("turnutils_uclient")
+    debian_tool("turnutils_uclient", "coturn")
     server = Coturn(tmp_path / "coturn", secrets.token_urlsafe(24))
     server.start()
     yield server
