@@ -19,20 +19,16 @@ from urllib.parse import urlparse, urlunparse
 
 import aiohttp
 import asyncpg
-import pytest
 
 import pgserver
 from pgserver.utils import ensure_prefix_permissions
 
+from tests.debian_tools import debian_tool
 from tests.e2e.server_process import ServerProcess
 
 V3 = "/_matrix/client/v3"
 PASSWORD = "correct horse battery 1"
 PHOTO = os.urandom(200_000)
-
-pytestmark = pytest.mark.skipif(shutil.which("pg_dump") is None or shutil.which("pg_restore") is None,
-                                reason="pg_dump and pg_restore (PostgreSQL client) are not installed")
-
 
 def _with_database(dsn: str, name: str) -> str:
     return urlunparse(urlparse(dsn)._replace(path="/" + name))
@@ -170,7 +166,7 @@ async def test_external_database_backup_wipe_restore(pg_admin_dsn: str, tmp_path
         async with aiohttp.ClientSession() as session:
             before = await _populate(session, server)
             # docs/backup.md steps 1 and 2: pg_dump with the server's DSN, then the files.
-            _run("pg_dump", "-Fc", "-f", str(backup / "homeserver.dump"), dsn)
+            _run(debian_tool("pg_dump", "postgresql-client"), "-Fc", "-f", str(backup / "homeserver.dump"), dsn)
             _back_up_files(server, backup)
 
             # The machine is lost: server stopped, database dropped, data directory gone.
@@ -181,7 +177,7 @@ async def test_external_database_backup_wipe_restore(pg_admin_dsn: str, tmp_path
             # Step 4, external PostgreSQL: files back, an empty database, pg_restore --no-owner.
             _restore_files(server, backup)
             await admin.execute(f'CREATE DATABASE "{name}" ENCODING \'UTF8\'')
-            _run("pg_restore", "--no-owner", "-d", dsn, str(backup / "homeserver.dump"))
+            _run(debian_tool("pg_restore", "postgresql-client"), "--no-owner", "-d", dsn, str(backup / "homeserver.dump"))
             server.start()
             await _check_everything(session, server, before)
     finally:
