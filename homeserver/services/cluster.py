@@ -99,6 +99,8 @@ class Cluster:
         self._leader_jobs: list[tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]] = []
         # Told when the set of peers goes from empty to not, or back (the pipeline's caches).
         self.solo_listeners: list[Callable[[bool], Awaitable[None] | None]] = []
+        # Told when a process joins (before it is answered): what it should know of our memory.
+        self.newcomer_listeners: list[Callable[[], None]] = []
         # Held by writes that rely on being the only process (the pipeline's fast path):
         # a newcomer is greeted only once they are done.
         self._solo_writes = 0
@@ -348,6 +350,8 @@ class Cluster:
         await self._solo_drained.wait()
         for stream in self.streams.values():
             stream.release_reserved()
+        for listener in self.newcomer_listeners:
+            listener()
         await self._send(self._state_message(newcomer))
 
     # Watching for gaps and dead processes

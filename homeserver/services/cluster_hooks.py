@@ -101,4 +101,5 @@ def wire_cluster(
             pipeline.forget_rooms()
 
     cluster.solo_listeners.append(solo_changed)
+    cluster.newcomer_listeners.append(typing.tell_everyone_typing)
 

@@ -87,6 +87,15 @@ class TypingService:
             self._changes.record(room_id, position)
             self._spawn(self._wake(room_id, position))
 
+    def tell_everyone_typing(self) -> None:
+        """A process joined the cluster: it learns who types now (timers as they stand)."""
+        if self.broadcast is None:
+            return
+        now = asyncio.get_running_loop().time()
+        for room_id, typers in self._typing.items():
+            for user_id, handle in typers.items():
+                self.broadcast(room_id, user_id, True, max(0, int((handle.when() - now) * 1000)), 0)
+
     def for_sync(self, room_ids: Sequence[str], after: int | None) -> dict[str, dict[str, Any]]:
         """room id -> its m.typing event, for the rooms whose typers changed after
         position ``after``; with no position, for the rooms where someone types."""

@@ -305,3 +305,24 @@ async def test_a_redaction_on_one_process_is_seen_on_the_other(two):
         while (await alice.call("GET", f"/rooms/{room_id}/event/{event_id}"))["content"]:
             assert loop.time() < deadline, "A still serves the unredacted event"
             await asyncio.sleep(0.05)
+
+
+async def test_a_process_that_starts_learns_who_is_typing(two):
+    a, b = two
+    async with aiohttp.ClientSession() as session:
+        alice = await Client(session, a).register("alice")
+        bob = await Client(session, a).register("bob")
+        room_id = await _room_with(alice, [bob])
+        await alice.call("PUT", f"/rooms/{room_id}/typing/{alice.user_id}", {"typing": True, "timeout": 30_000})
+        b.stop()
+        b.start()  # knew nothing of it: told when it says hello
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while True:
+            data = await bob.on(b).sync()
+            typing = [e for e in data["rooms"]["join"].get(room_id, {}).get("ephemeral", {}).get("events", [])
+                      if e["type"] == "m.typing"]
+            if typing and typing[-1]["content"]["user_ids"] == [alice.user_id]:
+                break
+            assert loop.time() < deadline, "B does not show alice typing"
+            await asyncio.sleep(0.05)
