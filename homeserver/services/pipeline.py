@@ -196,10 +196,12 @@ class EventPipeline:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
         async with self.room_lock(room_id), RoomWriter(self, room_id) as writer:
             # A countersigned invite waits on another server: no position in flight meanwhile.
-            prev_ids = (await writer.tip(with_position=countersign is None))[:MAX_PREV_EVENTS]
+            txn = (draft.sender, *draft.txn) if draft.txn is not None else None
+            prev_ids = (await writer.tip(with_position=countersign is None, txn=txn))[:MAX_PREV_EVENTS]
             if draft.txn is not None:
                 # Under the room's lock: a retry that reached another process waits for the first.
-                existing = await self.events.get_txn_event_id(draft.sender, *draft.txn)
+                existing = (writer.txn_event_id if writer.txn_read
+                            else await self.events.get_txn_event_id(draft.sender, *draft.txn))
                 if existing is not None:
                     event = await self.events.get_event(existing)
                     if event is not None:

@@ -37,6 +37,8 @@ class RoomWriter:
         self._stack = contextlib.AsyncExitStack()
         self._open = False
         self.allocation: Any = None  # the position taken with the tip
+        self.txn_read = False  # whether txn_event_id was read with the tip
+        self.txn_event_id: str | None = None
 
     async def __aenter__(self) -> "_RoomWriter":
         cluster = self.pipeline.cluster
@@ -55,7 +57,9 @@ class RoomWriter:
             raise
         return self
 
-    async def tip(self, with_position: bool = True) -> list[str]:
+    async def tip(self, with_position: bool = True, txn: tuple[str, str, str] | None = None) -> list[str]:
+        """The room's forward extremities; with other processes also the event's position and
+        (``txn``: sender, device, txn id) the event already sent under it (``txn_event_id``)."""
         if self.conn is None:
             return await self.pipeline._forward_extremities(self.room_id)
         if not with_position:
@@ -64,9 +68,11 @@ class RoomWriter:
         # with the event's position (in flight from here until the commit or the rollback).
         stream = self.pipeline.stream
         self.allocation = stream.allocate(
-            fetch=lambda: tip_and_position(self.conn, self.room_id, stream.sequence))
+            fetch=lambda: tip_and_position(self.conn, self.room_id, stream.sequence, txn))
         await self.allocation.__aenter__()
-        return self.allocation.extra
+        tip, self.txn_event_id = self.allocation.extra
+        self.txn_read = txn is not None
+        return tip
 
     async def commit(self) -> None:
         if self._open:

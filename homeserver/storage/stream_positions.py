@@ -100,13 +100,20 @@ async def room_tip(conn: asyncpg.Connection, room_id: str) -> list[str]:
     return [r["event_id"] for r in rows]
 
 
-async def tip_and_position(conn: asyncpg.Connection, room_id: str, sequence: str) -> tuple[int, list[str]]:
-    """The next position of the events stream and the room's forward extremities, in one statement
-    (under the room's lock, see ``begin_locked``)."""
+async def tip_and_position(
+    conn: asyncpg.Connection, room_id: str, sequence: str, txn: tuple[str, str, str] | None = None,
+) -> tuple[int, tuple[list[str], str | None]]:
+    """The next position of the events stream, the room's forward extremities and the event
+    already sent under ``txn`` (user, device, txn id) if any, in one statement (under the
+    room's lock, see ``begin_locked``)."""
+    user_id, device_id, txn_id = txn if txn is not None else (None, None, None)
     row = await conn.fetchrow(
         f"SELECT nextval('{_checked(sequence)}') AS position,"
-        " ARRAY(SELECT event_id FROM forward_extremities WHERE room_id = $1) AS tip", room_id)
-    return row["position"], list(row["tip"])
+        " ARRAY(SELECT event_id FROM forward_extremities WHERE room_id = $1) AS tip,"
+        " (SELECT event_id FROM event_txn_ids WHERE $4::text IS NOT NULL"
+        "  AND user_id = $2 AND device_id = $3 AND txn_id = $4) AS txn_event_id",
+        room_id, user_id, device_id, txn_id)
+    return row["position"], (list(row["tip"]), row["txn_event_id"])
 
 
 async def begin_locked(conn: asyncpg.Connection, room_key: int) -> None:

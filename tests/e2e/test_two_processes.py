@@ -326,3 +326,17 @@ async def test_a_process_that_starts_learns_who_is_typing(two):
                 break
             assert loop.time() < deadline, "B does not show alice typing"
             await asyncio.sleep(0.05)
+
+
+async def test_a_retried_send_on_the_other_process_is_the_same_event(two):
+    a, b = two
+    async with aiohttp.ClientSession() as session:
+        alice = await Client(session, a).register("alice")
+        room_id = await _room_with(alice, [])
+        path = f"/rooms/{room_id}/send/m.room.message/retried"
+        body = {"msgtype": "m.text", "body": "once"}
+        first = await alice.call("PUT", path, body)
+        again = await alice.on(b).call("PUT", path, body)
+        assert again["event_id"] == first["event_id"]
+        page = await alice.on(b).call("GET", f"/rooms/{room_id}/messages", params={"dir": "b", "limit": "50"})
+        assert [e["content"]["body"] for e in page["chunk"] if e["type"] == "m.room.message"] == ["once"]
