@@ -425,6 +425,8 @@ class E2eKeyService:
         Like Synapse: users sharing any room (not only encrypted ones) whose keys changed, and
         users who joined or left a room shared with the user, or whose rooms the user joined or left.
         """
+        if since_lists >= now_lists and since_events >= now_events:
+            return DeviceListChanges([], [])  # neither stream moved: nothing to ask
         sharing = await self.store.users_sharing_rooms(user_id)
         changed = await self.store.changed_users(since_lists, now_lists, sharing)
         rooms = list((await self.state.get_rooms_for_user(user_id)).keys())

@@ -10,6 +10,7 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3sync
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from typing import Any
@@ -120,18 +121,17 @@ class SyncService:
         since = request.since
         now = self.current_token()
         room_filter = request.filter.room
-        memberships = await self.state.get_rooms_for_user(user_id)
-        forgotten = await self.rooms.forgotten_rooms(user_id)
-
-        changed_membership: dict[str, int] = {}
-        if since is not None:
-            for room_id, _event_id, position in await self.events.membership_changes(user_id, since.events, now.events):
-                changed_membership[room_id] = position
-
-        account_data: dict[str, dict[str, dict[str, Any]]] = await self.account_data.changed_since(
-            user_id, since.account_data if since else 0, now.account_data
+        # Independent reads, together; a stream that has not moved since the token is not asked.
+        memberships, forgotten, membership_changes, account_data, ignored = await asyncio.gather(
+            self.state.get_rooms_for_user(user_id),
+            self.rooms.forgotten_rooms(user_id),
+            self.events.membership_changes(user_id, since.events, now.events)
+            if since is not None and since.events < now.events else _nothing([]),
+            self.account_data.changed_since(user_id, since.account_data if since else 0, now.account_data)
+            if since is None or since.account_data < now.account_data else _nothing({}),
+            self.ignored_users.ignored_by(user_id),
         )
-        ignored = await self.ignored_users.ignored_by(user_id)
+        changed_membership: dict[str, int] = {room_id: position for room_id, _, position in membership_changes}
         # A changed ignore list may have hidden invites now to be shown: they are all sent again.
         ignore_list_changed = IGNORED_USER_LIST in account_data.get(GLOBAL, {})
         joined = [r for r, (m, _) in memberships.items() if m == "join" and room_filter.allows_room(r)]
@@ -203,9 +203,25 @@ class SyncService:
         lazy_since = since.serialize() if since is not None and not request.full_state else None
         lazy_cache = self.room_builder.lazy.known(device, lazy_since) if lazy else None
         sent_members: dict[tuple[str, str], str] = {}
-        sections = await self.room_builder.build(
-            device, request.filter, request.full_state, request.use_state_after, jobs, ignored, lazy_cache,
-            sent_members)
+        response: dict[str, Any] = {
+            "next_batch": now.serialize(),
+            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
+            "account_data": {"events": []},
+            "presence": {"events": []},
+            "to_device": {"events": []},
+            "device_lists": {"changed": [], "left": []},
+            "device_one_time_keys_count": {},
+        }
+        # The rooms, the encryption sections and presence do not depend on each other.
+        sections, encryption_news, presence = await asyncio.gather(
+            self.room_builder.build(
+                device, request.filter, request.full_state, request.use_state_after, jobs, ignored, lazy_cache,
+                sent_members),
+            self._encryption_sections(request, now, response),
+            self.presence.for_sync(
+                user_id, since.presence if since else None, now.presence, request.filter.presence,
+                (since.events, now.events) if since else None),
+        )
         for room_id, section in sections.items():
             if room_id in left:
                 section.pop("unread_notifications", None)
@@ -224,22 +240,9 @@ class SyncService:
             {"type": t, "content": c} for t, c in global_data.items()
             if request.filter.account_data.allows_type(t)
         ]
-        response: dict[str, Any] = {
-            "next_batch": now.serialize(),
-            "rooms": {"join": join, "invite": invite, "leave": leave, "knock": knock},
-            "account_data": {"events": account_events},
-            "presence": {"events": []},
-            "to_device": {"events": []},
-            "device_lists": {"changed": [], "left": []},
-            "device_one_time_keys_count": {},
-        }
-        has_news = bool(join or invite or leave or knock or account_events)
-        has_news |= await self._encryption_sections(request, now, response)
-        presence = await self.presence.for_sync(
-            user_id, since.presence if since else None, now.presence, request.filter.presence,
-            (since.events, now.events) if since else None)
+        response["account_data"]["events"] = account_events
         response["presence"]["events"] = presence
-        has_news |= bool(presence)
+        has_news = bool(join or invite or leave or knock or account_events or presence) or encryption_news
         if lazy:
             # The last call's response is the one returned (sync() above), so the device's
             # next since token is this next_batch.
@@ -263,7 +266,12 @@ class SyncService:
                 user_id, since.events, now.events, since.device_lists, now.device_lists)
             response["device_lists"] = {"changed": changes.changed, "left": changes.left}
             news |= bool(changes.changed or changes.left)
-        response["device_one_time_keys_count"] = await self.e2e_keys.one_time_key_counts(user_id, device_id)
-        response["device_unused_fallback_key_types"] = await self.e2e_keys.unused_fallback_key_types(
-            user_id, device_id)
+        response["device_one_time_keys_count"], response["device_unused_fallback_key_types"] = await asyncio.gather(
+            self.e2e_keys.one_time_key_counts(user_id, device_id),
+            self.e2e_keys.unused_fallback_key_types(user_id, device_id))
         return news
+
+
+async def _nothing(value: Any) -> Any:
+    """A read skipped because its stream did not move: its empty answer, awaitable like the rest."""
+    return value

@@ -95,7 +95,8 @@ class ToDeviceService:
         A sync with ``since`` acknowledges what came before it: those messages are deleted.
         """
         if since:
-            await self.store.delete_up_to(user_id, device_id, since)
-        rows = await self.store.messages(user_id, device_id, since, up_to, SYNC_LIMIT)
+            rows = await self.store.acknowledge_and_read(user_id, device_id, since, up_to, SYNC_LIMIT)
+        else:
+            rows = await self.store.messages(user_id, device_id, since, up_to, SYNC_LIMIT)
         position = rows[-1][0] if len(rows) == SYNC_LIMIT else up_to
         return [message for _, message in rows], position

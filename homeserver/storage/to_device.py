@@ -57,11 +57,20 @@ class ToDeviceStore:
         rows = await self.db.fetch("SELECT DISTINCT user_id FROM to_device_messages WHERE stream_id = $1", position)
         return [r["user_id"] for r in rows]
 
-    async def delete_up_to(self, user_id: str, device_id: str, position: int) -> None:
-        await self.db.execute(
-            "DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2 AND stream_id <= $3",
-            user_id, device_id, position,
+    async def acknowledge_and_read(
+        self, user_id: str, device_id: str, after: int, up_to: int, limit: int,
+    ) -> list[tuple[int, JsonDict]]:
+        """Delete the messages up to ``after`` (the client has them) and read those after it,
+        in one round trip: /sync does this on every call."""
+        rows = await self.db.fetch(
+            "WITH acknowledged AS ("
+            "  DELETE FROM to_device_messages WHERE user_id = $1 AND device_id = $2 AND stream_id <= $3)"
+            " SELECT stream_id, message_json FROM to_device_messages"
+            " WHERE user_id = $1 AND device_id = $2 AND stream_id > $3 AND stream_id <= $4"
+            " ORDER BY stream_id LIMIT $5",
+            user_id, device_id, after, up_to, limit,
         )
+        return [(r["stream_id"], json.loads(r["message_json"])) for r in rows]
 
     async def messages(
         self, user_id: str, device_id: str, after: int, up_to: int, limit: int,
