@@ -209,7 +209,8 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
     typing = TypingService(state, notifier, streams["typing"], members=pipeline.joined_members)
     cluster = Cluster(db, instance_id_of(db), streams)
     wire_cluster(cluster, notifier=notifier, pipeline=pipeline, event_stream=event_stream,
-                 room_changes=room_changes, events=events, typing=typing, tokens=tokens, presence=presence)
+                 room_changes=room_changes, events=events, typing=typing, tokens=tokens, presence=presence,
+                 push_rules=push_rules)
     limits = config.rate_limits
     return Services(
         config=config,

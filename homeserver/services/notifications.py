@@ -105,7 +105,7 @@ class NotificationCounter:
         if not ids:
             return {}
         loaded = await self.events.get_events(i for room_ids in ids.values() for i in room_ids)
-        rules = push_rules.compile_rules(await self.push_rules.ruleset(user_id))
+        rules = await self.push_rules.compiled(user_id)
         facts = await self._room_facts(list(ids), user_id)
         member_counts = await self.queries.member_counts(list(ids))
         out: dict[str, list[PushAction]] = {}

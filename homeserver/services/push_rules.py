@@ -8,7 +8,7 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#push-rules-api
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterable
 
 import asyncpg
 
@@ -17,6 +17,7 @@ from homeserver.protocol import push_rules as rules_
 from homeserver.protocol.push_rules import KINDS, DefaultRuleChange, UserRule
 from homeserver.services.notifier import Notifier
 from homeserver.storage.account_data import GLOBAL, AccountDataStore
+from homeserver.storage.cache import LruCache
 from homeserver.storage.db import Database
 from homeserver.storage.push_rules import PushRuleStore
 from homeserver.storage.streams import StreamIdGenerator
@@ -24,6 +25,8 @@ from homeserver.storage.streams import StreamIdGenerator
 PUSH_RULES_TYPE = "m.push_rules"
 # Actions a rule may name; set_tweak objects carry any tweak (spec: passed through).
 KNOWN_ACTIONS = frozenset({"notify"}) | rules_.HISTORICAL_ACTIONS
+COMPILED_CACHE_SIZE = 10_000
+CompiledRules = Callable[[Any, rules_.RoomContext], "list[Any] | None"]
 
 
 class PushRulesService:
@@ -36,12 +39,35 @@ class PushRulesService:
         self.account_data = account_data
         self.account_data_stream = account_data_stream
         self.notifier = notifier
+        # Compiled rulesets for notification counts (every /sync with news evaluates them).
+        # A fill that raced with a change is not kept: the generation moved meanwhile.
+        self._compiled: LruCache[str, CompiledRules] = LruCache(COMPILED_CACHE_SIZE)
+        self._generation = 0
 
     async def ruleset(self, user_id: str, conn: asyncpg.Connection | None = None) -> dict[str, list[dict[str, Any]]]:
         """The user's global ruleset, every kind in priority order."""
         return rules_.ruleset(
             user_id, await self.store.user_rules(user_id, conn), await self.store.default_changes(user_id, conn)
         )
+
+    async def compiled(self, user_id: str) -> CompiledRules:
+        """The user's ruleset as one evaluating function (protocol/push_rules.compile_rules)."""
+        cached = self._compiled.get(user_id)
+        if cached is not None:
+            return cached
+        generation = self._generation
+        compiled = rules_.compile_rules(await self.ruleset(user_id))
+        if generation == self._generation:
+            self._compiled.set(user_id, compiled)
+        return compiled
+
+    def forget(self, user_ids: Iterable[str] | None = None) -> None:
+        """Rules changed (here, or on another process: ``None`` for anyone's)."""
+        self._generation += 1
+        if user_ids is None:
+            self._compiled.clear()
+        for user_id in user_ids or ():
+            self._compiled.pop(user_id)
 
     async def account_data_content(self, user_id: str) -> dict[str, Any]:
         """The content of the ``m.push_rules`` account data event."""
@@ -147,6 +173,7 @@ class PushRulesService:
                 await change(conn)
                 content = {"global": await self.ruleset(user_id, conn)}
                 await self.account_data.put(user_id, GLOBAL, PUSH_RULES_TYPE, content, position, conn=conn)
+        self.forget([user_id])
         self.notifier.notify_at(self.account_data_stream, position, [user_id])
 
 

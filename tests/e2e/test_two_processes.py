@@ -340,3 +340,27 @@ async def test_a_retried_send_on_the_other_process_is_the_same_event(two):
         assert again["event_id"] == first["event_id"]
         page = await alice.on(b).call("GET", f"/rooms/{room_id}/messages", params={"dir": "b", "limit": "50"})
         assert [e["content"]["body"] for e in page["chunk"] if e["type"] == "m.room.message"] == ["once"]
+
+
+async def test_a_push_rule_changed_on_one_process_counts_on_the_other(two):
+    """Process A keeps users' compiled push rules; a rule set through B must reach them."""
+    a, b = two
+    async with aiohttp.ClientSession() as session:
+        alice = await Client(session, a).register("alice")
+        bob = await Client(session, a).register("bob")
+        room_id = await _room_with(alice, [bob])
+        await bob.send(room_id, "one")
+        data = await alice.sync()
+        assert data["rooms"]["join"][room_id]["unread_notifications"]["notification_count"] == 1  # rules cached
+        await alice.on(b).call("PUT", f"/pushrules/global/room/{room_id}", {"actions": []})
+        # Once A's sync shows the new rules, A has heard of the change (and forgotten its copy).
+        since = data["next_batch"]
+        while True:
+            data = await alice.sync(since, timeout_ms=10_000)
+            since = data["next_batch"]
+            rules = [e for e in data["account_data"]["events"] if e["type"] == "m.push_rules"]
+            if rules and any(r["rule_id"] == room_id for r in rules[0]["content"]["global"]["room"]):
+                break
+        await bob.send(room_id, "muted")
+        data = await alice.sync()
+        assert data["rooms"]["join"][room_id]["unread_notifications"]["notification_count"] == 1
