@@ -31,8 +31,10 @@ MAX_USERS_BYTES = 3000
 def wire_cluster(
     cluster: Cluster, *, notifier: Any, pipeline: Any, event_stream: StreamIdGenerator,
     room_changes: StreamChangeCache, events: Any, typing: Any, tokens: Any, presence: Any,
-    push_rules: Any = None,
+    account_data_caches: tuple[Any, ...] = (),
 ) -> None:
+    """``account_data_caches``: what keeps users' account data (push rules, ignore lists):
+    told to ``forget(users)`` when another process writes theirs."""
     streams = cluster.streams
     pipeline.cluster = cluster
 
@@ -49,15 +51,17 @@ def wire_cluster(
 
     def on_users(_sender: str, item: list[Any]) -> None:
         stream = streams.get(item[1])
-        if push_rules is not None and stream is push_rules.account_data_stream:
-            push_rules.forget(item[3])  # their account data changed: perhaps their push rules
+        if item[1] == "account_data":
+            for cache in account_data_caches:
+                cache.forget(item[3])
         if stream is not None:
             notifier.notify_at(stream, item[2], item[3], local_only=True)
 
     def on_all(_sender: str, item: list[Any]) -> None:
         stream = streams.get(item[1])
-        if push_rules is not None and stream is push_rules.account_data_stream:
-            push_rules.forget()
+        if item[1] == "account_data":
+            for cache in account_data_caches:
+                cache.forget()
         if stream is not None:
             notifier.notify_all_at(stream, item[2])
 

@@ -204,13 +204,13 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         relation_checks=RelationChecks(events, relation_store), ignored_users=ignored_users,
     )
     profiles = ProfileService(users, state, events, pipeline, server_name)
-    account_data = AccountDataService(account_data_store, account_data_stream, notifier)
+    account_data = AccountDataService(account_data_store, account_data_stream, notifier, ignored_users)
     receipts = ReceiptsService(ReceiptStore(db), receipt_stream, events, state, rooms, account_data, notifier)
     typing = TypingService(state, notifier, streams["typing"], members=pipeline.joined_members)
     cluster = Cluster(db, instance_id_of(db), streams)
     wire_cluster(cluster, notifier=notifier, pipeline=pipeline, event_stream=event_stream,
                  room_changes=room_changes, events=events, typing=typing, tokens=tokens, presence=presence,
-                 push_rules=push_rules)
+                 account_data_caches=(push_rules, ignored_users))
     limits = config.rate_limits
     return Services(
         config=config,
