@@ -419,6 +419,7 @@ class E2eKeyService:
 
     async def device_list_changes(
         self, user_id: str, since_events: int, now_events: int, since_lists: int, now_lists: int,
+        rooms: list[str] | None = None,
     ) -> DeviceListChanges:
         """Users whose devices the syncing user must (re)fetch or may forget, between two tokens.
 
@@ -429,7 +430,8 @@ class E2eKeyService:
             return DeviceListChanges([], [])  # neither stream moved: nothing to ask
         sharing = await self.store.users_sharing_rooms(user_id)
         changed = await self.store.changed_users(since_lists, now_lists, sharing)
-        rooms = list((await self.state.get_rooms_for_user(user_id)).keys())
+        if rooms is None:  # every room the user has a membership in (the caller may know them)
+            rooms = list((await self.state.get_rooms_for_user(user_id)).keys())
         candidates: set[str] = set()
         for room_id, member in await self.store.member_changes_in_rooms(rooms, since_events, now_events):
             if member == user_id:

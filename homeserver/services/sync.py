@@ -217,7 +217,7 @@ class SyncService:
             self.room_builder.build(
                 device, request.filter, request.full_state, request.use_state_after, jobs, ignored, lazy_cache,
                 sent_members),
-            self._encryption_sections(request, now, response),
+            self._encryption_sections(request, now, response, list(memberships)),
             self.presence.for_sync(
                 user_id, since.presence if since else None, now.presence, request.filter.presence,
                 (since.events, now.events) if since else None),
@@ -249,7 +249,9 @@ class SyncService:
             self.room_builder.lazy.remember(device, lazy_since, response["next_batch"], sent_members)
         return response, has_news
 
-    async def _encryption_sections(self, request: SyncRequest, now: SyncToken, response: dict[str, Any]) -> bool:
+    async def _encryption_sections(
+        self, request: SyncRequest, now: SyncToken, response: dict[str, Any], rooms: list[str],
+    ) -> bool:
         """Fill to_device, device_lists and the key counts; True if there are messages or changes."""
         user_id, device_id = request.requester.user_id, request.requester.device_id
         since = request.since
@@ -263,7 +265,7 @@ class SyncService:
         news |= bool(messages)
         if since is not None:
             changes = await self.e2e_keys.device_list_changes(
-                user_id, since.events, now.events, since.device_lists, now.device_lists)
+                user_id, since.events, now.events, since.device_lists, now.device_lists, rooms)
             response["device_lists"] = {"changed": changes.changed, "left": changes.left}
             news |= bool(changes.changed or changes.left)
         response["device_one_time_keys_count"], response["device_unused_fallback_key_types"] = await asyncio.gather(

@@ -113,31 +113,32 @@ class PushActionStore:
     async def record_many(
         self, user_id: str, found: dict[str, tuple[list[PushAction], int, int]],
     ) -> None:
-        """``record`` for several rooms in one transaction: room id -> (actions, evaluated up to, read up to)."""
+        """``record`` for several rooms at once: room id -> (actions, evaluated up to, read up to)."""
         if not found:
             return
         room_ids = list(found)
-        async with self.db.transaction() as conn:
-            actions = [(user_id, room_id, a.stream_ordering, a.thread_id, a.highlight)
-                       for room_id, (room_actions, _, _) in found.items() for a in room_actions]
-            if actions:
-                await conn.executemany(
-                    "INSERT INTO event_push_actions (user_id, room_id, stream_ordering, thread_id, highlight)"
-                    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    actions,
-                )
-            await conn.execute(
-                "INSERT INTO push_actions_evaluated (user_id, room_id, stream_ordering)"
-                " SELECT $1, room_id, position FROM unnest($2::text[], $3::bigint[]) AS r (room_id, position)"
-                " ON CONFLICT (user_id, room_id) DO UPDATE"
-                " SET stream_ordering = GREATEST(push_actions_evaluated.stream_ordering, EXCLUDED.stream_ordering)",
-                user_id, room_ids, [found[r][1] for r in room_ids],
-            )
-            await conn.execute(
-                "DELETE FROM event_push_actions a USING unnest($2::text[], $3::bigint[]) AS r (room_id, position)"
-                " WHERE a.user_id = $1 AND a.room_id = r.room_id AND a.stream_ordering <= r.position",
-                user_id, room_ids, [found[r][2] for r in room_ids],
-            )
+        # One statement (atomic, one round trip). Its parts see one snapshot, so the DELETE
+        # cannot see this INSERT's rows: actions already read are left out of the INSERT instead.
+        actions = [(room_id, a.stream_ordering, a.thread_id, a.highlight)
+                   for room_id, (room_actions, _, read_up_to) in found.items() for a in room_actions
+                   if a.stream_ordering > read_up_to]
+        await self.db.execute(
+            "WITH new_actions AS ("
+            "  INSERT INTO event_push_actions (user_id, room_id, stream_ordering, thread_id, highlight)"
+            "  SELECT $1, a.room_id, a.stream_ordering, a.thread_id, a.highlight"
+            "  FROM unnest($5::text[], $6::bigint[], $7::text[], $8::bool[])"
+            "    AS a (room_id, stream_ordering, thread_id, highlight)"
+            "  ON CONFLICT DO NOTHING),"
+            " evaluated AS ("
+            "  INSERT INTO push_actions_evaluated (user_id, room_id, stream_ordering)"
+            "  SELECT $1, room_id, position FROM unnest($2::text[], $3::bigint[]) AS r (room_id, position)"
+            "  ON CONFLICT (user_id, room_id) DO UPDATE"
+            "  SET stream_ordering = GREATEST(push_actions_evaluated.stream_ordering, EXCLUDED.stream_ordering))"
+            " DELETE FROM event_push_actions a USING unnest($2::text[], $4::bigint[]) AS r (room_id, position)"
+            " WHERE a.user_id = $1 AND a.room_id = r.room_id AND a.stream_ordering <= r.position",
+            user_id, room_ids, [found[r][1] for r in room_ids], [found[r][2] for r in room_ids],
+            [a[0] for a in actions], [a[1] for a in actions], [a[2] for a in actions], [a[3] for a in actions],
+        )
 
     async def unread_counts_many(
         self, user_id: str, up_to: dict[str, int], read_positions: dict[str, dict[str, int]],
