@@ -364,3 +364,21 @@ async def test_a_push_rule_changed_on_one_process_counts_on_the_other(two):
         await bob.send(room_id, "muted")
         data = await alice.sync()
         assert data["rooms"]["join"][room_id]["unread_notifications"]["notification_count"] == 1
+
+
+async def test_an_ignore_list_written_on_one_process_hides_on_the_other(two):
+    a, b = two
+    async with aiohttp.ClientSession() as session:
+        alice = await Client(session, a).register("alice")
+        bob = await Client(session, a).register("bob")
+        room_id = await _room_with(alice, [bob])
+        data = await alice.sync()  # A now holds alice's (empty) ignore list
+        await alice.on(b).call("PUT", f"/user/{alice.user_id}/account_data/m.ignored_user_list",
+                               {"ignored_users": {bob.user_id: {}}})
+        since = data["next_batch"]
+        while not any(e["type"] == "m.ignored_user_list" for e in data["account_data"]["events"]):
+            data = await alice.sync(since, timeout_ms=10_000)
+            since = data["next_batch"]
+        await bob.send(room_id, "you should not see this")
+        data = await alice.sync(since)
+        assert [e for e in timeline(data, room_id)["events"] if e["sender"] == bob.user_id] == []
