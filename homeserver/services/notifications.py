@@ -9,6 +9,7 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#receiving-notifications
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any
 
@@ -67,13 +68,16 @@ class NotificationCounter:
         room_ids = list(up_to)
         if not room_ids:
             return {}
-        reads = await self.store.read_positions_many(user_id, room_ids)
+        # Three independent reads, side by side (a /sync waits for them).
+        reads, joined_at, evaluated = await asyncio.gather(
+            self.store.read_positions_many(user_id, room_ids),
+            self.queries.membership_positions(user_id, room_ids),
+            self.store.evaluated_up_to_many(user_id, room_ids),
+        )
         # Events from before the user's latest join never count, as if read (also those
         # found before they left, should they come back).
-        joined_at = await self.queries.membership_positions(user_id, room_ids)
         for room_id in room_ids:
             reads[room_id][""] = max(reads[room_id].get("", 0), joined_at.get(room_id, 0))
-        evaluated = await self.store.evaluated_up_to_many(user_id, room_ids)
         starts = {r: max(evaluated.get(r, 0), reads[r][""]) for r in room_ids}
         pending = [r for r in room_ids if starts[r] < up_to[r]]
         if pending:
@@ -106,8 +110,8 @@ class NotificationCounter:
             return {}
         loaded = await self.events.get_events(i for room_ids in ids.values() for i in room_ids)
         rules = await self.push_rules.compiled(user_id)
-        facts = await self._room_facts(list(ids), user_id)
-        member_counts = await self.queries.member_counts(list(ids))
+        facts, member_counts = await asyncio.gather(
+            self._room_facts(list(ids), user_id), self.queries.member_counts(list(ids)))
         out: dict[str, list[PushAction]] = {}
         for room_id, room_event_ids in ids.items():
             room = facts[room_id]
