@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import ssl
@@ -115,6 +116,9 @@ async def serve(config: Config) -> None:
         except StartupError:
             await runner.cleanup()
             raise
+        # What start-up built (modules, config, services) lives as long as the process: moved
+        # out of the collector's view, a full collection no longer walks it during early requests.
+        gc.freeze()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
