@@ -403,6 +403,7 @@ class EventPipeline:
                 stream_ordering=position, state_group_before=state_before_group,
                 state_group_after=group_after, rejected=None, redacted_by=None,
             )
+            self.events.remember(event)
             # Extremities beyond the MAX_PREV_EVENTS cited stay (only after federation).
             self._extremities.set(room_id, [e for e in old_tip if e not in prev_events] + [event.event_id])
             if new_room is not None:

@@ -232,6 +232,11 @@ class EventStore:
     def invalidate(self, event_id: str) -> None:
         self._cache.pop(event_id)
 
+    def remember(self, event: Event) -> None:
+        """An event just written here, with its ``internal`` as a read would give it: the
+        next event of its room cites it as a prev event, so the send need not read it back."""
+        self._cache.set(event.event_id, event)
+
     def remember_room_version(self, room_id: str, version: RoomVersion) -> None:
         self._room_versions[room_id] = version
 
