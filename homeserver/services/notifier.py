@@ -31,6 +31,7 @@ class Notifier:
         # (stream, position, users to wake; None: all who wait when it becomes visible)
         self._pending: list[tuple[StreamIdGenerator, int, frozenset[str] | None]] = []
         self._closed = False
+        self._waiting = 0  # calls of wait() under way
         self._advance: asyncio.Event | None = None
         # (stream, position, users, room id): tells the other processes (set by the cluster wiring).
         self.broadcast: Callable[[StreamIdGenerator, int, frozenset[str], str | None], None] | None = None
@@ -112,11 +113,15 @@ class Notifier:
             return True
         if self._closed:
             return False
+        self._waiting += 1
         try:
             await asyncio.wait_for(asyncio.shield(token), timeout_s)
             return True
         except asyncio.TimeoutError:
             return False
+        finally:
+            self._waiting -= 1
 
     def waiting_users(self) -> int:
-        return sum(1 for f in self._futures.values() if not f.done())
+        """Long polls waiting now (a token taken by a sync that has since answered does not count)."""
+        return self._waiting

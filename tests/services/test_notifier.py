@@ -61,3 +61,22 @@ async def test_close_ends_every_long_poll_at_once():
     assert await notifier.wait(token, 3600) is True
     # A sync that looks again and finds nothing returns instead of waiting.
     assert await notifier.wait(notifier.token_for("@bob:test"), 3600) is False
+
+
+async def test_waiting_users_counts_only_long_polls_under_way():
+    import asyncio
+
+    notifier = Notifier()
+    # A sync that took its token and answered without waiting is not a waiter.
+    notifier.token_for("@ann:test")
+    assert notifier.waiting_users() == 0
+    token = notifier.token_for("@bob:test")
+    poll = asyncio.create_task(notifier.wait(token, 5))
+    await asyncio.sleep(0)
+    assert notifier.waiting_users() == 1
+    notifier.notify_users(["@bob:test"])
+    assert await poll is True
+    assert notifier.waiting_users() == 0
+    # A wait that times out stops counting too.
+    assert await notifier.wait(notifier.token_for("@bob:test"), 0.01) is False
+    assert notifier.waiting_users() == 0
