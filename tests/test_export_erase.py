@@ -195,3 +195,33 @@ async def test_erasure_interrupted_midway_is_finished_by_a_rerun(api: Api):
     assert {e["redacts"] for e in redactions} >= set(sent)
     assert len(redactions) == len({e["redacts"] for e in redactions})
     assert await erasure.erase_user(alice.user_id) == {"rooms": 0, "redacted_events": 0, "deleted_media": 0}
+
+
+async def test_messages_in_rooms_left_before_the_erasure_are_served_pruned(api: Api):
+    """Erased users can no longer redact in rooms they left: the server serves those
+    messages pruned instead, to every client, and keeps state events intact."""
+    alice = await api.register("alice", PASSWORD)
+    bob = await api.register("bob", PASSWORD)
+    room = await alice.create_room(preset="public_chat",
+                                   power_level_content_override={"events": {"m.room.topic": 0}})
+    await bob.join(room)
+    secret = await bob.send_text(room, "my old secret")
+    r = await bob.put(f"{V3}/rooms/{room}/state/m.room.topic", {"topic": "bob's topic"})
+    assert r.status == 200
+    before = await alice.get(f"{V3}/rooms/{room}/event/{secret}")
+    assert before["content"]["body"] == "my old secret"  # and now in the server's event cache
+    assert (await bob.post(f"{V3}/rooms/{room}/leave", {})).status == 200
+    await api.services.erasure.erase_user(bob.user_id)
+
+    page = await alice.get(f"{V3}/rooms/{room}/messages", params={"dir": "b", "limit": "50"})
+    by_id = {e["event_id"]: e for e in page["chunk"]}
+    assert by_id[secret]["content"] == {}
+    assert (await alice.get(f"{V3}/rooms/{room}/event/{secret}"))["content"] == {}
+    bob_members = [e for e in page["chunk"] if e["type"] == "m.room.member" and e["sender"] == bob.user_id]
+    assert bob_members and all(set(e["content"]) <= {"membership"} for e in bob_members)
+    # State they set stays what the room shows.
+    topic = await alice.get(f"{V3}/rooms/{room}/state/m.room.topic")
+    assert topic["topic"] == "bob's topic"
+    # Alice's own messages are untouched.
+    mine = await alice.send_text(room, "still here")
+    assert (await alice.get(f"{V3}/rooms/{room}/event/{mine}"))["content"]["body"] == "still here"

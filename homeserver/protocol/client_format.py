@@ -25,7 +25,10 @@ def client_event(
     ``for_device`` is the (user id, device id) asking: the sender's own device
     gets back the transaction id it used.
     """
-    source = redact_event(event.json, event.room_version) if redaction is not None else event.json
+    # The messages of an erased user are served as if redacted, also where they could not
+    # redact them (rooms they had left): their member events keep only the membership.
+    erased = bool(event.internal.get("sender_erased")) and (not event.is_state() or event.type == "m.room.member")
+    source = redact_event(event.json, event.room_version) if redaction is not None or erased else event.json
     out: dict[str, Any] = {key: source[key] for key in _CLIENT_KEYS if key in source}
     out["event_id"] = event.event_id
     if include_room_id:

@@ -5,7 +5,9 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#post_matrixclientv3accoun
 ("erase": the server should forget the messages the user sent). Synapse marks the user
 erased and serves their events redacted to users who join later; here the messages are
 redacted with real m.room.redaction events sent by the user through the event pipeline,
-so every member and every other server of the room stops showing them.
+so every member and every other server of the room stops showing them; what they can
+no longer redact (rooms they had left) this server serves pruned (storage/events.py
+marks the events of erased senders, protocol/client_format.py prunes them).
 
 Every step is idempotent and the steps run in an order that a re-run after a crash
 midway picks up: profile and redactions while the user is still in the rooms, then
@@ -104,6 +106,8 @@ class ErasureService:
             if await self._delete_media(media_id):
                 media += 1
         await self.user_data.mark_erasure_completed(user_id, now_ms())
+        # What was left unredacted (rooms they had already left) is served pruned from now on.
+        self.events.forget_sender(user_id)
         log.info("erased %s: %d messages redacted in %d rooms, %d media deleted",
                  user_id, redacted, len(joined), media)
         return {"rooms": len(joined), "redacted_events": redacted, "deleted_media": media}

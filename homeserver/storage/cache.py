@@ -35,6 +35,11 @@ class LruCache(Generic[K, V]):
     def pop(self, key: K) -> None:
         self._data.pop(key, None)
 
+    def drop_where(self, predicate) -> None:
+        """Drop every entry whose value ``predicate`` accepts (a scan: for rare invalidations)."""
+        for key in [k for k, v in self._data.items() if predicate(v)]:
+            del self._data[key]
+
     def clear(self) -> None:
         self._data.clear()
 

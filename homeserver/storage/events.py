@@ -63,7 +63,8 @@ class EventStore:
                 # A redaction only applies to an event of its own room.
                 " (SELECT red.event_id FROM redactions red JOIN events r ON r.event_id = red.event_id"
                 "  WHERE red.redacts = e.event_id AND r.room_id = e.room_id"
-                "  ORDER BY red.event_id LIMIT 1) AS redacted_by"
+                "  ORDER BY red.event_id LIMIT 1) AS redacted_by,"
+                " EXISTS (SELECT 1 FROM erased_users x WHERE x.user_id = e.sender) AS sender_erased"
                 " FROM events e JOIN rooms r USING (room_id) WHERE e.event_id = ANY($1::text[])",
                 missing,
             )
@@ -76,6 +77,8 @@ class EventStore:
                 event.internal["state_group_after"] = row["state_group_after"]
                 event.internal["rejected"] = row["rejected_reason"]
                 event.internal["redacted_by"] = row["redacted_by"]
+                if row["sender_erased"]:
+                    event.internal["sender_erased"] = True
                 self._cache.set(event.event_id, event)
                 found[event.event_id] = event
         return found
@@ -231,6 +234,10 @@ class EventStore:
 
     def invalidate(self, event_id: str) -> None:
         self._cache.pop(event_id)
+
+    def forget_sender(self, user_id: str) -> None:
+        """The user was erased: their cached events are read again (and served pruned)."""
+        self._cache.drop_where(lambda event: event.sender == user_id)
 
     def remember(self, event: Event) -> None:
         """An event just written here, with its ``internal`` as a read would give it: the
