@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from homeserver.services.admin_federation import AdminFederationService
 from homeserver.services.admin_registration_tokens import RegistrationTokenAdmin
 from homeserver.services.admin_room_delete import RoomDeleter
 from homeserver.services.admin_rooms import AdminRoomService
@@ -11,9 +12,11 @@ from homeserver.services.admin_server_notices import ServerNotices
 from homeserver.services.admin_users import AdminUserService
 from homeserver.services.container import Services
 from homeserver.services.room_tags import RoomTags
+from homeserver.storage.admin_federation import AdminFederationStore
 from homeserver.storage.admin_registration_tokens import AdminRegistrationTokenStore
 from homeserver.storage.admin_rooms import AdminRoomStore
 from homeserver.storage.admin_users import AdminUserStore
+from homeserver.storage.federation_queue import FederationQueueStore
 from homeserver.storage.purge import PurgeStore
 
 
@@ -24,6 +27,7 @@ class AdminServices:
     room_deleter: RoomDeleter
     registration_tokens: RegistrationTokenAdmin
     server_notices: ServerNotices
+    federation: AdminFederationService
 
 
 def build_admin_services(svc: Services) -> AdminServices:
@@ -48,4 +52,5 @@ def build_admin_services(svc: Services) -> AdminServices:
             svc.config.server_notices, svc.server_name, svc.users, user_store, svc.state, svc.room_creator,
             svc.pipeline, RoomTags(svc.account_data),
         ),
+        federation=AdminFederationService(AdminFederationStore(svc.db), FederationQueueStore(svc.db)),
     )
