@@ -181,6 +181,11 @@ class E2eKeyService:
     async def one_time_key_counts(self, user_id: str, device_id: str) -> dict[str, int]:
         return {SIGNED_CURVE25519: 0, **await self.store.one_time_key_counts(user_id, device_id)}
 
+    async def key_counts(self, user_id: str, device_id: str) -> tuple[dict[str, int], list[str]]:
+        """(one-time key counts, unused fallback key types) of a device, as /sync reports them."""
+        counts, fallback = await self.store.key_counts(user_id, device_id)
+        return {SIGNED_CURVE25519: 0, **counts}, fallback
+
     async def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
         return await self.store.unused_fallback_key_types(user_id, device_id)
 
@@ -428,12 +433,16 @@ class E2eKeyService:
         """
         if since_lists >= now_lists and since_events >= now_events:
             return DeviceListChanges([], [])  # neither stream moved: nothing to ask
-        sharing = await self.store.users_sharing_rooms(user_id)
-        changed = await self.store.changed_users(since_lists, now_lists, sharing)
         if rooms is None:  # every room the user has a membership in (the caller may know them)
             rooms = list((await self.state.get_rooms_for_user(user_id)).keys())
+        member_changes = (await self.store.member_changes_in_rooms(rooms, since_events, now_events)
+                          if since_events < now_events else [])
+        if not member_changes and since_lists >= now_lists:
+            return DeviceListChanges([], [])  # messages only: no one joined, left or changed keys
+        sharing = await self.store.users_sharing_rooms(user_id)
+        changed = await self.store.changed_users(since_lists, now_lists, sharing) if since_lists < now_lists else set()
         candidates: set[str] = set()
-        for room_id, member in await self.store.member_changes_in_rooms(rooms, since_events, now_events):
+        for room_id, member in member_changes:
             if member == user_id:
                 candidates |= await self.store.joined_members([room_id])
             else:

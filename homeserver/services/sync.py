@@ -122,9 +122,8 @@ class SyncService:
         now = self.current_token()
         room_filter = request.filter.room
         # Independent reads, together; a stream that has not moved since the token is not asked.
-        memberships, forgotten, membership_changes, account_data, ignored = await asyncio.gather(
+        memberships, membership_changes, account_data, ignored = await asyncio.gather(
             self.state.get_rooms_for_user(user_id),
-            self.rooms.forgotten_rooms(user_id),
             self.events.membership_changes(user_id, since.events, now.events)
             if since is not None and since.events < now.events else _nothing([]),
             self.account_data.changed_since(user_id, since.account_data if since else 0, now.account_data)
@@ -166,7 +165,13 @@ class SyncService:
                     ephemeral=([typing[room_id]] if room_id in typing else []) + receipts.get(room_id, []),
                 ))
 
-        # Invites, knocks and left rooms: their membership events, read together.
+        # Invites, knocks and left rooms: their membership events, read together. Which rooms
+        # the user forgot matters only when a left room could be shown.
+        forgotten: set[str] | frozenset[str] = frozenset()
+        if any(m in ("leave", "ban") and ((since is None and room_filter.include_leave)
+                                          or (since is not None and r in changed_membership))
+               for r, (m, _) in allowed.items()):
+            forgotten = await self.rooms.forgotten_rooms(user_id)
         wanted: dict[str, str] = {}
         for room_id, (membership, event_id) in allowed.items():
             if membership in ("invite", "knock"):
@@ -268,9 +273,8 @@ class SyncService:
                 user_id, since.events, now.events, since.device_lists, now.device_lists, rooms)
             response["device_lists"] = {"changed": changes.changed, "left": changes.left}
             news |= bool(changes.changed or changes.left)
-        response["device_one_time_keys_count"], response["device_unused_fallback_key_types"] = await asyncio.gather(
-            self.e2e_keys.one_time_key_counts(user_id, device_id),
-            self.e2e_keys.unused_fallback_key_types(user_id, device_id))
+        response["device_one_time_keys_count"], response["device_unused_fallback_key_types"] = (
+            await self.e2e_keys.key_counts(user_id, device_id))
         return news
 
 
