@@ -16,7 +16,7 @@ from typing import Any, Iterable
 from homeserver.errors import bad_json, invalid_param
 from homeserver.protocol import ids
 from homeserver.storage.account_data import GLOBAL, AccountDataStore
-from homeserver.storage.cache import LruCache
+from homeserver.storage.cache import LoadingCache
 
 IGNORED_USER_LIST = "m.ignored_user_list"
 
@@ -51,24 +51,14 @@ class IgnoredUsers:
 
     def __init__(self, account_data: AccountDataStore, cache_size: int = 10_000):
         self.account_data = account_data
-        self._cache: LruCache[str, frozenset[str]] = LruCache(cache_size)
-        # A fill that raced with a change is not kept: the generation moved meanwhile.
-        self._generation = 0
+        self._cache: LoadingCache[str, frozenset[str]] = LoadingCache(cache_size)
 
     async def ignored_by(self, user_id: str) -> frozenset[str]:
-        cached = self._cache.get(user_id)
-        if cached is not None:
-            return cached
-        generation = self._generation
-        ignored = ignored_in(await self.account_data.get(user_id, GLOBAL, IGNORED_USER_LIST))
-        if generation == self._generation:
-            self._cache.set(user_id, ignored)
-        return ignored
+        return await self._cache.get(user_id, self._read)
+
+    async def _read(self, user_id: str) -> frozenset[str]:
+        return ignored_in(await self.account_data.get(user_id, GLOBAL, IGNORED_USER_LIST))
 
     def forget(self, user_ids: Iterable[str] | None = None) -> None:
         """Their account data changed (here, or on another process: ``None`` for anyone's)."""
-        self._generation += 1
-        if user_ids is None:
-            self._cache.clear()
-        for user_id in user_ids or ():
-            self._cache.pop(user_id)
+        self._cache.forget(user_ids)

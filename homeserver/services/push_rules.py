@@ -17,7 +17,7 @@ from homeserver.protocol import push_rules as rules_
 from homeserver.protocol.push_rules import KINDS, DefaultRuleChange, UserRule
 from homeserver.services.notifier import Notifier
 from homeserver.storage.account_data import GLOBAL, AccountDataStore
-from homeserver.storage.cache import LruCache
+from homeserver.storage.cache import LoadingCache
 from homeserver.storage.db import Database
 from homeserver.storage.push_rules import PushRuleStore
 from homeserver.storage.streams import StreamIdGenerator
@@ -40,9 +40,7 @@ class PushRulesService:
         self.account_data_stream = account_data_stream
         self.notifier = notifier
         # Compiled rulesets for notification counts (every /sync with news evaluates them).
-        # A fill that raced with a change is not kept: the generation moved meanwhile.
-        self._compiled: LruCache[str, CompiledRules] = LruCache(COMPILED_CACHE_SIZE)
-        self._generation = 0
+        self._compiled: LoadingCache[str, CompiledRules] = LoadingCache(COMPILED_CACHE_SIZE)
 
     async def ruleset(self, user_id: str, conn: asyncpg.Connection | None = None) -> dict[str, list[dict[str, Any]]]:
         """The user's global ruleset, every kind in priority order."""
@@ -52,22 +50,14 @@ class PushRulesService:
 
     async def compiled(self, user_id: str) -> CompiledRules:
         """The user's ruleset as one evaluating function (protocol/push_rules.compile_rules)."""
-        cached = self._compiled.get(user_id)
-        if cached is not None:
-            return cached
-        generation = self._generation
-        compiled = rules_.compile_rules(await self.ruleset(user_id))
-        if generation == self._generation:
-            self._compiled.set(user_id, compiled)
-        return compiled
+        return await self._compiled.get(user_id, self._compile)
+
+    async def _compile(self, user_id: str) -> CompiledRules:
+        return rules_.compile_rules(await self.ruleset(user_id))
 
     def forget(self, user_ids: Iterable[str] | None = None) -> None:
         """Rules changed (here, or on another process: ``None`` for anyone's)."""
-        self._generation += 1
-        if user_ids is None:
-            self._compiled.clear()
-        for user_id in user_ids or ():
-            self._compiled.pop(user_id)
+        self._compiled.forget(user_ids)
 
     async def account_data_content(self, user_id: str) -> dict[str, Any]:
         """The content of the ``m.push_rules`` account data event."""

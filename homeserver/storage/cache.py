@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Generic, Hashable, TypeVar
+from typing import Awaitable, Callable, Generic, Hashable, Iterable, TypeVar
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -45,3 +45,33 @@ class LruCache(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._data)
+
+
+class LoadingCache(Generic[K, V]):
+    """An LruCache filled by a loader, whose entries other code may declare stale.
+
+    A load that raced with ``forget`` is returned but not kept: the generation
+    moved while it read, so what it read may be the value from before the change.
+    """
+
+    def __init__(self, max_size: int):
+        self._entries: LruCache[K, V] = LruCache(max_size)
+        self._generation = 0
+
+    async def get(self, key: K, load: Callable[[K], Awaitable[V]]) -> V:
+        cached = self._entries.get(key)
+        if cached is not None:
+            return cached
+        generation = self._generation
+        value = await load(key)
+        if generation == self._generation:
+            self._entries.set(key, value)
+        return value
+
+    def forget(self, keys: Iterable[K] | None = None) -> None:
+        """These keys changed (``None``: any may have)."""
+        self._generation += 1
+        if keys is None:
+            self._entries.clear()
+        for key in keys or ():
+            self._entries.pop(key)
