@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
 import aiohttp
-import asyncpg
 
+from tests.benchmarks.harness import fresh_database
 from tests.e2e.server_process import ServerProcess
 
 
@@ -52,10 +52,11 @@ class Client:
                 raise RuntimeError(f"{method} {path}: {r.status} {data}")
             return data
 
-    async def register(self, name: str) -> None:
+    async def register(self, name: str) -> "Client":
         data = await self.call("POST", "/register", {
             "username": name, "password": "benchmark password", "auth": {"type": "m.login.dummy"}})
         self.token, self.user_id = data["access_token"], data["user_id"]
+        return self
 
     async def send(self, room_id: str, body: str) -> str:
         self._txn += 1
@@ -64,8 +65,9 @@ class Client:
         return data["event_id"]
 
 
-async def throughput(session, base: str, messages_per_client: int, prefix: str) -> float:
-    clients = [Client(session, base) for _ in range(20)]
+async def throughput(session, bases: list[str], messages_per_client: int, prefix: str) -> float:
+    """Messages per second of 20 clients sending into 5 rooms (4 each), spread over ``bases``."""
+    clients = [Client(session, bases[i % len(bases)]) for i in range(20)]
     await asyncio.gather(*(c.register(f"tp{prefix}_{i}") for i, c in enumerate(clients)))
     rooms = []
     for r in range(5):
@@ -85,10 +87,10 @@ async def throughput(session, base: str, messages_per_client: int, prefix: str) 
     return 20 * messages_per_client / elapsed
 
 
-async def latency(session, base: str, count: int, prefix: str) -> list[float]:
-    alice, bob = Client(session, base), Client(session, base)
-    await alice.register(f"lat{prefix}_alice")
-    await bob.register(f"lat{prefix}_bob")
+async def latency(session, sender_base: str, syncer_base: str, count: int, prefix: str) -> list[float]:
+    """Milliseconds from a send on ``sender_base`` to the wake of a long poll on ``syncer_base``."""
+    alice = await Client(session, sender_base).register(f"lat{prefix}_alice")
+    bob = await Client(session, syncer_base).register(f"lat{prefix}_bob")
     room = (await alice.call("POST", "/createRoom", {"invite": [bob.user_id]}))["room_id"]
     await bob.call("POST", f"/join/{room}", {})
     since = (await bob.call("GET", "/sync", params={"timeout": "0"}))["next_batch"]
@@ -133,8 +135,8 @@ async def initial_sync(session, base: str, rooms: int, per_room: int, prefix: st
 async def run_all(base_url: str, pid: int | None, messages_per_client: int, prefix: str) -> None:
     idle = rss_mb(pid) if pid else None
     async with aiohttp.ClientSession() as session:
-        rate = await throughput(session, base_url, messages_per_client, prefix)
-        samples = await latency(session, base_url, 200, prefix)
+        rate = await throughput(session, [base_url], messages_per_client, prefix)
+        samples = await latency(session, base_url, base_url, 200, prefix)
         initial = await initial_sync(session, base_url, 50, 200, prefix)
     after = rss_mb(pid) if pid else None
     samples.sort()
@@ -162,28 +164,17 @@ async def main() -> None:
         await run_all(args.base_url.rstrip("/"), args.pid, args.messages_per_client, prefix)
         return
 
-    dsn = None
-    if args.database:
-        name = f"hs_bench_{uuid.uuid4().hex[:8]}"
-        admin = await asyncpg.connect(args.database)
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        await admin.close()
-        dsn = urlunparse(urlparse(args.database)._replace(path="/" + name))
-
-    with tempfile.TemporaryDirectory() as directory:
-        server = ServerProcess(Path(directory), dsn, server_name="bench.local")
-        server.start(timeout=120)
-        try:
-            await asyncio.sleep(1)
-            await run_all(server.base_url, server.process.pid, args.messages_per_client, prefix)
-        finally:
-            server.stop()
-
-    if args.database:
-        admin = await asyncpg.connect(args.database)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
+    # With --database a fresh database there (dropped afterwards), else the embedded PostgreSQL.
+    database = fresh_database(args.database) if args.database else contextlib.nullcontext(None)
+    async with database as dsn:
+        with tempfile.TemporaryDirectory() as directory:
+            server = ServerProcess(Path(directory), dsn, server_name="bench.local")
+            server.start(timeout=120)
+            try:
+                await asyncio.sleep(1)
+                await run_all(server.base_url, server.process.pid, args.messages_per_client, prefix)
+            finally:
+                server.stop()
 
 if __name__ == "__main__":
     asyncio.run(main())

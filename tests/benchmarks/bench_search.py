@@ -20,19 +20,10 @@ import json
 import os
 import random
 import statistics
-import tempfile
 import time
-import uuid
-from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
-import asyncpg
-from aiohttp.test_utils import TestClient, TestServer
-
-from homeserver.app import create_app
-from homeserver.server import open_services
 from homeserver.storage.search import SearchQuery, SearchStore
-from tests.conftest import make_config
+from tests.benchmarks.harness import in_process_server
 from tests.helpers import Api
 
 VOCABULARY = [f"w{i}" for i in range(5000)]
@@ -64,22 +55,8 @@ async def fill(services, room_ids: list[str], messages: int, sender: str) -> Non
 
 
 async def run(dsn: str, messages: int, rooms: int) -> None:
-    name = f"bench_search_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        with tempfile.TemporaryDirectory() as directory:
-            database = urlunparse(urlparse(dsn)._replace(path="/" + name))
-            async with open_services(make_config(Path(directory), database)) as services:
-                client = TestClient(TestServer(create_app(services)))
-                await client.start_server()
-                try:
-                    await measure(Api(client, services), services, messages, rooms)
-                finally:
-                    await client.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with in_process_server(dsn, "bench_search") as (api, services):
+        await measure(api, services, messages, rooms)
 
 
 async def measure(api: Api, services, messages: int, rooms: int) -> None:

@@ -17,19 +17,10 @@ import argparse
 import asyncio
 import os
 import statistics
-import tempfile
 import time
-import uuid
-from pathlib import Path
 from typing import Any, Awaitable, Callable
-from urllib.parse import urlparse, urlunparse
 
-import asyncpg
-from aiohttp.test_utils import TestClient, TestServer
-
-from homeserver.app import create_app
-from homeserver.server import open_services
-from tests.conftest import make_config
+from tests.benchmarks.harness import count_queries, in_process_server
 from tests.helpers import Api
 from tests.e2e.test_sliding_sync_process import REQUIRED_STATE
 
@@ -37,35 +28,8 @@ SS = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
 
 
 async def run(dsn: str, rooms: int, window: int) -> None:
-    name = f"bench_ss_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        with tempfile.TemporaryDirectory() as directory:
-            database = urlunparse(urlparse(dsn)._replace(path="/" + name))
-            async with open_services(make_config(Path(directory), database)) as services:
-                client = TestClient(TestServer(create_app(services)))
-                await client.start_server()
-                try:
-                    await measure(Api(client, services), services, rooms, window)
-                finally:
-                    await client.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
-def count_queries(db: Any) -> dict[str, int]:
-    counted = {"n": 0}
-    for method_name in ("fetch", "fetchrow", "fetchval", "execute"):
-        method = getattr(db, method_name)
-
-        async def counting(*args: Any, _method: Any = method) -> Any:
-            counted["n"] += 1
-            return await _method(*args)
-
-        setattr(db, method_name, counting)
-    return counted
+    async with in_process_server(dsn, "bench_ss") as (api, services):
+        await measure(api, services, rooms, window)
 
 
 async def timed(label: str, counted: dict[str, int], step: Callable[[], Awaitable[Any]]) -> None:

@@ -26,12 +26,11 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse, urlunparse
 
 import aiohttp
-import asyncpg
 
 from tests.benchmarks.bench_messaging import Client
+from tests.benchmarks.harness import count_queries, fresh_database, in_process_server
 from tests.e2e.server_process import ServerProcess
 
 LIMIT_50 = json.dumps({"room": {"timeline": {"limit": 50}}})
@@ -149,49 +148,26 @@ async def concurrent_syncs(session: aiohttp.ClientSession, server: ServerProcess
 
 async def query_counts(dsn: str) -> None:
     """In process, so that the database calls can be counted."""
-    from aiohttp.test_utils import TestClient, TestServer
-
-    from homeserver.app import create_app
-    from homeserver.server import open_services
-    from tests.benchmarks.bench_sliding_sync import count_queries
-    from tests.conftest import make_config
-    from tests.helpers import Api
-
-    name = f"bench_sq_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        with tempfile.TemporaryDirectory() as directory:
-            database = urlunparse(urlparse(dsn)._replace(path="/" + name))
-            async with open_services(make_config(Path(directory), database)) as services:
-                client = TestClient(TestServer(create_app(services)))
-                await client.start_server()
-                try:
-                    api = Api(client, services)
-                    counted = count_queries(services.db)
-                    for rooms in (5, 50):
-                        user = await api.register(f"q{rooms}")
-                        other = await api.register(f"o{rooms}")
-                        room_ids = []
-                        for i in range(rooms):
-                            room_ids.append(await user.create_room(preset="public_chat", name=f"r{i}"))
-                            await other.join(room_ids[-1])
-                            await other.send_text(room_ids[-1], "hello")
-                        await user.sync()
-                        counted["n"] = 0
-                        r = await user.sync()
-                        initial = counted["n"]
-                        for room in room_ids:
-                            await other.send_text(room, "news")
-                        counted["n"] = 0
-                        await user.sync(since=r["next_batch"])
-                        print(f"queries per /sync, user in {rooms} rooms: initial {initial},"
-                              f" incremental with news in every room {counted['n']}")
-                finally:
-                    await client.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    async with in_process_server(dsn, "bench_sq") as (api, services):
+        counted = count_queries(services.db)
+        for rooms in (5, 50):
+            user = await api.register(f"q{rooms}")
+            other = await api.register(f"o{rooms}")
+            room_ids = []
+            for i in range(rooms):
+                room_ids.append(await user.create_room(preset="public_chat", name=f"r{i}"))
+                await other.join(room_ids[-1])
+                await other.send_text(room_ids[-1], "hello")
+            await user.sync()
+            counted["n"] = 0
+            r = await user.sync()
+            initial = counted["n"]
+            for room in room_ids:
+                await other.send_text(room, "news")
+            counted["n"] = 0
+            await user.sync(since=r["next_batch"])
+            print(f"queries per /sync, user in {rooms} rooms: initial {initial},"
+                  f" incremental with news in every room {counted['n']}")
 
 
 async def main() -> None:
@@ -203,12 +179,7 @@ async def main() -> None:
     parser.add_argument("--busy-messages", type=int, default=1000)
     args = parser.parse_args()
     prefix = uuid.uuid4().hex[:6]
-    name = f"hs_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(args.database)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    await admin.close()
-    dsn = urlunparse(urlparse(args.database)._replace(path="/" + name))
-    try:
+    async with fresh_database(args.database) as dsn:
         with tempfile.TemporaryDirectory() as directory:
             server = ServerProcess(Path(directory), dsn, server_name="bench.local")
             server.start(timeout=120)
@@ -219,10 +190,6 @@ async def main() -> None:
                     await concurrent_syncs(session, server, prefix, args.busy_messages)
             finally:
                 server.stop()
-    finally:
-        admin = await asyncpg.connect(args.database)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
     await query_counts(args.database)
 
 

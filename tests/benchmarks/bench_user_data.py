@@ -19,22 +19,15 @@ import os
 import resource
 import tempfile
 import time
-import uuid
 from pathlib import Path
-from urllib.parse import urlparse, urlunparse
 
-import asyncpg
-from aiohttp.test_utils import TestClient, TestServer
-
-from homeserver.app import create_app
-from homeserver.config import RetentionConfig, parse_config
-from homeserver.server import open_services
+from homeserver.config import RetentionConfig
 from homeserver.services.clock import now_ms
 from homeserver.services.export import ExportService
 from homeserver.services.retention import RetentionJob
 from homeserver.storage.retention import RetentionStore
 from media.app_keys import MEDIA
-from tests.helpers import Api
+from tests.benchmarks.harness import in_process_server
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -50,59 +43,37 @@ async def _talk(alice, bob, messages: int) -> str:
 
 async def main(messages: int) -> None:
     admin_dsn = os.environ.get("HOMESERVER_TEST_DATABASE", DEFAULT_DSN)
-    name = f"hs_bench_data_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
     directory = Path(tempfile.mkdtemp(prefix="bench-user-data-"))
-    config = parse_config({
-        "server_name": "bench.local", "data_dir": str(directory / "data"),
-        "database": urlunparse(urlparse(admin_dsn)._replace(path="/" + name)),
-        "password_hash_rounds": 4, "registration": {"enabled": True}, "password_config": {"minimum_length": 1},
-        "rate_limits": {"login": {"per_second": 1000, "burst": 1000},
-                        "registration": {"per_second": 1000, "burst": 1000}},
-        "log_level": "WARNING",
-    })
-    try:
-        async with open_services(config) as services:
-            client = TestClient(TestServer(create_app(services)))
-            await client.start_server()
-            try:
-                api = Api(client, services)
-                alice = await api.register("alice")
-                bob = await api.register("bob")
-                started = time.perf_counter()
-                await _talk(alice, bob, messages)
-                print(f"setup: {2 * messages} messages in {time.perf_counter() - started:.1f} s")
+    async with in_process_server(admin_dsn, "hs_bench_data", log_level="WARNING") as (api, services):
+        alice = await api.register("alice")
+        bob = await api.register("bob")
+        started = time.perf_counter()
+        await _talk(alice, bob, messages)
+        print(f"setup: {2 * messages} messages in {time.perf_counter() - started:.1f} s")
 
-                started = time.perf_counter()
-                summary = await ExportService.for_services(services).export(
-                    alice.user_id, directory / "export", client.app[MEDIA].content)
-                took = time.perf_counter() - started
-                print(f"export-data: {summary.events} events of {summary.rooms} rooms in {took:.2f} s"
-                      f" ({summary.events / took:.0f} events/s)")
-                print(f"peak resident memory after the export: "
-                      f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+        started = time.perf_counter()
+        summary = await ExportService.for_services(services).export(
+            alice.user_id, directory / "export", api.client.app[MEDIA].content)
+        took = time.perf_counter() - started
+        print(f"export-data: {summary.events} events of {summary.rooms} rooms in {took:.2f} s"
+              f" ({summary.events / took:.0f} events/s)")
+        print(f"peak resident memory after the export: "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
-                job = RetentionJob(RetentionConfig(enabled=True, default_max_lifetime=3600),
-                                   RetentionStore(services.db), services.events)
-                started = time.perf_counter()
-                report = await job.run_once(now_ms() + 86_400_000)
-                took = time.perf_counter() - started
-                print(f"retention: {report.events_purged} events purged in {took:.2f} s"
-                      f" ({report.events_purged / took:.0f} events/s)")
+        job = RetentionJob(RetentionConfig(enabled=True, default_max_lifetime=3600),
+                           RetentionStore(services.db), services.events)
+        started = time.perf_counter()
+        report = await job.run_once(now_ms() + 86_400_000)
+        took = time.perf_counter() - started
+        print(f"retention: {report.events_purged} events purged in {took:.2f} s"
+              f" ({report.events_purged / took:.0f} events/s)")
 
-                await _talk(alice, bob, messages)  # a second room, for the erasure
-                started = time.perf_counter()
-                done = await services.erasure.erase_user(alice.user_id)
-                took = time.perf_counter() - started
-                print(f"erase-user: {done['redacted_events']} events redacted in {took:.2f} s"
-                      f" ({done['redacted_events'] / took:.0f} redactions/s)")
-            finally:
-                await client.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
+        await _talk(alice, bob, messages)  # a second room, for the erasure
+        started = time.perf_counter()
+        done = await services.erasure.erase_user(alice.user_id)
+        took = time.perf_counter() - started
+        print(f"erase-user: {done['redacted_events']} events redacted in {took:.2f} s"
+              f" ({done['redacted_events'] / took:.0f} redactions/s)")
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
