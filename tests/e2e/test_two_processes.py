@@ -171,6 +171,15 @@ async def test_concurrent_long_poll_while_both_send(two):
         assert [e["event_id"] for e in page["chunk"] if e["type"] == "m.room.message"] == seen
 
 
+async def _eventually(check, failure: str, limit_s: float = 10) -> None:
+    """Poll ``check()`` (a coroutine function) until it is true; fail with ``failure`` after ``limit_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    while not await check():
+        assert loop.time() < deadline, failure
+        await asyncio.sleep(0.05)
+
+
 async def _sync_until(client: Client, since: str, found, limit_s: float = 30) -> tuple[dict, str]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limit_s
@@ -235,15 +244,13 @@ async def test_logout_on_one_process_ends_the_token_on_the_other(two):
         on_b = alice.on(b)
         await on_b.call("GET", "/account/whoami")  # cached on B now
         await alice.call("POST", "/logout", {})
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while True:
+
+        async def refused_on_b() -> bool:
             async with session.get(b.base_url + V3 + "/account/whoami",
                                    headers={"Authorization": f"Bearer {alice.token}"}) as resp:
-                if resp.status == 401:
-                    break
-            assert loop.time() < deadline, "B still accepts the token"
-            await asyncio.sleep(0.05)
+                return resp.status == 401
+
+        await _eventually(refused_on_b, "B still accepts the token")
 
 
 async def test_kill_9_of_one_process_loses_nothing_and_the_other_keeps_going(two):
@@ -300,11 +307,11 @@ async def test_a_redaction_on_one_process_is_seen_on_the_other(two):
         seen = await alice.call("GET", f"/rooms/{room_id}/event/{event_id}")  # in A's cache now
         assert seen["content"]["body"] == "oops"
         await alice.on(b).call("PUT", f"/rooms/{room_id}/redact/{event_id}/r1", {"reason": "typo"})
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while (await alice.call("GET", f"/rooms/{room_id}/event/{event_id}"))["content"]:
-            assert loop.time() < deadline, "A still serves the unredacted event"
-            await asyncio.sleep(0.05)
+
+        async def redacted_on_a() -> bool:
+            return not (await alice.call("GET", f"/rooms/{room_id}/event/{event_id}"))["content"]
+
+        await _eventually(redacted_on_a, "A still serves the unredacted event")
 
 
 async def test_a_process_that_starts_learns_who_is_typing(two):
@@ -316,16 +323,14 @@ async def test_a_process_that_starts_learns_who_is_typing(two):
         await alice.call("PUT", f"/rooms/{room_id}/typing/{alice.user_id}", {"typing": True, "timeout": 30_000})
         b.stop()
         b.start()  # knew nothing of it: told when it says hello
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while True:
+
+        async def b_shows_alice_typing() -> bool:
             data = await bob.on(b).sync()
             typing = [e for e in data["rooms"]["join"].get(room_id, {}).get("ephemeral", {}).get("events", [])
                       if e["type"] == "m.typing"]
-            if typing and typing[-1]["content"]["user_ids"] == [alice.user_id]:
-                break
-            assert loop.time() < deadline, "B does not show alice typing"
-            await asyncio.sleep(0.05)
+            return bool(typing) and typing[-1]["content"]["user_ids"] == [alice.user_id]
+
+        await _eventually(b_shows_alice_typing, "B does not show alice typing")
 
 
 async def test_a_retried_send_on_the_other_process_is_the_same_event(two):
@@ -354,13 +359,11 @@ async def test_a_push_rule_changed_on_one_process_counts_on_the_other(two):
         assert data["rooms"]["join"][room_id]["unread_notifications"]["notification_count"] == 1  # rules cached
         await alice.on(b).call("PUT", f"/pushrules/global/room/{room_id}", {"actions": []})
         # Once A's sync shows the new rules, A has heard of the change (and forgotten its copy).
-        since = data["next_batch"]
-        while True:
-            data = await alice.sync(since, timeout_ms=10_000)
-            since = data["next_batch"]
-            rules = [e for e in data["account_data"]["events"] if e["type"] == "m.push_rules"]
-            if rules and any(r["rule_id"] == room_id for r in rules[0]["content"]["global"]["room"]):
-                break
+        def shows_the_rule(d: dict) -> bool:
+            rules = [e for e in d["account_data"]["events"] if e["type"] == "m.push_rules"]
+            return bool(rules) and any(r["rule_id"] == room_id for r in rules[0]["content"]["global"]["room"])
+
+        await _sync_until(alice, data["next_batch"], shows_the_rule)
         await bob.send(room_id, "muted")
         data = await alice.sync()
         assert data["rooms"]["join"][room_id]["unread_notifications"]["notification_count"] == 1
@@ -375,10 +378,8 @@ async def test_an_ignore_list_written_on_one_process_hides_on_the_other(two):
         data = await alice.sync()  # A now holds alice's (empty) ignore list
         await alice.on(b).call("PUT", f"/user/{alice.user_id}/account_data/m.ignored_user_list",
                                {"ignored_users": {bob.user_id: {}}})
-        since = data["next_batch"]
-        while not any(e["type"] == "m.ignored_user_list" for e in data["account_data"]["events"]):
-            data = await alice.sync(since, timeout_ms=10_000)
-            since = data["next_batch"]
+        _, since = await _sync_until(alice, data["next_batch"], lambda d: any(
+            e["type"] == "m.ignored_user_list" for e in d["account_data"]["events"]))
         await bob.send(room_id, "you should not see this")
         data = await alice.sync(since)
         assert [e for e in timeline(data, room_id)["events"] if e["sender"] == bob.user_id] == []
