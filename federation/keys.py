@@ -99,6 +99,9 @@ class KeyRing:
         self._cache: LruCache[tuple[str, str], tuple[int, ServerKey]] = LruCache(cache_size)
         self._inflight: dict[tuple[str, bool], asyncio.Future] = {}
         self._last_attempt: dict[tuple[str, bool], int] = {}
+        # Fetches finished per slot: a caller that looked in the cache before one
+        # finished re-reads the cache instead of fetching again.
+        self._fetches_done: dict[tuple[str, bool], int] = {}
 
     # --- Our own keys -----------------------------------------------------------------
 
@@ -137,9 +140,12 @@ class KeyRing:
 
         if server_name == self.server_name:
             return usable(self._own)
+        fetches_seen = self._fetches_done.get((server_name, True), 0)
         found = usable(await self._cached(server_name, wanted))
         if len(found) < len(wanted):
-            await self._fetch(server_name, wanted - found.keys(), min_valid, via_notaries=True)
+            await self._fetch(
+                server_name, wanted - found.keys(), min_valid, via_notaries=True, fetches_seen=fetches_seen
+            )
             found = usable(await self._cached(server_name, wanted))
         return found
 
@@ -179,12 +185,18 @@ class KeyRing:
             self._remember_key(key, response.valid_until_ts)
 
     async def _fetch(
-        self, server_name: str, key_ids: set[str], min_valid: int, *, via_notaries: bool
+        self, server_name: str, key_ids: set[str], min_valid: int, *, via_notaries: bool,
+        fetches_seen: int | None = None,
     ) -> None:
-        """Ask for the keys, once for all concurrent callers, at most once per interval."""
+        """Ask for the keys, once for all concurrent callers, at most once per interval.
+
+        ``fetches_seen`` is the slot's count of finished fetches when the caller read
+        the cache: if one finished since, its answer is already there to re-read."""
         slot = (server_name, via_notaries)
         inflight = self._inflight.get(slot)
         if inflight is None:
+            if fetches_seen is not None and self._fetches_done.get(slot, 0) != fetches_seen:
+                return
             last = self._last_attempt.get(slot)
             if last is not None and self.clock() - last < self.refetch_interval_ms:
                 return
@@ -193,9 +205,13 @@ class KeyRing:
                 self._fetch_now(server_name, key_ids, min_valid, via_notaries)
             )
             self._inflight[slot] = inflight
-            inflight.add_done_callback(lambda _: self._inflight.pop(slot, None))
+            inflight.add_done_callback(lambda _: self._finished(slot))
         # Shielded: a caller that gives up does not cancel the fetch of the others.
         await asyncio.shield(inflight)
+
+    def _finished(self, slot: tuple[str, bool]) -> None:
+        self._inflight.pop(slot, None)
+        self._fetches_done[slot] = self._fetches_done.get(slot, 0) + 1
 
     async def _fetch_now(
         self, server_name: str, key_ids: set[str], min_valid: int, via_notaries: bool

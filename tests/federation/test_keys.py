@@ -160,6 +160,33 @@ async def test_concurrent_lookups_share_one_fetch(two, network):
     assert network.count(B) == 1
 
 
+async def test_a_lookup_that_read_the_cache_before_a_fetch_finished_uses_that_fetch(two, network):
+    """The slow reader's cache miss predates the other caller's fetch: it re-reads, not refetches."""
+    a, b = two
+    store = a.keyring.store
+    real_get_responses = store.get_responses
+    fetched = asyncio.Event()
+    calls = 0
+
+    async def get_responses(server_name, key_ids):
+        nonlocal calls
+        calls += 1
+        first = calls == 1
+        rows = await real_get_responses(server_name, key_ids)
+        if first:  # the first reader holds its (empty) answer until the fetch is over
+            await fetched.wait()
+        return rows
+
+    store.get_responses = get_responses
+    slow = asyncio.ensure_future(a.keyring.get_verify_keys(B, [_key_id(b)], now_ms()))
+    while calls == 0:
+        await asyncio.sleep(0)
+    assert _key_id(b) in await a.keyring.get_verify_keys(B, [_key_id(b)], now_ms())
+    fetched.set()
+    assert _key_id(b) in await slow
+    assert network.count(B) == 1
+
+
 async def test_a_key_not_valid_long_enough_is_refetched_and_not_used(tmp_path, make_dsn, network):
     async with peer(tmp_path, await make_dsn(), A, network) as a:
         async with peer(tmp_path, await make_dsn(), B, network, federation={"key_validity_hours": 1}) as b:
