@@ -78,7 +78,9 @@ def setup_federation(app: web.Application, services: Services) -> Federation | N
         # event also to the server of its target (a kick or ban of their user).
         if ids.server_name_of(event.sender) != config.server_name or event.internal.get("outlier"):
             return
-        destinations = set(await fed.servers_in_room(event.room_id))
+        # From the pipeline's cache of who is joined (kept current on membership changes,
+        # here and on the other processes): no query per message.
+        destinations = set(await services.pipeline.joined_servers(event.room_id))
         if event.type == "m.room.member" and event.state_key:
             destinations.add(ids.server_name_of(event.state_key) or config.server_name)
         destinations.discard(config.server_name)

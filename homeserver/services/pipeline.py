@@ -17,7 +17,7 @@ import weakref
 from typing import Any, Awaitable, Callable, Mapping
 
 from homeserver.errors import MatrixError, bad_json, forbidden, too_large
-from homeserver.protocol import signing
+from homeserver.protocol import ids, signing
 from homeserver.protocol.auth_rules import AuthError, auth_types_for_event, check_auth_events, check_auth_rules
 from homeserver.protocol.canonical import event_json_text
 from homeserver.protocol.events import Event, StateKey
@@ -59,6 +59,14 @@ class EventDraft:
 class PersistedEvent:
     event: Event
     stream_ordering: int
+
+
+@dataclasses.dataclass
+class _Joined:
+    """Who is joined to a room, as cached, and their servers (worked out when first asked)."""
+
+    users: frozenset[str]
+    servers: frozenset[str] | None = None
 
 
 @dataclasses.dataclass
@@ -141,7 +149,7 @@ class EventPipeline:
         # is the only writer (docs/scaling.md); joined members are dropped when another
         # process writes a membership of the room (room_written_elsewhere).
         self._extremities: LruCache[str, list[str]] = LruCache(10_000)
-        self._joined_members: LruCache[str, frozenset[str]] = LruCache(10_000)
+        self._joined_members: LruCache[str, _Joined] = LruCache(10_000)
 
     def room_lock(self, room_id: str) -> asyncio.Lock:
         lock = self._room_locks.get(room_id)
@@ -226,9 +234,9 @@ class EventPipeline:
             event.room_version, event.type, event.sender, event.state_key, event.content
         )
         keys = set(wanted) | {("m.room.create", "")}
-        ids = {key: state_before[key] for key in keys if key in state_before}
-        loaded = await self.events.get_events(ids.values())
-        return {key: loaded[event_id] for key, event_id in ids.items() if event_id in loaded}
+        auth_ids = {key: state_before[key] for key in keys if key in state_before}
+        loaded = await self.events.get_events(auth_ids.values())
+        return {key: loaded[event_id] for key, event_id in auth_ids.items() if event_id in loaded}
 
     def _build(
         self,
@@ -742,9 +750,20 @@ class EventPipeline:
         self._joined_members = LruCache(10_000)
 
     async def joined_members(self, room_id: str) -> frozenset[str]:
+        return (await self._joined(room_id)).users
+
+    async def joined_servers(self, room_id: str) -> frozenset[str]:
+        """The servers of the joined members (the destinations of the room's events)."""
+        joined = await self._joined(room_id)
+        if joined.servers is None:
+            joined.servers = frozenset(
+                server for server in map(ids.server_name_of, joined.users) if server is not None)
+        return joined.servers
+
+    async def _joined(self, room_id: str) -> "_Joined":
         joined = self._joined_members.get(room_id)
         if joined is None:
-            joined = frozenset(await self.state.get_members(room_id, "join"))
+            joined = _Joined(frozenset(await self.state.get_members(room_id, "join")))
             self._joined_members.set(room_id, joined)
         return joined
 
