@@ -9,7 +9,6 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#receiving-notifications
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from typing import Any
 
@@ -17,10 +16,9 @@ from homeserver.protocol import power_levels, push_rules
 from homeserver.protocol.events import Event
 from homeserver.services.ignored_users import IgnoredUsers
 from homeserver.services.push_rules import PushRulesService
-from homeserver.storage.events import EventFilterSql, EventStore
-from homeserver.storage.push_actions import PushAction, PushActionStore
+from homeserver.storage.events import EventStore
+from homeserver.storage.push_actions import PushAction, PushActionStore, UnreadInputs
 from homeserver.storage.state import StateStore
-from homeserver.storage.sync_queries import RoomWindow, SyncQueries
 
 MAIN_THREAD = "main"
 # The newest events of a room evaluated at once: a room never read for a long
@@ -49,10 +47,9 @@ def _counts(notifications: int = 0, highlights: int = 0) -> dict[str, int]:
 class NotificationCounter:
     def __init__(
         self, events: EventStore, state: StateStore, push_rules_: PushRulesService, store: PushActionStore,
-        ignored_users: IgnoredUsers | None = None, queries: SyncQueries | None = None,
+        ignored_users: IgnoredUsers | None = None,
     ):
         self.ignored_users = ignored_users
-        self.queries = queries or SyncQueries(store.db)
         self.events = events
         self.state = state
         self.push_rules = push_rules_
@@ -64,27 +61,31 @@ class NotificationCounter:
 
     async def unread_counts_many(self, user_id: str, up_to: dict[str, int]) -> dict[str, UnreadCounts]:
         """``unread_counts`` of many rooms (room id -> position), with a fixed number of
-        queries whatever the number of rooms."""
+        queries whatever the number of rooms: one read of what evaluation needs, and one
+        statement that records what it found and counts (a /sync waits for both)."""
         room_ids = list(up_to)
         if not room_ids:
             return {}
-        # Three independent reads, side by side (a /sync waits for them).
-        reads, joined_at, evaluated = await asyncio.gather(
-            self.store.read_positions_many(user_id, room_ids),
-            self.queries.membership_positions(user_id, room_ids),
-            self.store.evaluated_up_to_many(user_id, room_ids),
-        )
-        # Events from before the user's latest join never count, as if read (also those
-        # found before they left, should they come back).
+        # Nothing an ignored user sends notifies (spec: "Ignoring Users"), and homeservers
+        # MUST NOT notify users of their own events: those are left out in SQL, not loaded.
+        ignored = await self.ignored_users.ignored_by(user_id) if self.ignored_users is not None else frozenset()
+        inputs = await self.store.unread_inputs(user_id, up_to, (user_id, *ignored), MAX_EVALUATED)
+        reads: dict[str, dict[str, int]] = {}
+        found: dict[str, tuple[list[PushAction], int, int]] = {}
+        pending: dict[str, UnreadInputs] = {}
         for room_id in room_ids:
-            reads[room_id][""] = max(reads[room_id].get("", 0), joined_at.get(room_id, 0))
-        starts = {r: max(evaluated.get(r, 0), reads[r][""]) for r in room_ids}
-        pending = [r for r in room_ids if starts[r] < up_to[r]]
+            room = inputs[room_id]
+            # Events from before the user's latest join never count, as if read (also those
+            # found before they left, should they come back).
+            reads[room_id] = {**room.read_positions, "": max(room.read_positions.get("", 0), room.joined_at)}
+            if max(room.evaluated_up_to, reads[room_id][""]) < up_to[room_id]:
+                found[room_id] = ([], up_to[room_id], reads[room_id][""])
+                if room.event_ids:
+                    pending[room_id] = room
         if pending:
-            found = await self._evaluate(user_id, {r: (starts[r], up_to[r]) for r in pending})
-            await self.store.record_many(
-                user_id, {r: (found.get(r, []), up_to[r], reads[r][""]) for r in pending})
-        rows = await self.store.unread_counts_many(user_id, up_to, reads)
+            for room_id, actions in (await self._evaluate(user_id, pending)).items():
+                found[room_id][0].extend(actions)
+        rows = await self.store.record_and_count(user_id, up_to, reads, found)
         out = {}
         for room_id in room_ids:
             main = _counts()
@@ -98,54 +99,52 @@ class NotificationCounter:
             out[room_id] = UnreadCounts(main, threads)
         return out
 
-    async def _evaluate(self, user_id: str, windows: dict[str, tuple[int, int]]) -> dict[str, list[PushAction]]:
-        # Nothing an ignored user sends notifies (spec: "Ignoring Users"), and homeservers
-        # MUST NOT notify users of their own events: those are left out in SQL, not loaded.
-        ignored = await self.ignored_users.ignored_by(user_id) if self.ignored_users is not None else frozenset()
-        ids = await self.queries.timelines(
-            [RoomWindow(r, after, upper) for r, (after, upper) in windows.items()], MAX_EVALUATED,
-            EventFilterSql(not_senders=(user_id, *ignored)))
-        ids = {r: i for r, i in ids.items() if i}
-        if not ids:
-            return {}
-        loaded = await self.events.get_events(i for room_ids in ids.values() for i in room_ids)
+    async def _evaluate(self, user_id: str, rooms: dict[str, UnreadInputs]) -> dict[str, list[PushAction]]:
+        """The notifying events among each room's events to evaluate, oldest first."""
+        loaded = await self.events.get_events(
+            [i for room in rooms.values() for i in room.event_ids]
+            + [i for room in rooms.values() for i in (room.create_event, room.power_levels_event, room.member_event)
+               if i is not None])
         rules = await self.push_rules.compiled(user_id)
-        facts, member_counts = await asyncio.gather(
-            self._room_facts(list(ids), user_id), self.queries.member_counts(list(ids)))
         out: dict[str, list[PushAction]] = {}
-        for room_id, room_event_ids in ids.items():
-            room = facts[room_id]
+        for room_id, room in rooms.items():
+            facts = _room_facts(room, loaded)
             found = out.setdefault(room_id, [])
-            for event_id in reversed(room_event_ids):
+            # One context per sender: all the room's events of a sender are evaluated in it.
+            contexts: dict[str, push_rules.RoomContext] = {}
+            for event_id in reversed(room.event_ids):
                 event = loaded.get(event_id)
                 if event is None:
                     continue
-                context = push_rules.RoomContext(
-                    user_id=user_id, member_count=member_counts.get(room_id, 0), display_name=room.display_name,
-                    sender_power_level=power_levels.get_user_power_level(event.sender, room.auth_state),
-                    notification_levels=room.notification_levels,
-                )
+                sender = event.sender
+                context = contexts.get(sender)
+                if context is None:
+                    context = contexts[sender] = push_rules.RoomContext(
+                        user_id=user_id, member_count=room.member_count, display_name=facts.display_name,
+                        sender_power_level=power_levels.get_user_power_level(sender, facts.auth_state),
+                        notification_levels=facts.notification_levels,
+                    )
                 outcome = push_rules.outcome(rules(event.json, context))
                 if outcome.notify:
                     found.append(PushAction(event.internal["stream_ordering"], _thread_of(event), outcome.highlight))
         return out
 
-    async def _room_facts(self, room_ids: list[str], user_id: str) -> dict[str, _RoomFacts]:
-        keys = [power_levels.CREATE_KEY, power_levels.POWER_LEVELS_KEY, ("m.room.member", user_id)]
-        ids = await self.queries.current_state_ids_for(room_ids, keys)
-        loaded = await self.events.get_events(i for room in ids.values() for i in room.values())
-        out = {}
-        for room_id in room_ids:
-            state = {k: loaded[i] for k, i in ids.get(room_id, {}).items() if i in loaded}
-            member = state.pop(("m.room.member", user_id), None)
-            name = member.content.get("displayname") if member is not None else None
-            power = state.get(power_levels.POWER_LEVELS_KEY)
-            levels = power.content.get("notifications") if power is not None else None
-            out[room_id] = _RoomFacts(
-                auth_state=state, display_name=name if isinstance(name, str) else None,
-                notification_levels=levels if isinstance(levels, dict) else {},
-            )
-        return out
+
+def _room_facts(room: UnreadInputs, loaded: dict[str, Event]) -> _RoomFacts:
+    """What evaluation reads of the room's current state."""
+    auth_state = {}
+    for key, event_id in ((power_levels.CREATE_KEY, room.create_event),
+                          (power_levels.POWER_LEVELS_KEY, room.power_levels_event)):
+        if event_id is not None and event_id in loaded:
+            auth_state[key] = loaded[event_id]
+    member = loaded.get(room.member_event) if room.member_event is not None else None
+    name = member.content.get("displayname") if member is not None else None
+    power = auth_state.get(power_levels.POWER_LEVELS_KEY)
+    levels = power.content.get("notifications") if power is not None else None
+    return _RoomFacts(
+        auth_state=auth_state, display_name=name if isinstance(name, str) else None,
+        notification_levels=levels if isinstance(levels, dict) else {},
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,6 +6,7 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#receiving-notifications
 from __future__ import annotations
 
 import dataclasses
+from typing import Sequence
 
 from homeserver.storage.db import Database
 
@@ -18,6 +19,24 @@ class PushAction:
     stream_ordering: int
     thread_id: str
     highlight: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class UnreadInputs:
+    """What counting a room's unread notifications for a user needs (``unread_inputs``)."""
+
+    # Thread id ('' for unthreaded) -> the position of the user's latest read receipt.
+    read_positions: dict[str, int]
+    # The position of the user's current membership event (0 without one).
+    joined_at: int
+    evaluated_up_to: int
+    # The events to evaluate, newest first.
+    event_ids: list[str]
+    # With event_ids only: the joined members and the current create and power levels events.
+    member_count: int
+    create_event: str | None
+    power_levels_event: str | None
+    member_event: str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,79 +106,152 @@ class PushActionStore:
         )
         return [UnreadCount(r["thread_id"], r["notifications"], r["highlights"]) for r in rows]
 
-    # The same for many rooms of one user at once (a /sync response).
+    # The same for many rooms of one user at once (a /sync response): two round trips, one
+    # to read what evaluation needs, one to record what it found and count.
 
-    async def evaluated_up_to_many(self, user_id: str, room_ids: list[str]) -> dict[str, int]:
+    async def unread_inputs(
+        self, user_id: str, up_to: dict[str, int], not_senders: Sequence[str], limit: int,
+    ) -> dict[str, UnreadInputs]:
+        """room id -> what counting its unread notifications up to ``up_to[room]`` needs,
+        in one statement: the user's read positions, where their membership and the
+        evaluation stand, the ids of the newest ``limit`` events still to evaluate (after
+        all three; not sent by ``not_senders``), and for a room with such events, the
+        current state evaluation reads of it."""
+        room_ids = list(up_to)
+        if not room_ids:
+            return {}
         rows = await self.db.fetch(
-            "SELECT room_id, stream_ordering FROM push_actions_evaluated"
-            " WHERE user_id = $1 AND room_id = ANY($2::text[])",
-            user_id, room_ids,
+            """
+            WITH reads AS (
+                SELECT room_id, thread_id, max(event_stream_ordering) AS position FROM receipts
+                WHERE room_id = ANY($2::text[]) AND user_id = $1 AND receipt_type = ANY($4::text[])
+                GROUP BY room_id, thread_id
+            ), rooms AS (
+                SELECT w.room_id, w.up_to, m.event_id AS member_event, COALESCE(m.position, 0) AS joined_at,
+                    COALESCE((SELECT p.stream_ordering FROM push_actions_evaluated p
+                              WHERE p.user_id = $1 AND p.room_id = w.room_id), 0) AS evaluated,
+                    COALESCE((SELECT r.position FROM reads r WHERE r.room_id = w.room_id AND r.thread_id = ''), 0)
+                        AS unthreaded
+                FROM unnest($2::text[], $3::bigint[]) AS w (room_id, up_to)
+                LEFT JOIN LATERAL (
+                    SELECT c.event_id, e.stream_ordering AS position FROM current_state c
+                    JOIN events e ON e.event_id = c.event_id
+                    WHERE c.room_id = w.room_id AND c.type = 'm.room.member' AND c.state_key = $1
+                ) m ON true
+            ), pending AS (
+                SELECT r.*, ARRAY(
+                    SELECT e.event_id FROM events e
+                    WHERE e.room_id = r.room_id AND e.stream_ordering <= r.up_to
+                    AND e.stream_ordering > GREATEST(r.evaluated, r.unthreaded, r.joined_at)
+                    AND NOT e.outlier AND e.rejected_reason IS NULL AND NOT (e.sender = ANY($5::text[]))
+                    ORDER BY e.stream_ordering DESC LIMIT $6
+                ) AS event_ids FROM rooms r
+            )
+            SELECT p.room_id, p.member_event, p.joined_at, p.evaluated, p.event_ids,
+                (SELECT array_agg(r.thread_id ORDER BY r.thread_id) FROM reads r WHERE r.room_id = p.room_id)
+                    AS read_threads,
+                (SELECT array_agg(r.position ORDER BY r.thread_id) FROM reads r WHERE r.room_id = p.room_id)
+                    AS read_positions,
+                -- Only a room with events to evaluate needs its state (a large room's
+                -- member count is not free).
+                CASE WHEN cardinality(p.event_ids) > 0 THEN (
+                    SELECT count(*) FROM current_state c WHERE c.room_id = p.room_id
+                    AND c.type = 'm.room.member' AND c.membership = 'join') END AS member_count,
+                CASE WHEN cardinality(p.event_ids) > 0 THEN (
+                    SELECT c.event_id FROM current_state c WHERE c.room_id = p.room_id
+                    AND c.type = 'm.room.create' AND c.state_key = '') END AS create_event,
+                CASE WHEN cardinality(p.event_ids) > 0 THEN (
+                    SELECT c.event_id FROM current_state c WHERE c.room_id = p.room_id
+                    AND c.type = 'm.room.power_levels' AND c.state_key = '') END AS power_levels_event
+            FROM pending p
+            """,
+            user_id, room_ids, [up_to[r] for r in room_ids], list(READ_RECEIPT_TYPES), list(not_senders), limit,
         )
-        return {r["room_id"]: r["stream_ordering"] for r in rows}
-
-    async def read_positions_many(self, user_id: str, room_ids: list[str]) -> dict[str, dict[str, int]]:
-        """room id -> ``read_positions`` of that room."""
-        rows = await self.db.fetch(
-            "SELECT room_id, thread_id, max(event_stream_ordering) AS position FROM receipts"
-            " WHERE room_id = ANY($1::text[]) AND user_id = $2 AND receipt_type = ANY($3::text[])"
-            " GROUP BY room_id, thread_id",
-            room_ids, user_id, list(READ_RECEIPT_TYPES),
-        )
-        out: dict[str, dict[str, int]] = {r: {} for r in room_ids}
+        out = {}
         for r in rows:
-            out[r["room_id"]][r["thread_id"]] = r["position"]
+            out[r["room_id"]] = UnreadInputs(
+                read_positions=dict(zip(r["read_threads"] or (), r["read_positions"] or ())),
+                joined_at=r["joined_at"], evaluated_up_to=r["evaluated"], event_ids=list(r["event_ids"]),
+                member_count=r["member_count"] or 0, create_event=r["create_event"],
+                power_levels_event=r["power_levels_event"], member_event=r["member_event"],
+            )
         return out
 
-    async def record_many(
-        self, user_id: str, found: dict[str, tuple[list[PushAction], int, int]],
-    ) -> None:
-        """``record`` for several rooms at once: room id -> (actions, evaluated up to, read up to)."""
-        if not found:
-            return
-        room_ids = list(found)
-        # One statement (atomic, one round trip). Its parts see one snapshot, so the DELETE
-        # cannot see this INSERT's rows: actions already read are left out of the INSERT instead.
+    async def record_and_count(
+        self, user_id: str, up_to: dict[str, int], read_positions: dict[str, dict[str, int]],
+        found: dict[str, tuple[list[PushAction], int, int]],
+    ) -> dict[str, list[UnreadCount]]:
+        """``unread_counts`` of many rooms: room id -> its counts per thread; first, in the
+        same statement, ``record`` what an evaluation found in some of them (room id ->
+        (actions, evaluated up to, read up to)).
+
+        One statement: atomic, and one round trip. Its parts see one snapshot, so neither
+        the DELETE nor the count can see the INSERT's rows: actions already read are left
+        out of the INSERT, and the count takes the new actions as well as the stored ones
+        (a stored one first: a concurrent evaluation may have recorded the same event)."""
+        room_ids = list(up_to)
+        written = list(found)
         actions = [(room_id, a.stream_ordering, a.thread_id, a.highlight)
                    for room_id, (room_actions, _, read_up_to) in found.items() for a in room_actions
                    if a.stream_ordering > read_up_to]
-        await self.db.execute(
-            "WITH new_actions AS ("
-            "  INSERT INTO event_push_actions (user_id, room_id, stream_ordering, thread_id, highlight)"
-            "  SELECT $1, a.room_id, a.stream_ordering, a.thread_id, a.highlight"
-            "  FROM unnest($5::text[], $6::bigint[], $7::text[], $8::bool[])"
-            "    AS a (room_id, stream_ordering, thread_id, highlight)"
-            "  ON CONFLICT DO NOTHING),"
-            " evaluated AS ("
-            "  INSERT INTO push_actions_evaluated (user_id, room_id, stream_ordering)"
-            "  SELECT $1, room_id, position FROM unnest($2::text[], $3::bigint[]) AS r (room_id, position)"
-            "  ON CONFLICT (user_id, room_id) DO UPDATE"
-            "  SET stream_ordering = GREATEST(push_actions_evaluated.stream_ordering, EXCLUDED.stream_ordering))"
-            " DELETE FROM event_push_actions a USING unnest($2::text[], $4::bigint[]) AS r (room_id, position)"
-            " WHERE a.user_id = $1 AND a.room_id = r.room_id AND a.stream_ordering <= r.position",
-            user_id, room_ids, [found[r][1] for r in room_ids], [found[r][2] for r in room_ids],
-            [a[0] for a in actions], [a[1] for a in actions], [a[2] for a in actions], [a[3] for a in actions],
-        )
-
-    async def unread_counts_many(
-        self, user_id: str, up_to: dict[str, int], read_positions: dict[str, dict[str, int]],
-    ) -> dict[str, list[UnreadCount]]:
-        """``unread_counts`` of many rooms: room id -> its counts per thread."""
-        room_ids = list(up_to)
         thread_rows = [(r, t, p) for r in room_ids for t, p in read_positions.get(r, {}).items() if t]
-        rows = await self.db.fetch(
-            "SELECT a.room_id, a.thread_id, count(*) AS notifications,"
-            " count(*) FILTER (WHERE a.highlight) AS highlights"
-            " FROM event_push_actions a"
-            " JOIN unnest($2::text[], $3::bigint[], $4::bigint[]) AS w (room_id, up_to, unthreaded)"
-            " ON w.room_id = a.room_id"
-            " LEFT JOIN unnest($5::text[], $6::text[], $7::bigint[]) AS r (room_id, thread_id, position)"
-            " ON r.room_id = a.room_id AND r.thread_id = a.thread_id"
-            " WHERE a.user_id = $1 AND a.stream_ordering <= w.up_to"
-            " AND a.stream_ordering > w.unthreaded AND a.stream_ordering > COALESCE(r.position, 0)"
-            " GROUP BY a.room_id, a.thread_id",
+        args: list = [
             user_id, room_ids, [up_to[r] for r in room_ids],
             [read_positions.get(r, {}).get("", 0) for r in room_ids],
             [t[0] for t in thread_rows], [t[1] for t in thread_rows], [t[2] for t in thread_rows],
+        ]
+        # The stored actions in each room's window (after its unthreaded receipt, up to up_to).
+        stored = (
+            "SELECT a.room_id, a.stream_ordering, a.thread_id, a.highlight FROM event_push_actions a"
+            " JOIN windows w ON w.room_id = a.room_id"
+            " WHERE a.user_id = $1 AND a.stream_ordering <= w.up_to AND a.stream_ordering > w.unthreaded"
+        )
+        if found:
+            args += [
+                [a[0] for a in actions], [a[1] for a in actions], [a[2] for a in actions], [a[3] for a in actions],
+                written, [found[r][1] for r in written], [found[r][2] for r in written],
+            ]
+            writes = (
+                " new_actions AS ("
+                "  INSERT INTO event_push_actions (user_id, room_id, stream_ordering, thread_id, highlight)"
+                "  SELECT $1, a.room_id, a.stream_ordering, a.thread_id, a.highlight"
+                "  FROM unnest($8::text[], $9::bigint[], $10::text[], $11::bool[])"
+                "    AS a (room_id, stream_ordering, thread_id, highlight)"
+                "  ON CONFLICT DO NOTHING),"
+                " evaluated AS ("
+                "  INSERT INTO push_actions_evaluated (user_id, room_id, stream_ordering)"
+                "  SELECT $1, room_id, position FROM unnest($12::text[], $13::bigint[]) AS r (room_id, position)"
+                "  ON CONFLICT (user_id, room_id) DO UPDATE"
+                "  SET stream_ordering = GREATEST(push_actions_evaluated.stream_ordering, EXCLUDED.stream_ordering)),"
+                " read AS ("
+                "  DELETE FROM event_push_actions a USING unnest($12::text[], $14::bigint[]) AS r (room_id, position)"
+                "  WHERE a.user_id = $1 AND a.room_id = r.room_id AND a.stream_ordering <= r.position),"
+            )
+            stored = (
+                "SELECT DISTINCT ON (room_id, stream_ordering) room_id, stream_ordering, thread_id, highlight"
+                f" FROM ({stored.replace('a.highlight FROM', 'a.highlight, 0 AS fresh FROM')}"
+                "  UNION ALL"
+                "  SELECT room_id, stream_ordering, thread_id, highlight, 1"
+                "  FROM unnest($8::text[], $9::bigint[], $10::text[], $11::bool[])"
+                "   AS n (room_id, stream_ordering, thread_id, highlight)"
+                " ) s ORDER BY room_id, stream_ordering, fresh"
+            )
+        else:
+            writes = ""
+        rows = await self.db.fetch(
+            "WITH windows AS ("
+            " SELECT * FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS w (room_id, up_to, unthreaded)),"
+            + writes
+            + f" stored AS ({stored})"
+            " SELECT a.room_id, a.thread_id, count(*) AS notifications,"
+            " count(*) FILTER (WHERE a.highlight) AS highlights"
+            " FROM stored a JOIN windows w ON w.room_id = a.room_id"
+            " LEFT JOIN unnest($5::text[], $6::text[], $7::bigint[]) AS r (room_id, thread_id, position)"
+            " ON r.room_id = a.room_id AND r.thread_id = a.thread_id"
+            " WHERE a.stream_ordering <= w.up_to"
+            " AND a.stream_ordering > w.unthreaded AND a.stream_ordering > COALESCE(r.position, 0)"
+            " GROUP BY a.room_id, a.thread_id",
+            *args,
         )
         out: dict[str, list[UnreadCount]] = {r: [] for r in room_ids}
         for r in rows:
