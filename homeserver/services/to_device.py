@@ -13,6 +13,7 @@ from homeserver.errors import invalid_param, missing_param
 from homeserver.protocol import ids
 from homeserver.services.auth import Requester
 from homeserver.services.notifier import Notifier
+from homeserver.storage.cache import LruCache
 from homeserver.storage.streams import StreamIdGenerator
 from homeserver.storage.to_device import ToDeviceStore
 
@@ -37,6 +38,10 @@ class ToDeviceService:
         self.stream = stream
         self.notifier = notifier
         self.remote: RemoteSender | None = None
+        # (user, device) -> the position up to which this process has deleted the device's
+        # messages: a sync acknowledging no more than that, with no message after its token,
+        # has nothing to ask (the wake of a long poll by a room event, most syncs).
+        self._acknowledged: LruCache[tuple[str, str], int] = LruCache(10_000)
 
     async def send(self, sender: Requester, event_type: str, txn_id: str, messages: Any) -> None:
         if messages is None:
@@ -94,8 +99,15 @@ class ToDeviceService:
 
         A sync with ``since`` acknowledges what came before it: those messages are deleted.
         """
+        if since >= up_to and (not since or (self._acknowledged.get((user_id, device_id)) or 0) >= since):
+            # The stream has not moved past the token, and what the token acknowledges is gone
+            # already: no position at or before it can be written any more (it was persisted
+            # before the token was given out).
+            return [], up_to
         if since:
             rows = await self.store.acknowledge_and_read(user_id, device_id, since, up_to, SYNC_LIMIT)
+            if since > (self._acknowledged.get((user_id, device_id)) or 0):
+                self._acknowledged.set((user_id, device_id), since)
         else:
             rows = await self.store.messages(user_id, device_id, since, up_to, SYNC_LIMIT)
         position = rows[-1][0] if len(rows) == SYNC_LIMIT else up_to
