@@ -424,19 +424,22 @@ class E2eKeyService:
 
     async def device_list_changes(
         self, user_id: str, since_events: int, now_events: int, since_lists: int, now_lists: int,
-        rooms: list[str] | None = None,
+        rooms: list[str] | None = None, member_changes: set[tuple[str, str]] | None = None,
     ) -> DeviceListChanges:
         """Users whose devices the syncing user must (re)fetch or may forget, between two tokens.
 
         Like Synapse: users sharing any room (not only encrypted ones) whose keys changed, and
         users who joined or left a room shared with the user, or whose rooms the user joined or left.
+        The caller may know the user's rooms, and the (room id, user id) of the membership
+        events of those rooms between the tokens (/sync reads them with the user's rooms).
         """
         if since_lists >= now_lists and since_events >= now_events:
             return DeviceListChanges([], [])  # neither stream moved: nothing to ask
-        if rooms is None:  # every room the user has a membership in (the caller may know them)
-            rooms = list((await self.state.get_rooms_for_user(user_id)).keys())
-        member_changes = (await self.store.member_changes_in_rooms(rooms, since_events, now_events)
-                          if since_events < now_events else [])
+        if member_changes is None:
+            if rooms is None:  # every room the user has a membership in
+                rooms = list((await self.state.get_rooms_for_user(user_id)).keys())
+            member_changes = (await self.store.member_changes_in_rooms(rooms, since_events, now_events)
+                              if since_events < now_events else set())
         if not member_changes and since_lists >= now_lists:
             return DeviceListChanges([], [])  # messages only: no one joined, left or changed keys
         sharing = await self.store.users_sharing_rooms(user_id)

@@ -171,14 +171,15 @@ class PresenceService:
 
     async def for_sync(
         self, user_id: str, after: int | None, up_to: int, presence_filter: EventFilter,
-        event_window: tuple[int, int] | None = None,
+        event_window: tuple[int, int] | None = None, members_moved: bool = True,
     ) -> list[dict[str, Any]]:
         """The m.presence events of the user and of those sharing a room with them: with
         ``after``, the changes in (after, up_to]; without, every one not offline.
 
         With ``event_window`` (the sync's window of the event stream), also the current
         presence of those who came to share a room with the user in it, which the
-        client has not seen yet.
+        client has not seen yet; the caller who knows that no membership event of the
+        user's rooms is in that window says so with ``members_moved``.
         """
         if not self.enabled or not presence_filter.allows_type("m.presence"):
             return []
@@ -186,7 +187,8 @@ class PresenceService:
         if after is None or after < up_to:
             rows = await self.store.partners_changed(
                 user_id, after or 0, up_to, include_offline=after is not None)
-        if after is not None and event_window is not None and event_window[0] < event_window[1]:
+        if (after is not None and event_window is not None and event_window[0] < event_window[1]
+                and members_moved):
             seen = {row.user_id for row in rows}
             rows += [
                 row for row in await self.store.newly_shared(user_id, *event_window)

@@ -35,7 +35,7 @@ from homeserver.storage.events import EventStore
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
 from homeserver.storage.streams import StreamChangeCache, StreamIdGenerator
-from homeserver.storage.sync_queries import SyncQueries
+from homeserver.storage.sync_queries import Memberships, SyncQueries
 
 
 
@@ -63,6 +63,7 @@ class SyncService:
     ):
         self.room_builder = room_builder or SyncRooms(
             events, state, views, notifications, SyncQueries(events.db))
+        self.queries = self.room_builder.queries
         self.ignored_users = ignored_users or IgnoredUsers(account_data)
         self.events = events
         self.state = state
@@ -122,15 +123,16 @@ class SyncService:
         now = self.current_token()
         room_filter = request.filter.room
         # Independent reads, together; a stream that has not moved since the token is not asked.
-        memberships, membership_changes, account_data, ignored = await asyncio.gather(
-            self.state.get_rooms_for_user(user_id),
-            self.events.membership_changes(user_id, since.events, now.events)
-            if since is not None and since.events < now.events else _nothing([]),
+        # The user's rooms come with the membership events of the window in them (the user's
+        # own, and those the device lists and presence look for): one round trip.
+        member_reads, account_data, ignored = await asyncio.gather(
+            self.queries.memberships(user_id, since.events if since is not None else None, now.events),
             self.account_data.changed_since(user_id, since.account_data if since else 0, now.account_data)
             if since is None or since.account_data < now.account_data else _nothing({}),
             self.ignored_users.ignored_by(user_id),
         )
-        changed_membership: dict[str, int] = {room_id: position for room_id, _, position in membership_changes}
+        memberships = member_reads.rooms
+        changed_membership = member_reads.own_changes(user_id)
         # A changed ignore list may have hidden invites now to be shown: they are all sent again.
         ignore_list_changed = IGNORED_USER_LIST in account_data.get(GLOBAL, {})
         joined = [r for r, (m, _) in memberships.items() if m == "join" and room_filter.allows_room(r)]
@@ -222,10 +224,10 @@ class SyncService:
             self.room_builder.build(
                 device, request.filter, request.full_state, request.use_state_after, jobs, ignored, lazy_cache,
                 sent_members),
-            self._encryption_sections(request, now, response, list(memberships)),
+            self._encryption_sections(request, now, response, member_reads),
             self.presence.for_sync(
                 user_id, since.presence if since else None, now.presence, request.filter.presence,
-                (since.events, now.events) if since else None),
+                (since.events, now.events) if since else None, members_moved=bool(member_reads.changes)),
         )
         for room_id, section in sections.items():
             if room_id in left:
@@ -255,26 +257,28 @@ class SyncService:
         return response, has_news
 
     async def _encryption_sections(
-        self, request: SyncRequest, now: SyncToken, response: dict[str, Any], rooms: list[str],
+        self, request: SyncRequest, now: SyncToken, response: dict[str, Any], memberships: Memberships,
     ) -> bool:
         """Fill to_device, device_lists and the key counts; True if there are messages or changes."""
         user_id, device_id = request.requester.user_id, request.requester.device_id
         since = request.since
-        news = False
-        messages, position = await self.to_device.for_sync(
-            user_id, device_id, since.to_device if since else 0, now.to_device)
+        # Three independent reads, side by side.
+        (messages, position), changes, key_counts = await asyncio.gather(
+            self.to_device.for_sync(user_id, device_id, since.to_device if since else 0, now.to_device),
+            self.e2e_keys.device_list_changes(
+                user_id, since.events, now.events, since.device_lists, now.device_lists, list(memberships.rooms),
+                memberships.members_changed()) if since is not None else _nothing(None),
+            self.e2e_keys.key_counts(user_id, device_id),
+        )
         response["to_device"]["events"] = messages
         if position != now.to_device:
             # More messages than one response carries: the next sync continues from here.
             response["next_batch"] = dataclasses.replace(now, to_device=position).serialize()
-        news |= bool(messages)
-        if since is not None:
-            changes = await self.e2e_keys.device_list_changes(
-                user_id, since.events, now.events, since.device_lists, now.device_lists, rooms)
+        news = bool(messages)
+        if changes is not None:
             response["device_lists"] = {"changed": changes.changed, "left": changes.left}
             news |= bool(changes.changed or changes.left)
-        response["device_one_time_keys_count"], response["device_unused_fallback_key_types"] = (
-            await self.e2e_keys.key_counts(user_id, device_id))
+        response["device_one_time_keys_count"], response["device_unused_fallback_key_types"] = key_counts
         return news
 
 

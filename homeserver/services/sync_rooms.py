@@ -137,8 +137,14 @@ class SyncRooms:
             senders=timeline_filter.senders, not_senders=timeline_filter.not_senders,
             ignored_senders=tuple(ignored),
         )
-        ids = await self.queries.timelines(
-            [RoomWindow(j.room_id, j.since.events if j.since else 0, j.up_to) for j in jobs], limit + 1, sql_filter)
+        # With the timelines, the state groups the state sections start from (_state_events):
+        # at the end of each window (used for a room without a timeline, or with
+        # use_state_after) and at each since token.
+        points = [(j.room_id, j.up_to) for j in jobs]
+        points += [(j.room_id, j.since.events) for j in jobs if j.since is not None and not full_state]
+        ids, at = await self.queries.timelines(
+            [RoomWindow(j.room_id, j.since.events if j.since else 0, j.up_to) for j in jobs], limit + 1, sql_filter,
+            points)
         loaded = await self.events.get_events(i for room_ids in ids.values() for i in room_ids[:limit])
         rooms = []
         for job in jobs:
@@ -153,7 +159,7 @@ class SyncRooms:
                 keep.add(room.job.leave_event.event_id)
             room.timeline = [e for e in room.timeline if e.event_id in keep and timeline_filter.allows(e)]
 
-        await self._state_events(user_id, sync_filter, full_state, use_state_after, rooms, lazy_cache)
+        await self._state_events(user_id, sync_filter, full_state, use_state_after, rooms, lazy_cache, at)
 
         kept = []
         for room in rooms:
@@ -233,23 +239,21 @@ class SyncRooms:
     async def _state_events(
         self, user_id: str, sync_filter: SyncFilter, full_state: bool, use_state_after: bool,
         rooms: list[_Room], lazy_cache: LruCache[tuple[str, str], str] | None,
+        at: dict[tuple[str, int], int | None],
     ) -> None:
         """Each room's state up to the start of its timeline (``state``), or with
         use_state_after up to its end (``state_after``): all of it, or what changed since
-        the room's ``since``."""
+        the room's ``since``. ``at`` holds the state groups at each room's up_to and since."""
         room_filter = sync_filter.room
         lazy = room_filter.state.lazy_load_members or room_filter.timeline.lazy_load_members
         redundant = room_filter.state.include_redundant_members or room_filter.timeline.include_redundant_members
-        # The end of the window rather than the last event shown: state events a
-        # timeline filter left out still reach the client.
-        points = [(r.job.room_id, r.job.up_to) for r in rooms if not (r.timeline and not use_state_after)]
-        points += [(r.job.room_id, r.job.since.events) for r in rooms if r.job.since is not None and not full_state]
-        at = await self.queries.state_groups_at(points)
         targets: list[int | None] = []
         for room in rooms:
             if room.timeline and not use_state_after:
                 targets.append(room.timeline[0].internal.get("state_group_before"))
             else:
+                # The end of the window rather than the last event shown: state events a
+                # timeline filter left out still reach the client.
                 targets.append(at.get((room.job.room_id, room.job.up_to)))
         groups = await self.state.get_states(
             targets + [at.get((r.job.room_id, r.job.since.events)) for r in rooms if r.job.since is not None])

@@ -12,6 +12,19 @@ from homeserver.storage.db import Database
 from homeserver.storage.events import EventFilterSql, _like_patterns
 
 
+def _state_groups_at(rooms: int) -> str:
+    """The state group after each room's last event at or before a position, the rooms and
+    the positions being parameters $rooms and $rooms + 1."""
+    return (
+        "SELECT p.room_id, NULL AS event_id, p.position, e.state_group_after AS state_group"
+        f" FROM unnest(${rooms}::text[], ${rooms + 1}::bigint[]) AS p (room_id, position)"
+        " CROSS JOIN LATERAL (SELECT state_group_after FROM events"
+        "  WHERE room_id = p.room_id AND stream_ordering <= p.position"
+        "  AND NOT outlier AND rejected_reason IS NULL"
+        "  ORDER BY stream_ordering DESC LIMIT 1) e"
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class RoomWindow:
     """The events of a room with after < stream_ordering <= up_to."""
@@ -30,20 +43,80 @@ class RoomSummary:
     candidates: tuple[tuple[str, str], ...]
 
 
+@dataclasses.dataclass(frozen=True)
+class MemberEvent:
+    """A membership event in one of the user's rooms, in a sync's window of the event stream."""
+
+    room_id: str
+    state_key: str
+    event_id: str
+    stream_ordering: int
+    outlier: bool
+    rejected: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Memberships:
+    # room id -> (membership, membership event id): every room the user has a membership in.
+    rooms: dict[str, tuple[str, str]]
+    # The membership events of those rooms in the window, anyone's, in stream order.
+    changes: list[MemberEvent]
+
+    def own_changes(self, user_id: str) -> dict[str, int]:
+        """room id -> the position of the user's last membership event in the window (those
+        rejected left out; outliers kept: an invite from another server is one)."""
+        return {e.room_id: e.stream_ordering for e in self.changes if e.state_key == user_id and not e.rejected}
+
+    def members_changed(self) -> set[tuple[str, str]]:
+        """(room id, user id) of the membership events of the window in the rooms' DAGs."""
+        return {(e.room_id, e.state_key) for e in self.changes if not e.outlier and not e.rejected}
+
+
 class SyncQueries:
     def __init__(self, db: Database):
         self.db = db
 
+    async def memberships(self, user_id: str, after: int | None, up_to: int) -> Memberships:
+        """The user's rooms and, with ``after``, the membership events of those rooms in
+        (after, up_to]: what the user's own, the device lists and presence of a /sync ask
+        of the window, in one round trip."""
+        window = after is not None and after < up_to
+        rows = await self.db.fetch(
+            "WITH mine AS (SELECT room_id, membership, event_id FROM current_state"
+            "  WHERE type = 'm.room.member' AND state_key = $1)"
+            " SELECT room_id, membership, event_id, NULL AS state_key, NULL::bigint AS stream_ordering,"
+            "  NULL::boolean AS outlier, NULL::boolean AS rejected FROM mine"
+            + (" UNION ALL"
+               " SELECT e.room_id, NULL, e.event_id, e.state_key, e.stream_ordering, e.outlier,"
+               "  e.rejected_reason IS NOT NULL FROM events e"
+               " WHERE e.type = 'm.room.member' AND e.room_id IN (SELECT room_id FROM mine)"
+               "  AND e.stream_ordering > $2 AND e.stream_ordering <= $3"
+               " ORDER BY stream_ordering NULLS FIRST" if window else ""),
+            *((user_id, after, up_to) if window else (user_id,)),
+        )
+        rooms: dict[str, tuple[str, str]] = {}
+        changes = []
+        for r in rows:
+            if r["stream_ordering"] is None:
+                rooms[r["room_id"]] = (r["membership"], r["event_id"])
+            else:
+                changes.append(MemberEvent(
+                    r["room_id"], r["state_key"], r["event_id"], r["stream_ordering"], r["outlier"], r["rejected"]))
+        return Memberships(rooms, changes)
+
     async def timelines(
         self, windows: Sequence[RoomWindow], limit: int, event_filter: EventFilterSql | None = None,
-    ) -> dict[str, list[str]]:
+        state_points: Sequence[tuple[str, int]] = (),
+    ) -> tuple[dict[str, list[str]], dict[tuple[str, int], int | None]]:
         """room id -> the ids of its newest ``limit`` events in its window, newest first
-        (one LATERAL index scan backwards per room, in one statement)."""
-        if not windows:
-            return {}
+        (one LATERAL index scan backwards per room), and in the same statement
+        ``state_groups_at(state_points)``: the state a /sync compares its timelines with."""
+        if not windows and not state_points:
+            return {}, {}
         f = event_filter or EventFilterSql()
         rows = await self.db.fetch(
-            "SELECT w.room_id, e.event_id FROM unnest($1::text[], $2::bigint[], $3::bigint[])"
+            "SELECT w.room_id, e.event_id, e.stream_ordering AS position, NULL::bigint AS state_group"
+            " FROM unnest($1::text[], $2::bigint[], $3::bigint[])"
             " AS w (room_id, after, up_to)"
             " CROSS JOIN LATERAL (SELECT event_id, stream_ordering FROM events"
             "  WHERE room_id = w.room_id AND stream_ordering > w.after AND stream_ordering <= w.up_to"
@@ -54,32 +127,30 @@ class SyncQueries:
             "  AND NOT (sender = ANY($8::text[]))"
             "  AND NOT (state_key IS NULL AND sender = ANY($9::text[]))"
             "  ORDER BY stream_ordering DESC LIMIT $4) e"
-            " ORDER BY w.room_id, e.stream_ordering DESC",
+            " UNION ALL"
+            f" {_state_groups_at(10)}"
+            " ORDER BY room_id, position DESC",
             [w.room_id for w in windows], [w.after for w in windows], [w.up_to for w in windows], limit,
             _like_patterns(f.types), _like_patterns(f.not_types) or [],
             list(f.senders) if f.senders is not None else None, list(f.not_senders),
-            list(f.ignored_senders),
+            list(f.ignored_senders), [p[0] for p in state_points], [p[1] for p in state_points],
         )
         out: dict[str, list[str]] = {w.room_id: [] for w in windows}
+        groups: dict[tuple[str, int], int | None] = {}
         for r in rows:
-            out[r["room_id"]].append(r["event_id"])
-        return out
+            if r["event_id"] is None:
+                groups[(r["room_id"], r["position"])] = r["state_group"]
+            else:
+                out[r["room_id"]].append(r["event_id"])
+        return out, groups
 
     async def state_groups_at(self, points: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
         """(room id, position) -> the state group after the room's last event at or before
         the position (absent when the room has no event there)."""
         if not points:
             return {}
-        rows = await self.db.fetch(
-            "SELECT p.room_id, p.position, e.state_group_after"
-            " FROM unnest($1::text[], $2::bigint[]) AS p (room_id, position)"
-            " CROSS JOIN LATERAL (SELECT state_group_after FROM events"
-            "  WHERE room_id = p.room_id AND stream_ordering <= p.position"
-            "  AND NOT outlier AND rejected_reason IS NULL"
-            "  ORDER BY stream_ordering DESC LIMIT 1) e",
-            [p[0] for p in points], [p[1] for p in points],
-        )
-        return {(r["room_id"], r["position"]): r["state_group_after"] for r in rows}
+        rows = await self.db.fetch(_state_groups_at(1), [p[0] for p in points], [p[1] for p in points])
+        return {(r["room_id"], r["position"]): r["state_group"] for r in rows}
 
     async def summaries(self, room_ids: Sequence[str], user_id: str, heroes: int) -> dict[str, RoomSummary]:
         """Member counts and hero candidates of many rooms, from their current state."""
@@ -109,43 +180,4 @@ class SyncQueries:
         for r in rows:
             out[r["room_id"]] = RoomSummary(
                 r["joined"], r["invited"], tuple(zip(r["ids"] or (), r["ms"] or ())))
-        return out
-
-    async def membership_positions(self, user_id: str, room_ids: Sequence[str]) -> dict[str, int]:
-        """room id -> the stream position of the user's current membership event."""
-        if not room_ids:
-            return {}
-        rows = await self.db.fetch(
-            "SELECT c.room_id, e.stream_ordering FROM current_state c JOIN events e ON e.event_id = c.event_id"
-            " WHERE c.room_id = ANY($1::text[]) AND c.type = 'm.room.member' AND c.state_key = $2",
-            list(room_ids), user_id,
-        )
-        return {r["room_id"]: r["stream_ordering"] for r in rows}
-
-    async def member_counts(self, room_ids: Sequence[str]) -> dict[str, int]:
-        """room id -> its number of joined members."""
-        if not room_ids:
-            return {}
-        rows = await self.db.fetch(
-            "SELECT room_id, count(*) AS n FROM current_state WHERE room_id = ANY($1::text[])"
-            " AND type = 'm.room.member' AND membership = 'join' GROUP BY room_id",
-            list(room_ids),
-        )
-        return {r["room_id"]: r["n"] for r in rows}
-
-    async def current_state_ids_for(
-        self, room_ids: Sequence[str], keys: Sequence[tuple[str, str]],
-    ) -> dict[str, dict[tuple[str, str], str]]:
-        """room id -> the current state event ids of some (type, state_key) pairs."""
-        if not room_ids or not keys:
-            return {}
-        rows = await self.db.fetch(
-            "SELECT c.room_id, c.type, c.state_key, c.event_id FROM current_state c"
-            " JOIN unnest($2::text[], $3::text[]) AS k (type, state_key)"
-            " ON c.type = k.type AND c.state_key = k.state_key WHERE c.room_id = ANY($1::text[])",
-            list(room_ids), [k[0] for k in keys], [k[1] for k in keys],
-        )
-        out: dict[str, dict[tuple[str, str], str]] = {}
-        for r in rows:
-            out.setdefault(r["room_id"], {})[(r["type"], r["state_key"])] = r["event_id"]
         return out

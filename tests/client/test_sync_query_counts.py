@@ -171,7 +171,7 @@ async def test_lazy_members_already_sent_are_not_sent_again(api):
 
 
 async def test_lazy_members_counted_syncs_do_not_resend(api, services):
-    counted = count_queries(services)
+    count_queries(services)  # (the counting wrappers stay in the path)
     me, other, room_ids = await populate(api, "lazy", 5)
     first = await lazy_sync(me, LAZY)
     assert all(other.user_id in members(first, r) for r in room_ids)
@@ -271,3 +271,25 @@ async def test_lazy_members_survive_a_long_poll_with_nothing_new(api):
     await bob.send_text(room, "now")
     r = await lazy_sync(alice, LAZY, empty["next_batch"])
     assert members(r, room) == set()
+
+
+async def test_a_sync_woken_by_one_message_costs_five_queries(api, services):
+    """The long-poll wake path (issue 7): the user's rooms with the window's membership
+    events; the timelines with the state groups they start from; the key counts; what
+    counting the unread notifications needs; recording the evaluation with the count.
+    With nothing new, only the rooms and the key counts."""
+    counted = count_queries(services)
+    me, other, room_ids = await populate(api, "wake", 5)
+    since = (await me.sync())["next_batch"]
+    await other.send_text(room_ids[0], "warm")
+    since = (await me.sync(since=since))["next_batch"]
+    said = await other.send_text(room_ids[2], "news")
+    counted["n"] = 0
+    r = await me.sync(since=since)
+    assert list(r["rooms"]["join"]) == [room_ids[2]] and ids(timeline(r, room_ids[2])) == [said]
+    assert r["rooms"]["join"][room_ids[2]]["unread_notifications"]["notification_count"] == 2
+    assert counted["n"] == 5
+    counted["n"] = 0
+    r = await me.sync(since=r["next_batch"])
+    assert r["rooms"]["join"] == {}
+    assert counted["n"] == 2
