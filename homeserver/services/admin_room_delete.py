@@ -173,11 +173,8 @@ class RoomDeleter:
         for event_id in event_ids:
             self.events.invalidate(event_id)
         self.events.forget_room(room_id)
-        # The pipeline's cached tip and joined members of the room are gone with it
-        # (room_written_elsewhere arrives with the multi-process work of services/pipeline.py).
-        forget = getattr(self.pipeline, "room_written_elsewhere", None)
-        if forget is not None:
-            forget(room_id, membership=True)
+        # The pipeline's cached tip and joined members of the room are gone with it.
+        self.pipeline.room_written_elsewhere(room_id, membership=True)
         log.info("purged room %s: %s", room_id, ", ".join(f"{t}={n}" for t, n in counts.items() if n))
 
 

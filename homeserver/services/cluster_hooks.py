@@ -2,9 +2,11 @@
 
 Items (JSON lists) ride on the notifications beside the positions they belong to:
 
-- ``["ev", room, position, event id, target, membership, redacts]``: an event was
-  written (sent by the pipeline, services/pipeline.py ``_tell_others``); the receiver drops what it cached of the room (and of a redacted
-  event), records the room as changed, and wakes its own users joined to it.
+- ``["ev", room, position, event id, target, membership, redacts, tip]``: an event was
+  written (sent by the pipeline, services/pipeline.py ``_tell_others``); the receiver
+  updates its cached tip of the room (``tip``: [replaced prev events, depth, state group],
+  for a local event written on the tip) or drops it, drops what it cached of a redacted
+  event, records the room as changed, and wakes its own users joined to it.
 - ``["u", stream, position, users]`` / ``["all", stream, position]``: wake these
   users (or, for a list too long to send, everyone waiting) once the position is visible.
 - ``["ty", room, user, typing, timeout ms, position]``: a typing change.
@@ -66,8 +68,9 @@ def wire_cluster(
             notifier.notify_all_at(stream, item[2])
 
     def on_event(_sender: str, item: list[Any]) -> None:
-        _, room_id, position, event_id, target, membership, redacts = item
-        pipeline.room_written_elsewhere(room_id, membership is not None)
+        _, room_id, position, event_id, target, membership, redacts = item[:7]
+        tip = item[7] if len(item) > 7 else None
+        pipeline.room_written_elsewhere(room_id, membership is not None, event_id, tip)
         room_changes.record(room_id, position)
         events.invalidate(event_id)  # an outlier we held may now be part of the room
         if redacts:

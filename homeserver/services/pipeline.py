@@ -16,6 +16,8 @@ import time
 import weakref
 from typing import Any, Awaitable, Callable, Mapping
 
+import asyncpg
+
 from homeserver.errors import MatrixError, bad_json, forbidden, too_large
 from homeserver.protocol import ids, signing
 from homeserver.protocol.auth_rules import AuthError, auth_types_for_event, check_auth_events, check_auth_rules
@@ -26,7 +28,7 @@ from homeserver.protocol.room_versions import EventFormat, RoomVersion
 from homeserver.services.clock import now_ms
 from homeserver.storage.cache import LruCache
 from homeserver.storage.db import Database
-from homeserver.storage.events import EventStore
+from homeserver.storage.events import EventStore, TipEntry
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
 from homeserver.services.state_resolution import StateResolver
@@ -37,6 +39,10 @@ from homeserver.storage.streams import OutlierPositions, StreamChangeCache, Stre
 log = logging.getLogger(__name__)
 
 MAX_PREV_EVENTS = 10
+# A send whose tip another process moved meanwhile is built again on the new tip: this many
+# times optimistically, then under the room's advisory lock, then refused (503).
+OPTIMISTIC_TIP_ATTEMPTS = 2
+MAX_TIP_ATTEMPTS = 10
 MAX_EVENT_BYTES = 65_536
 
 
@@ -59,6 +65,15 @@ class EventDraft:
 class PersistedEvent:
     event: Event
     stream_ordering: int
+
+
+class TipMoved(Exception):
+    """The write of an event on the room's tip was refused: the tip had moved (another
+    process wrote), or, when ``txn_event_id`` is set, the txn id was already used for it."""
+
+    def __init__(self, txn_event_id: str | None):
+        super().__init__(txn_event_id)
+        self.txn_event_id = txn_event_id
 
 
 @dataclasses.dataclass
@@ -148,7 +163,7 @@ class EventPipeline:
         # The tip of each room and who is joined. The tip is trusted only while this process
         # is the only writer (docs/scaling.md); joined members are dropped when another
         # process writes a membership of the room (room_written_elsewhere).
-        self._extremities: LruCache[str, list[str]] = LruCache(10_000)
+        self._extremities: LruCache[str, list[TipEntry]] = LruCache(10_000)
         self._joined_members: LruCache[str, _Joined] = LruCache(10_000)
 
     def room_lock(self, room_id: str) -> asyncio.Lock:
@@ -202,32 +217,72 @@ class EventPipeline:
         version = await self.events.get_room_version(room_id)
         if version is None:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
-        async with self.room_lock(room_id), RoomWriter(self, room_id) as writer:
-            # A countersigned invite waits on another server: no position in flight meanwhile.
-            txn = (draft.sender, *draft.txn) if draft.txn is not None else None
-            prev_ids = (await writer.tip(with_position=countersign is None, txn=txn))[:MAX_PREV_EVENTS]
-            if draft.txn is not None:
-                # Under the room's lock: a retry that reached another process waits for the first.
-                existing = (writer.txn_event_id if writer.txn_read
-                            else await self.events.get_txn_event_id(draft.sender, *draft.txn))
-                if existing is not None:
-                    event = await self.events.get_event(existing)
-                    if event is not None:
-                        return event
-            prevs = await self.events.get_events(prev_ids)
-            if not prevs:
-                raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
-            groups = [e.internal["state_group_after"] for e in prevs.values()]
-            state_group = groups[0] if len(set(groups)) == 1 else None
-            state_before = await self.resolver.resolve_groups(version, groups)
-            depth = max(e.depth for e in prevs.values()) + 1
-            event = self._build(version, room_id, draft, list(prevs), state_before, depth)
+        # With other processes, a message is written on the tip as cached here (checked by
+        # the write); a state event, a countersigned invite, or a message that found the
+        # tip moved too often, under the room's advisory lock.
+        optimistic = draft.state_key is None and countersign is None
+        async with self.room_lock(room_id):
+            for attempt in range(MAX_TIP_ATTEMPTS):
+                locked = not optimistic or attempt >= OPTIMISTIC_TIP_ATTEMPTS
+                try:
+                    async with RoomWriter(self, room_id, locked=locked) as writer:
+                        return await self._send_on_tip(version, room_id, draft, countersign, writer)
+                except TipMoved as moved:
+                    if moved.txn_event_id is not None:
+                        existing = await self.events.get_event(moved.txn_event_id)
+                        if existing is not None:
+                            return existing
+                    self._extremities.pop(room_id)
+        raise MatrixError(503, "M_UNKNOWN", "The room is too busy; try again")
+
+    async def _send_on_tip(
+        self, version: RoomVersion, room_id: str, draft: EventDraft,
+        countersign: Callable[[Event], Awaitable[Event]] | None, writer: RoomWriter,
+    ) -> Event:
+        # A countersigned invite waits on another server: no position in flight meanwhile.
+        txn = (draft.sender, *draft.txn) if draft.txn is not None else None
+        tip = (await writer.tip(with_position=countersign is None, txn=txn))[:MAX_PREV_EVENTS]
+        if writer.txn_read and writer.txn_event_id is not None:
+            # Under the room's lock: a retry that reached another process waits for the first.
+            raise TipMoved(writer.txn_event_id)
+        if not tip:
+            raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
+        groups = [entry.state_group_after for entry in tip]
+        state_group = groups[0] if len(set(groups)) == 1 else None
+        state_before = await self.resolver.resolve_groups(version, groups)
+        depth = max(entry.depth for entry in tip) + 1
+        prev_ids = [entry.event_id for entry in tip]
+        event = self._build(version, room_id, draft, prev_ids, state_before, depth)
+        try:
             auth_state = await self._auth_state(event, state_before)
             self._check(event, auth_state)
-            if countersign is not None:
-                event = await countersign(event)
-            await self._persist(event, draft, list(prevs), state_group, state_before, writer=writer)
+        except MatrixError:
+            # A retried send is answered with its first event, even where the room
+            # would now refuse it (the sender left since, say); the write would tell,
+            # but the event is refused before it is tried.
+            existing = await self._event_of_txn(draft) if not writer.txn_read else None
+            if existing is not None:
+                return existing
+            raise
+        if countersign is not None:
+            event = await countersign(event)
+        await self._persist(event, draft, prev_ids, state_group, state_before, writer=writer)
         return event
+
+    async def _event_of_txn(self, draft: EventDraft) -> Event | None:
+        if draft.txn is None:
+            return None
+        event_id = await self.events.get_txn_event_id(draft.sender, *draft.txn)
+        return await self.events.get_event(event_id) if event_id is not None else None
+
+    async def cached_tip(self, room_id: str) -> list[TipEntry]:
+        """The room's forward extremities as this process knows them (the truth while it is
+        the only writer; otherwise what an optimistic write checks)."""
+        cached = self._extremities.get(room_id)
+        if cached is None:
+            cached = await self.events.tip_with_facts(room_id)
+            self._extremities.set(room_id, cached)
+        return cached
 
     async def _auth_state(self, event: Event, state_before: dict[StateKey, str]) -> dict[StateKey, Event]:
         wanted = auth_types_for_event(
@@ -307,7 +362,7 @@ class EventPipeline:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
         async with self.room_lock(room_id):
             if self.cluster is None or self.cluster.solo:
-                prev_ids = await self._forward_extremities(room_id)
+                prev_ids = [entry.event_id for entry in await self.cached_tip(room_id)]
             else:
                 prev_ids = await self.events.get_forward_extremities(room_id)
             prevs = await self.events.get_events(prev_ids[:MAX_PREV_EVENTS])
@@ -325,6 +380,14 @@ class EventPipeline:
         probe = Event(probe_json, "$template", version)
         self._check(probe, await self._auth_state(probe, state_before))
         return version, skeleton, state_before
+
+    async def _write_optimistic(self, write: Callable[[Any, int | None], Awaitable[int | None]]) -> tuple[int | None, str | None]:
+        """The allocation's fetch for an optimistic write: (position, None) once written,
+        (None, the event of the txn id or None) when refused."""
+        try:
+            return await write(self.db.pool, None), None
+        except TipMoved as moved:
+            return None, moved.txn_event_id
 
     def _check(self, event: Event, auth_state: dict[StateKey, Event]) -> None:
         # Step 2: format and size limits, then the authorization rules.
@@ -374,8 +437,33 @@ class EventPipeline:
         # Our cached view of the room's tip is only trusted again once the write succeeds.
         old_tip = self._extremities.get(room_id) or []
         self._extremities.pop(room_id)
-        async with writer.allocation or self.stream.allocate(writer.conn) as position:
-            if event.is_state() or new_room is not None or state_before_group is None or writer.conn is not None:
+        single = not (event.is_state() or new_room is not None or state_before_group is None
+                      or writer.conn is not None)
+        group_after = state_before_group
+
+        async def write_on_tip(conn: Any, position: int | None) -> int | None:
+            try:
+                written = await self.events.insert_on_tip(
+                    conn, event, text, position, state_before_group, group_after, internal, txn,
+                    room_lock_key(room_id))
+            except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
+                # The txn id taken by a send into another room that committed meanwhile, or
+                # two writers locking several extremities in turn: tried again, as a moved tip.
+                raise TipMoved(None)
+            if written.position is None:
+                raise TipMoved(written.txn_event_id)
+            return written.position
+
+        if single and writer.optimistic:
+            # The position is taken by the write itself (the sequence's next value, only if
+            # it writes): one round trip, no lock held between statements.
+            allocation = self.stream.allocate(fetch=lambda: self._write_optimistic(write_on_tip))
+        else:
+            allocation = writer.allocation or self.stream.allocate(writer.conn)
+        async with allocation as position:
+            if position is None:
+                raise TipMoved(allocation.extra)
+            if not single:
                 async with writer.transaction() as conn:
                     if new_room is not None:
                         version, is_public = new_room
@@ -384,7 +472,7 @@ class EventPipeline:
                         # The resolved state of a fork: stored once, as a snapshot.
                         state_before_group = await self.state.store_group(
                             conn, room_id, None, state_before, dict(state_before))
-                    group_after = state_before_group
+                        group_after = state_before_group
                     if event.is_state():
                         state_after = dict(state_before)
                         state_after[event.state_tuple] = event.event_id
@@ -395,17 +483,17 @@ class EventPipeline:
                             conn, room_id, event.state_tuple, event.event_id,
                             event.membership if event.type == "m.room.member" else None,
                         )
-                    await self.events.insert_event(
-                        conn, event, text, position, state_before_group, group_after, internal, prev_events, txn
-                    )
+                    # Refused (the tip moved, the txn id is taken): the transaction rolls back.
+                    await write_on_tip(conn, position)
                     if event.type == "m.room.member" and event.membership == "join":
                         await self.rooms.unforget(conn, event.state_key, room_id)
-            else:
+            elif not writer.optimistic:
                 # Alone, a message is one statement: atomic and committed in a single round trip.
-                group_after = state_before_group
-                await self.events.insert_event(
-                    self.db.pool, event, text, position, state_before_group, group_after, internal, prev_events, txn
-                )
+                try:
+                    await write_on_tip(self.db.pool, position)
+                except TipMoved:
+                    self._extremities.set(room_id, old_tip)  # a retried txn id: the tip stands
+                    raise
             event.internal.update(internal)
             event.internal.update(
                 stream_ordering=position, state_group_before=state_before_group,
@@ -413,7 +501,8 @@ class EventPipeline:
             )
             self.events.remember(event)
             # Extremities beyond the MAX_PREV_EVENTS cited stay (only after federation).
-            self._extremities.set(room_id, [e for e in old_tip if e not in prev_events] + [event.event_id])
+            self._extremities.set(room_id, [e for e in old_tip if e.event_id not in prev_events]
+                                  + [TipEntry(event.event_id, event.depth, group_after)])
             if new_room is not None:
                 self.events.remember_room_version(room_id, new_room[0])
             if event.redacts is not None:
@@ -421,7 +510,7 @@ class EventPipeline:
             if event.type == "m.room.member":
                 self._joined_members.pop(room_id)
             self.room_changes.record(room_id, position)
-            self._tell_others(event)
+            self._tell_others(event, prev_events)
         if self.persist_timer is not None:
             self.persist_timer(time.perf_counter() - started)
         # Step 4: wake the local users who should see it.
@@ -727,20 +816,35 @@ class EventPipeline:
             return Solo()
         return self.cluster.solo_write()
 
-    def _tell_others(self, event: Event) -> None:
+    def _tell_others(self, event: Event, on_tip: list[str] | None = None) -> None:
         """Before the position is announced finished (still inside its allocation): the other
-        processes record the room as changed before their streams move past the event."""
+        processes record the room as changed before their streams move past the event.
+
+        ``on_tip``: the prev events of a local event written on the tip, which it replaced
+        there; the others then update their cached tip (with the event's depth and state
+        group) instead of reading it again."""
         cluster = self.cluster
         if cluster is None or cluster.solo:
             return
         membership = event.membership if event.type == "m.room.member" else None
+        tip = None
+        if on_tip is not None:
+            tip = [on_tip, event.depth, event.internal.get("state_group_after")]
         cluster.send(["ev", event.room_id, event.internal["stream_ordering"], event.event_id,
-                      event.state_key if membership is not None else None, membership, event.redacts])
+                      event.state_key if membership is not None else None, membership, event.redacts, tip])
 
-    def room_written_elsewhere(self, room_id: str, membership: bool) -> None:
+    def room_written_elsewhere(self, room_id: str, membership: bool, event_id: str | None = None,
+                               tip: list[Any] | None = None) -> None:
         """Another process wrote an event of the room: what we know of its tip (and of
-        who is joined, for a membership) may be old."""
-        self._extremities.pop(room_id)
+        who is joined, for a membership) may be old. ``tip`` ([replaced prev events,
+        depth, state group after]): the event was written on the tip, which it replaced."""
+        cached = self._extremities.get(room_id)
+        if cached is not None and tip is not None and event_id is not None:
+            replaced, depth, group = tip
+            self._extremities.set(room_id, [e for e in cached if e.event_id not in replaced]
+                                  + [TipEntry(event_id, depth, group)])
+        else:
+            self._extremities.pop(room_id)
         if membership:
             self._joined_members.pop(room_id)
 
@@ -766,13 +870,6 @@ class EventPipeline:
             joined = _Joined(frozenset(await self.state.get_members(room_id, "join")))
             self._joined_members.set(room_id, joined)
         return joined
-
-    async def _forward_extremities(self, room_id: str) -> list[str]:
-        cached = self._extremities.get(room_id)
-        if cached is None:
-            cached = await self.events.get_forward_extremities(room_id)
-            self._extremities.set(room_id, cached)
-        return cached
 
     async def _notify(self, event: Event) -> None:
         to_wake = set(await self.joined_members(event.room_id))

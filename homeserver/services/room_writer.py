@@ -6,6 +6,7 @@ import contextlib
 import zlib
 from typing import Any
 
+from homeserver.storage.events import TipEntry
 from homeserver.storage.stream_positions import begin_locked, end_transaction, room_tip, tip_and_position
 
 
@@ -25,14 +26,20 @@ class Solo:
 class RoomWriter:
     """The write of one room's tip, serialised across processes.
 
-    Alone on the database (``conn`` None) the in-process room lock is enough and
-    the cached tip is the truth. With other processes, a transaction holds the
-    room's advisory lock from the reading of the tip to the commit of the event.
+    Alone on the database (``conn`` None, ``optimistic`` false) the in-process room
+    lock is enough and the cached tip is the truth. With other processes, either
+    ``optimistic``: the tip as cached here, checked and replaced by the write itself
+    (``EventStore.insert_on_tip``), tried again on a fresh tip if another process
+    moved it; or ``locked``: a transaction holds the room's advisory lock from the
+    reading of the tip to the commit of the event (state events, which write more
+    than one statement, and an optimistic write that lost too often).
     """
 
-    def __init__(self, pipeline: Any, room_id: str):
+    def __init__(self, pipeline: Any, room_id: str, *, locked: bool = True):
         self.pipeline = pipeline
         self.room_id = room_id
+        self.locked = locked
+        self.optimistic = False
         self.conn: Any = None
         self._stack = contextlib.AsyncExitStack()
         self._open = False
@@ -40,12 +47,15 @@ class RoomWriter:
         self.txn_read = False  # whether txn_event_id was read with the tip
         self.txn_event_id: str | None = None
 
-    async def __aenter__(self) -> "_RoomWriter":
+    async def __aenter__(self) -> "RoomWriter":
         cluster = self.pipeline.cluster
         if cluster is None:
             return self
         try:
             if await self._stack.enter_async_context(cluster.solo_write()):
+                return self
+            if not self.locked:
+                self.optimistic = True
                 return self
             # Each writer holds a connection and reads on others: at most half the pool write at once.
             await self._stack.enter_async_context(self.pipeline.writer_slots)
@@ -57,13 +67,13 @@ class RoomWriter:
             raise
         return self
 
-    async def tip(self, with_position: bool = True, txn: tuple[str, str, str] | None = None) -> list[str]:
-        """The room's forward extremities; with other processes also the event's position and
-        (``txn``: sender, device, txn id) the event already sent under it (``txn_event_id``)."""
+    async def tip(self, with_position: bool = True, txn: tuple[str, str, str] | None = None) -> list[TipEntry]:
+        """The room's forward extremities; locked, also the event's position and (``txn``:
+        sender, device, txn id) the event already sent under it (``txn_event_id``)."""
         if self.conn is None:
-            return await self.pipeline._forward_extremities(self.room_id)
+            return await self.pipeline.cached_tip(self.room_id)
         if not with_position:
-            return await room_tip(self.conn, self.room_id)
+            return [TipEntry(*entry) for entry in await room_tip(self.conn, self.room_id)]
         # The lock is held (taken when the transaction began): the tip as it is now, read
         # with the event's position (in flight from here until the commit or the rollback).
         stream = self.pipeline.stream
@@ -72,7 +82,7 @@ class RoomWriter:
         await self.allocation.__aenter__()
         tip, self.txn_event_id = self.allocation.extra
         self.txn_read = txn is not None
-        return tip
+        return [TipEntry(*entry) for entry in tip]
 
     async def commit(self) -> None:
         if self._open:

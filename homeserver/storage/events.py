@@ -184,6 +184,42 @@ class EventStore:
             event, canonical_json, stream_ordering, state_group_before, state_group_after, internal,
             replaced_extremities, txn, becomes_extremity, outlier, rejected_reason))
 
+    async def insert_on_tip(
+        self,
+        conn: asyncpg.Connection | asyncpg.Pool,
+        event: Event,
+        canonical_json: str,
+        stream_ordering: int | None,
+        state_group_before: int | None,
+        state_group_after: int | None,
+        internal: dict[str, Any],
+        txn: tuple[str, str, str, int] | None,
+        room_lock_key: int,
+    ) -> TipWrite:
+        """Write a local event on the room's tip, if its prev events still are the tip and
+        its txn id is unused: a compare-and-set, so that writers on several processes need
+        no lock (docs/scaling.md).
+
+        One statement, as ``insert_event``. The prev events' rows in forward_extremities
+        are locked first (FOR UPDATE): a concurrent writer of the room that replaced them
+        is waited for, and they are found gone once it commits. Only when every prev
+        event is still an extremity is anything written, then with
+        ``stream_ordering``, or (None) the next value of the events sequence, taken
+        only then, so that a refused write takes no position. Returns what was written.
+        ``room_lock_key``: the room's advisory lock, taken shared by the statement.
+        """
+        row = await conn.fetchrow(_INSERT_ON_TIP_SQL, *_insert_event_args(
+            event, canonical_json, stream_ordering, state_group_before, state_group_after, internal,
+            event.prev_event_ids, txn, True, False, None), room_lock_key)
+        return TipWrite(row["position"], row["txn_event_id"])
+
+    async def tip_with_facts(self, room_id: str) -> list[TipEntry]:
+        """The room's forward extremities with the depth and state group after each."""
+        rows = await self.db.fetch(
+            "SELECT e.event_id, e.depth, e.state_group_after FROM forward_extremities f"
+            " JOIN events e ON e.event_id = f.event_id WHERE f.room_id = $1", room_id)
+        return [TipEntry(r["event_id"], r["depth"], r["state_group_after"]) for r in rows]
+
     async def insert_outliers(
         self, conn: asyncpg.Connection, rows: Sequence[tuple[Event, str, int, str | None]]
     ) -> None:
@@ -250,6 +286,87 @@ class EventStore:
     def forget_room(self, room_id: str) -> None:
         """The room was purged (storage/purge.py): its version is no longer known."""
         self._room_versions.pop(room_id, None)
+
+
+@dataclasses.dataclass(frozen=True)
+class TipWrite:
+    """What ``insert_on_tip`` did: the event's position if it was written; else the event
+    already sent under its txn id, if that is why not (None: the room's tip had moved)."""
+
+    position: int | None
+    txn_event_id: str | None
+
+
+@dataclasses.dataclass(frozen=True)
+class TipEntry:
+    """A forward extremity with what the next event needs of it."""
+
+    event_id: str
+    depth: int
+    state_group_after: int | None
+
+
+# A local event on the tip, compare-and-set (insert_on_tip): the same writes as
+# _INSERT_EVENT_SQL, each only if "go" has its row.
+_INSERT_ON_TIP_SQL = """
+WITH
+tip AS (
+    -- The room's advisory lock, shared, first (a one-time filter): a writer holding it
+    -- alone (a state event, services/room_writer.py) is not overtaken between its
+    -- reading of the tip and its commit.
+    SELECT event_id FROM forward_extremities
+    WHERE (SELECT pg_advisory_xact_lock_shared($27::bigint)::text) IS NOT NULL
+      AND room_id = $2 AND event_id = ANY($15::text[])
+    FOR UPDATE
+),
+go AS (
+    SELECT COALESCE($3::bigint, nextval('events_stream_seq')) AS position
+    FROM (SELECT count(*) AS n FROM tip) AS still
+    WHERE still.n = cardinality($15::text[])
+      AND NOT EXISTS (SELECT 1 FROM event_txn_ids
+                      WHERE $18::text IS NOT NULL AND user_id = $16 AND device_id = $17 AND txn_id = $18)
+),
+old_extremities AS (
+    DELETE FROM forward_extremities
+    WHERE room_id = $2 AND event_id = ANY($15::text[]) AND EXISTS (SELECT 1 FROM go)
+),
+ev AS (
+    INSERT INTO events (event_id, room_id, stream_ordering, depth, type, state_key, sender,
+        origin_server_ts, json, state_group_before, state_group_after, internal_json,
+        outlier, rejected_reason)
+    SELECT $1::text, $2::text, go.position, $4::bigint, $5::text, $6::text, $7::text, $8::bigint, $9::text,
+        $10::bigint, $11::bigint, $12::text, $25::boolean, $26::text FROM go
+),
+edges AS (
+    INSERT INTO event_edges (event_id, prev_event_id)
+    SELECT $1, p FROM go, unnest($13::text[]) AS p ON CONFLICT DO NOTHING
+),
+auth AS (
+    INSERT INTO event_auth (event_id, auth_event_id)
+    SELECT $1, a FROM go, unnest($14::text[]) AS a ON CONFLICT DO NOTHING
+),
+new_extremity AS (
+    INSERT INTO forward_extremities (room_id, event_id) SELECT $2, $1 FROM go WHERE $24::boolean
+),
+txn AS (
+    INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id, created_ts)
+    SELECT $16::text, $17::text, $18::text, $1, $19::bigint FROM go WHERE $18::text IS NOT NULL
+),
+redaction AS (
+    INSERT INTO redactions (event_id, redacts)
+    SELECT $1, $20::text FROM go WHERE $20::text IS NOT NULL ON CONFLICT DO NOTHING
+),
+relation AS (
+    INSERT INTO event_relations (event_id, room_id, relates_to_id, rel_type, aggregation_key)
+    SELECT $1, $2, $21::text, $22::text, $23::text FROM go WHERE $22::text IS NOT NULL ON CONFLICT DO NOTHING
+),
+unrelated AS (
+    DELETE FROM event_relations WHERE event_id = $20 AND room_id = $2 AND EXISTS (SELECT 1 FROM go)
+)
+SELECT (SELECT position FROM go) AS position,
+       (SELECT event_id FROM event_txn_ids
+        WHERE $18::text IS NOT NULL AND user_id = $16 AND device_id = $17 AND txn_id = $18) AS txn_event_id
+"""
 
 
 _INSERT_EVENT_SQL = """

@@ -95,25 +95,33 @@ async def lock_room(conn: asyncpg.Connection, room_key: int) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1)", room_key)
 
 
-async def room_tip(conn: asyncpg.Connection, room_id: str) -> list[str]:
-    rows = await conn.fetch("SELECT event_id FROM forward_extremities WHERE room_id = $1", room_id)
-    return [r["event_id"] for r in rows]
+_TIP_WITH_FACTS = (
+    "SELECT f.event_id, e.depth, e.state_group_after FROM forward_extremities f"
+    " JOIN events e ON e.event_id = f.event_id WHERE f.room_id = $1"
+)
+
+
+async def room_tip(conn: asyncpg.Connection, room_id: str) -> list[tuple[str, int, int | None]]:
+    """The room's forward extremities: (event id, depth, state group after) each."""
+    rows = await conn.fetch(_TIP_WITH_FACTS, room_id)
+    return [(r["event_id"], r["depth"], r["state_group_after"]) for r in rows]
 
 
 async def tip_and_position(
     conn: asyncpg.Connection, room_id: str, sequence: str, txn: tuple[str, str, str] | None = None,
-) -> tuple[int, tuple[list[str], str | None]]:
-    """The next position of the events stream, the room's forward extremities and the event
-    already sent under ``txn`` (user, device, txn id) if any, in one statement (under the
-    room's lock, see ``begin_locked``)."""
+) -> tuple[int, tuple[list[tuple[str, int, int | None]], str | None]]:
+    """The next position of the events stream, the room's forward extremities (as
+    ``room_tip``) and the event already sent under ``txn`` (user, device, txn id) if any,
+    in one statement (under the room's lock, see ``begin_locked``)."""
     user_id, device_id, txn_id = txn if txn is not None else (None, None, None)
     row = await conn.fetchrow(
         f"SELECT nextval('{_checked(sequence)}') AS position,"
-        " ARRAY(SELECT event_id FROM forward_extremities WHERE room_id = $1) AS tip,"
+        " ARRAY(SELECT ROW(f.event_id, e.depth, e.state_group_after) FROM forward_extremities f"
+        "  JOIN events e ON e.event_id = f.event_id WHERE f.room_id = $1) AS tip,"
         " (SELECT event_id FROM event_txn_ids WHERE $4::text IS NOT NULL"
         "  AND user_id = $2 AND device_id = $3 AND txn_id = $4) AS txn_event_id",
         room_id, user_id, device_id, txn_id)
-    return row["position"], (list(row["tip"]), row["txn_event_id"])
+    return row["position"], ([tuple(entry) for entry in row["tip"]], row["txn_event_id"])
 
 
 async def begin_locked(conn: asyncpg.Connection, room_key: int) -> None:

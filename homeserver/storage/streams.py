@@ -122,7 +122,8 @@ class StreamIdGenerator:
         Exit the block only after the transaction that wrote the position has
         committed or rolled back. ``conn``: where to ask the sequence (default the pool).
         ``fetch``: a coroutine function returning (position from our sequence, anything
-        else read in the same statement), to save a round trip (its answer: ``.extra``).
+        else read in the same statement), to save a round trip (its answer: ``.extra``);
+        it may be the write itself, committed, and take no position (None) if it wrote nothing.
         """
         return _Allocation(self, conn, fetch)
 
@@ -135,6 +136,9 @@ class StreamIdGenerator:
                 position, extra = await fetch()
             finally:
                 self._pending -= 1
+            if position is None:  # the write the position was for did not happen: none taken
+                self._recompute()
+                return None, extra
             self._in_flight.add(position)
             self._recompute()
             return position, extra

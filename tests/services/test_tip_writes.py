@@ -1,0 +1,167 @@
+"""Events written on a room's tip by two processes sharing one database, without a lock
+between statements (services/pipeline.py, EventStore.insert_on_tip): the room stays one
+chain, a send built on a tip another process moved is built again on the new one, and a
+state event under the room's advisory lock is not overtaken by the others' messages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+import asyncpg
+from aiohttp.test_utils import TestClient, TestServer
+
+from homeserver.app import create_app
+from homeserver.server import open_services
+from tests.conftest import make_config
+from tests.helpers import Api
+
+
+@contextlib.asynccontextmanager
+async def _process(directory: Path, dsn: str):
+    async with open_services(make_config(directory, dsn)) as services:
+        client = TestClient(TestServer(create_app(services)))
+        await client.start_server()
+        try:
+            yield Api(client, services)
+        finally:
+            await client.close()
+
+
+@contextlib.asynccontextmanager
+async def _two_processes(tmp_path: Path, dsn: str):
+    async with _process(tmp_path / "a", dsn) as a, _process(tmp_path / "b", dsn) as b:
+        for _ in range(200):  # each has heard the other: neither writes as if alone
+            if not a.services.cluster.solo and not b.services.cluster.solo:
+                break
+            await asyncio.sleep(0.02)
+        assert not a.services.cluster.solo and not b.services.cluster.solo
+        yield a, b
+
+
+async def _room_graph(dsn: str, room_id: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The room's forward extremities, and each live event's prev events."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        tip = [r["event_id"] for r in await conn.fetch(
+            "SELECT event_id FROM forward_extremities WHERE room_id = $1", room_id)]
+        prevs: dict[str, list[str]] = {}
+        for row in await conn.fetch(
+                "SELECT e.event_id, array_remove(array_agg(g.prev_event_id), NULL) AS prevs FROM events e"
+                " LEFT JOIN event_edges g ON g.event_id = e.event_id"
+                " WHERE e.room_id = $1 AND NOT e.outlier GROUP BY e.event_id", room_id):
+            prevs[row["event_id"]] = list(row["prevs"])
+    finally:
+        await conn.close()
+    return tip, prevs
+
+
+async def _heard(api: Api, room_id: str, event_id: str) -> None:
+    """Wait until the process has been told of the event (its cached tip shows it)."""
+    for _ in range(250):
+        if event_id in [e.event_id for e in await api.services.pipeline.cached_tip(room_id)]:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never told of {event_id}")
+
+
+def _assert_one_chain(tip: list[str], prevs: dict[str, list[str]]) -> None:
+    assert len(tip) == 1, tip
+    # Walking back from the tip through single prev events reaches every event once.
+    seen, event_id = [], tip[0]
+    while True:
+        seen.append(event_id)
+        assert len(prevs[event_id]) <= 1, (event_id, prevs[event_id])
+        if not prevs[event_id]:
+            break
+        event_id = prevs[event_id][0]
+    assert sorted(seen) == sorted(prevs)
+
+
+async def test_concurrent_messages_from_two_processes_make_one_chain(tmp_path, database_dsn):
+    async with _two_processes(tmp_path, database_dsn) as (a, b):
+        alice = await a.register("alice")
+        bob = await b.register("bob")
+        room = await alice.create_room(preset="public_chat")
+        await bob.join(room)
+
+        async def send_many(user, label):
+            return [await user.send_text(room, f"{label} {n}") for n in range(25)]
+
+        sent = await asyncio.gather(send_many(alice, "a1"), send_many(alice, "a2"),
+                                    send_many(bob, "b1"), send_many(bob, "b2"))
+        tip, prevs = await _room_graph(database_dsn, room)
+        _assert_one_chain(tip, prevs)
+        assert {e for batch in sent for e in batch} <= set(prevs)
+
+
+async def test_a_send_on_a_tip_moved_elsewhere_is_built_on_the_new_tip(tmp_path, database_dsn):
+    async with _two_processes(tmp_path, database_dsn) as (a, b):
+        alice = await a.register("alice")
+        bob = await b.register("bob")
+        room = await alice.create_room(preset="public_chat")
+        await bob.join(room)
+        await bob.send_text(room, "b sees the tip")
+        stale = await b.services.pipeline.cached_tip(room)
+        moved = await alice.send_text(room, "a moves it")
+        await _heard(b, room, moved)
+        # Process B still believes its old tip (as before A's notification arrives).
+        b.services.pipeline._extremities.set(room, stale)
+        event_id = await bob.send_text(room, "built again")
+        event = await b.services.events.get_event(event_id)
+        assert event.prev_event_ids == [moved]
+        tip, prevs = await _room_graph(database_dsn, room)
+        assert tip == [event_id]
+        _assert_one_chain(tip, prevs)
+
+
+async def test_a_retried_txn_on_a_stale_tip_answers_the_first_event(tmp_path, database_dsn):
+    async with _two_processes(tmp_path, database_dsn) as (_a, b):
+        bob = await b.register("bob")
+        room = await bob.create_room(preset="public_chat")
+        stale = await b.services.pipeline.cached_tip(room)
+        first = await bob.send_text(room, "once", txn_id="same")
+        b.services.pipeline._extremities.set(room, stale)
+        assert await bob.send_text(room, "once", txn_id="same") == first
+        conn = await asyncpg.connect(database_dsn)
+        try:
+            messages = await conn.fetchval(
+                "SELECT count(*) FROM events WHERE room_id = $1 AND type = 'm.room.message'", room)
+        finally:
+            await conn.close()
+        assert messages == 1
+        tip, prevs = await _room_graph(database_dsn, room)
+        assert tip == [first]
+        _assert_one_chain(tip, prevs)
+
+
+async def test_state_events_and_messages_from_two_processes_all_land(tmp_path, database_dsn):
+    async with _two_processes(tmp_path, database_dsn) as (a, b):
+        alice = await a.register("alice")
+        bob = await b.register("bob")
+        room = await alice.create_room(preset="public_chat", power_level_content_override={"users_default": 100})
+        await bob.join(room)
+
+        async def topics(user, label):
+            for n in range(10):
+                r = await user.put(f"/_matrix/client/v3/rooms/{room}/state/m.room.topic", {"topic": f"{label} {n}"})
+                assert r.status == 200, r
+
+        async def messages(user, label):
+            for n in range(20):
+                await user.send_text(room, f"{label} {n}")
+
+        await asyncio.gather(topics(alice, "a"), messages(bob, "b"), topics(bob, "b"), messages(alice, "a"))
+        tip, prevs = await _room_graph(database_dsn, room)
+        _assert_one_chain(tip, prevs)
+        # The current topic is the one written last in the chain.
+        r = await alice.get(f"/_matrix/client/v3/rooms/{room}/state/m.room.topic")
+        conn = await asyncpg.connect(database_dsn)
+        try:
+            last_topic = await conn.fetchval(
+                "SELECT json FROM events WHERE room_id = $1 AND type = 'm.room.topic'"
+                " ORDER BY stream_ordering DESC LIMIT 1", room)
+        finally:
+            await conn.close()
+        assert r.status == 200 and f'"topic":"{r["topic"]}"' in last_topic
