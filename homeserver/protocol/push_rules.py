@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import operator
 import re
 from typing import Any, Callable, Iterator, Mapping
 
@@ -386,30 +387,51 @@ Predicate = Callable[[Mapping[str, Any], RoomContext], bool]
 
 def compile_rules(rules: Mapping[str, list[dict[str, Any]]]) -> Callable[[Mapping[str, Any], RoomContext], list[Any] | None]:
     """A function equal to ``lambda event, room: evaluate(rules, event, room)``."""
-    compiled: list[tuple[bool, str | None, Predicate, list[Any]]] = []
+    compiled: list[tuple[bool, str | None, Predicate, Predicate, list[Any]]] = []
     for kind, rule in _in_priority_order(rules):
         if not rule.get("enabled", True):
             continue
         legacy = bool(rule.get("default")) and rule["rule_id"] in LEGACY_MENTION_RULES
-        compiled.append((legacy, _required_type(kind, rule), _compile_rule(kind, rule),
+        required = _required_type(kind, rule)
+        compiled.append((legacy, required, _compile_rule(kind, rule), _compile_rule(kind, rule, required),
                          strip_historical_actions(rule.get("actions", []))))
+    # For an event of an ASCII type (lower-cased), with or without m.mentions: the rules that
+    # may match it, in order, each without its conditions on the type (they hold). Built at
+    # the first such event; the number of types kept is bounded (event types are anyone's).
+    by_type: dict[tuple[str, bool], list[tuple[Predicate, list[Any]]]] = {}
+
+    def rules_for(lowered: str, has_mentions: bool) -> list[tuple[Predicate, list[Any]]]:
+        found = by_type.get((lowered, has_mentions))
+        if found is None:
+            found = [(untyped if required is not None else matches, actions)
+                     for legacy, required, matches, untyped, actions in compiled
+                     if not (has_mentions and legacy) and required in (None, lowered)]
+            if len(by_type) < MAX_COMPILED_TYPES:
+                by_type[(lowered, has_mentions)] = found
+        return found
 
     def evaluate_compiled(event: Mapping[str, Any], room: RoomContext) -> list[Any] | None:
         content = event.get("content")
         has_mentions = isinstance(content, dict) and "m.mentions" in content
         event_type = event.get("type")
-        # Rules that need another event type are passed over without testing them.
-        lowered = event_type.lower() if isinstance(event_type, str) and event_type.isascii() else None
-        for legacy, required, matches, actions in compiled:
+        if isinstance(event_type, str) and event_type.isascii():
+            for matches, actions in rules_for(event_type.lower(), has_mentions):
+                if matches(event, room):
+                    return list(actions)
+            return None
+        for legacy, _required, matches, _untyped, actions in compiled:
             if has_mentions and legacy:
-                continue
-            if required is not None and lowered is not None and required != lowered:
                 continue
             if matches(event, room):
                 return list(actions)
         return None
 
     return evaluate_compiled
+
+
+# Event types whose rule lists a compiled ruleset keeps.
+MAX_COMPILED_TYPES = 64
+_COMPARISONS = {"==": operator.eq, "<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge}
 
 
 def _literal_type(condition: Any) -> str | None:
@@ -429,11 +451,14 @@ def _required_type(kind: str, rule: Mapping[str, Any]) -> str | None:
     return next((t for t in map(_literal_type, conditions) if t is not None), None)
 
 
-def _compile_rule(kind: str, rule: Mapping[str, Any]) -> Predicate:
+def _compile_rule(kind: str, rule: Mapping[str, Any], known_type: str | None = None) -> Predicate:
+    """The rule as one predicate; with ``known_type``, for events of that (lower-cased,
+    ASCII) type only, which the rule's `event_match` conditions on that type then need
+    not test."""
     if kind == "content":
         pattern = rule.get("pattern")
         if not isinstance(pattern, str):
-            return lambda event, room: False
+            return _never
         return _compile_condition(_match("content.body", pattern))
     if kind == "room":
         rule_id = rule["rule_id"]
@@ -443,18 +468,48 @@ def _compile_rule(kind: str, rule: Mapping[str, Any]) -> Predicate:
         return lambda event, room: event.get("sender") == rule_id
     conditions = rule.get("conditions", [])
     if not isinstance(conditions, list):
-        return lambda event, room: False
-    # The type test first: it fails most often (conditions are pure, so order is free).
-    ordered = sorted(conditions, key=lambda c: _literal_type(c) is None)
+        return _never
+    if known_type is not None:
+        conditions = [c for c in conditions if _literal_type(c) != known_type]
+    # Conditions are pure, so their order is free: the type test first (it fails most
+    # often), then those reading the room only, those reading a property, and the regular
+    # expressions over the body last.
+    ordered = sorted(conditions, key=_cost)
     predicates = [_compile_condition(c) for c in ordered]
+    if not predicates:
+        return _always
     if len(predicates) == 1:
         return predicates[0]
+    if len(predicates) == 2:
+        first, second = predicates
+        return lambda event, room: first(event, room) and second(event, room)
     return lambda event, room: all(p(event, room) for p in predicates)
+
+
+def _cost(condition: Any) -> int:
+    if _literal_type(condition) is not None:
+        return 0
+    if not isinstance(condition, dict):
+        return 1
+    kind = condition.get("kind")
+    if kind in ("room_member_count", "sender_notification_permission"):
+        return 1
+    if kind == "contains_display_name" or (kind == "event_match" and condition.get("key") == "content.body"):
+        return 3
+    return 2
+
+
+def _never(event: Mapping[str, Any], room: RoomContext) -> bool:
+    return False
+
+
+def _always(event: Mapping[str, Any], room: RoomContext) -> bool:
+    return True
 
 
 def _compile_condition(condition: Any) -> Predicate:
     if not isinstance(condition, dict):
-        return lambda event, room: False
+        return _never
     kind, key = condition.get("kind"), condition.get("key")
     if kind == "event_match" and isinstance(key, str) and isinstance(condition.get("pattern"), str):
         keys = _property_keys(key)
@@ -490,6 +545,33 @@ def _compile_condition(condition: Any) -> Predicate:
             values = _at(event, keys)
             return isinstance(values, list) and any(_same_value(v, expected) for v in values)
         return property_contains
+    if kind == "room_member_count":
+        spec = condition.get("is")
+        found = _MEMBER_COUNT.fullmatch(spec) if isinstance(spec, str) else None
+        if found is None:
+            return _never
+        compare, number = _COMPARISONS[found.group(1) or "=="], int(found.group(2))
+        return lambda event, room: compare(room.member_count, number)
+    if kind == "sender_notification_permission":
+        if not isinstance(key, str):
+            return _never
+
+        def permitted(event: Mapping[str, Any], room: RoomContext) -> bool:
+            required = room.notification_levels.get(key, DEFAULT_NOTIFICATION_LEVEL)
+            if isinstance(required, bool) or not isinstance(required, int):
+                required = DEFAULT_NOTIFICATION_LEVEL
+            return room.sender_power_level >= required
+        return permitted
+    if kind == "contains_display_name":
+        body_keys = _property_keys("content.body")
+
+        def contains_display_name(event: Mapping[str, Any], room: RoomContext) -> bool:
+            body = _at(event, body_keys)
+            name = room.display_name
+            if not name or not isinstance(body, str):
+                return False
+            return _word_regex(re.escape(name)).search(body) is not None
+        return contains_display_name
     return lambda event, room: condition_matches(condition, event, room)
 
 
