@@ -39,10 +39,12 @@ from homeserver.storage.streams import OutlierPositions, StreamChangeCache, Stre
 log = logging.getLogger(__name__)
 
 MAX_PREV_EVENTS = 10
-# A send whose tip another process moved meanwhile is built again on the new tip: this many
-# times optimistically, then under the room's advisory lock, then refused (503).
-OPTIMISTIC_TIP_ATTEMPTS = 2
+# A send whose tip another process moved meanwhile is built again on the new tip, under the
+# room's advisory lock; after this many tries in all it is refused (503).
 MAX_TIP_ATTEMPTS = 10
+# How long a room whose tip moved under one of our writes has its messages written under
+# the lock (services/room_writer.py).
+CONTENDED_SECONDS = 2.0
 MAX_EVENT_BYTES = 65_536
 
 
@@ -165,6 +167,9 @@ class EventPipeline:
         # process writes a membership of the room (room_written_elsewhere).
         self._extremities: LruCache[str, list[TipEntry]] = LruCache(10_000)
         self._joined_members: LruCache[str, _Joined] = LruCache(10_000)
+        # Rooms whose tip another process moved under one of our writes: room -> until when
+        # (time.monotonic) their messages are written under the room's lock.
+        self._contended: dict[str, float] = {}
 
     def room_lock(self, room_id: str) -> asyncio.Lock:
         lock = self._room_locks.get(room_id)
@@ -218,14 +223,16 @@ class EventPipeline:
         if version is None:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
         # With other processes, a message is written on the tip as cached here (checked by
-        # the write); a state event, a countersigned invite, or a message that found the
-        # tip moved too often, under the room's advisory lock.
-        optimistic = draft.state_key is None and countersign is None
+        # the write). A state event, a countersigned invite, and a message of a room whose
+        # tip another process moved under one of ours lately, go under the room's advisory
+        # lock: where processes take turns in a room, building on a cached tip mostly
+        # loses, and each loss is a signed event thrown away.
+        optimistic = (draft.state_key is None and countersign is None
+                      and self._contended.get(room_id, 0.0) < time.monotonic())
         async with self.room_lock(room_id):
             for attempt in range(MAX_TIP_ATTEMPTS):
-                locked = not optimistic or attempt >= OPTIMISTIC_TIP_ATTEMPTS
                 try:
-                    async with RoomWriter(self, room_id, locked=locked) as writer:
+                    async with RoomWriter(self, room_id, locked=not optimistic or attempt > 0) as writer:
                         return await self._send_on_tip(version, room_id, draft, countersign, writer)
                 except TipMoved as moved:
                     if moved.txn_event_id is not None:
@@ -233,7 +240,14 @@ class EventPipeline:
                         if existing is not None:
                             return existing
                     self._extremities.pop(room_id)
+                    self._note_contended(room_id)
         raise MatrixError(503, "M_UNKNOWN", "The room is too busy; try again")
+
+    def _note_contended(self, room_id: str) -> None:
+        now = time.monotonic()
+        if len(self._contended) > 1000:
+            self._contended = {r: until for r, until in self._contended.items() if until > now}
+        self._contended[room_id] = now + CONTENDED_SECONDS
 
     async def _send_on_tip(
         self, version: RoomVersion, room_id: str, draft: EventDraft,

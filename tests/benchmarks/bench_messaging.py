@@ -65,9 +65,11 @@ class Client:
         return data["event_id"]
 
 
-async def throughput(session, bases: list[str], messages_per_client: int, prefix: str) -> float:
-    """Messages per second of 20 clients sending into 5 rooms (4 each), spread over ``bases``."""
-    clients = [Client(session, bases[i % len(bases)]) for i in range(20)]
+async def throughput(session, bases: list[str], messages_per_client: int, prefix: str,
+                     rooms_apart: bool = False) -> float:
+    """Messages per second of 20 clients sending into 5 rooms (4 each), spread over ``bases``:
+    the clients of one room on different servers, or (``rooms_apart``) on the same one."""
+    clients = [Client(session, bases[(i // 4 if rooms_apart else i) % len(bases)]) for i in range(20)]
     await asyncio.gather(*(c.register(f"tp{prefix}_{i}") for i, c in enumerate(clients)))
     rooms = []
     for r in range(5):

@@ -5,7 +5,8 @@
 For one and for two processes (same config, `run --port`), measures:
   - sequential send throughput (one client);
   - concurrent send throughput: 20 clients into 5 rooms (with two processes, the
-    clients spread over both);
+    clients spread over both: each room's four on both processes, where the
+    processes take turns at every room's tip, and each room's on one process);
   - send -> long-poll wake latency p50/p99 (with two processes, the sender on one
     process and the syncer on the other).
 """
@@ -46,9 +47,11 @@ async def measure(label: str, bases: list[str], messages: int) -> None:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
         seq = await sequential(session, bases, messages * 4, prefix)
         rate = await throughput(session, bases, messages, prefix)
+        apart = await throughput(session, bases, messages, prefix + "r", rooms_apart=True)
         # The sender on the first process, the syncer on the last (the other, with two).
         samples = await latency(session, bases[0], bases[-1], 200, prefix)
-    print(f"{label}: sequential send {seq:.0f} msg/s; 20 concurrent clients {rate:.0f} msg/s; "
+    print(f"{label}: sequential send {seq:.0f} msg/s; 20 concurrent clients {rate:.0f} msg/s "
+          f"({apart:.0f} msg/s with each room's clients on one process); "
           f"send->wake p50 {statistics.median(samples):.1f} ms, p99 {pct(samples, 0.99):.1f} ms")
 
 

@@ -58,9 +58,11 @@ async def _room_graph(dsn: str, room_id: str) -> tuple[list[str], dict[str, list
 
 
 async def _heard(api: Api, room_id: str, event_id: str) -> None:
-    """Wait until the process has been told of the event (its cached tip shows it)."""
+    """Wait until the process has been told of the event: its cached tip shows it (the
+    notification updates the tip it had cached, it does not drop it)."""
     for _ in range(250):
-        if event_id in [e.event_id for e in await api.services.pipeline.cached_tip(room_id)]:
+        cached = api.services.pipeline._extremities.get(room_id) or []
+        if event_id in [e.event_id for e in cached]:
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"never told of {event_id}")
@@ -165,3 +167,44 @@ async def test_state_events_and_messages_from_two_processes_all_land(tmp_path, d
         finally:
             await conn.close()
         assert r.status == 200 and f'"topic":"{r["topic"]}"' in last_topic
+
+
+@contextlib.contextmanager
+def _statements_of(api: Api):
+    """The SQL sent by the process's own connections (told apart by their application_name)."""
+    name = "homeserver:" + api.services.cluster.instance_id
+    sent: list[str] = []
+    original = asyncpg.connection.Connection._execute
+
+    async def counting(self, query, *args, **kwargs):
+        if self.get_settings().application_name == name:
+            sent.append(query)
+        return await original(self, query, *args, **kwargs)
+
+    asyncpg.connection.Connection._execute = counting
+    try:
+        yield sent
+    finally:
+        asyncpg.connection.Connection._execute = original
+
+
+async def test_a_message_costs_its_write_and_a_notification_even_after_the_other_process_wrote(
+        tmp_path, database_dsn):
+    async with _two_processes(tmp_path, database_dsn) as (a, b):
+        alice = await a.register("alice")
+        bob = await b.register("bob")
+        room = await alice.create_room(preset="public_chat")
+        await bob.join(room)
+        await alice.send_text(room, "warm")
+        for label in ("after our own", "after the other's"):
+            if label == "after the other's":
+                theirs = await bob.send_text(room, "from b")
+                await _heard(a, room, theirs)
+            await asyncio.sleep(0.1)  # the last notification is out
+            with _statements_of(a) as sent:
+                await alice.send_text(room, label)
+                await asyncio.sleep(0.1)
+            assert len(sent) == 2, (label, sent)
+            assert "FOR UPDATE" in sent[0] and "pg_notify" in sent[1], (label, sent)
+        tip, prevs = await _room_graph(database_dsn, room)
+        _assert_one_chain(tip, prevs)
