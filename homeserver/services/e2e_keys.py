@@ -179,12 +179,12 @@ class E2eKeyService:
             raise invalid_param("device_keys are not signed by the device's ed25519 key")
 
     async def one_time_key_counts(self, user_id: str, device_id: str) -> dict[str, int]:
-        return {SIGNED_CURVE25519: 0, **await self.store.one_time_key_counts(user_id, device_id)}
+        return self.reported_key_counts(await self.store.one_time_key_counts(user_id, device_id))
 
-    async def key_counts(self, user_id: str, device_id: str) -> tuple[dict[str, int], list[str]]:
-        """(one-time key counts, unused fallback key types) of a device, as /sync reports them."""
-        counts, fallback = await self.store.key_counts(user_id, device_id)
-        return {SIGNED_CURVE25519: 0, **counts}, fallback
+    @staticmethod
+    def reported_key_counts(counts: dict[str, int]) -> dict[str, int]:
+        """A device's one-time key counts as /sync reports them (/sync reads them with the rooms)."""
+        return {SIGNED_CURVE25519: 0, **counts}
 
     async def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
         return await self.store.unused_fallback_key_types(user_id, device_id)

@@ -124,9 +124,11 @@ class SyncService:
         room_filter = request.filter.room
         # Independent reads, together; a stream that has not moved since the token is not asked.
         # The user's rooms come with the membership events of the window in them (the user's
-        # own, and those the device lists and presence look for): one round trip.
+        # own, and those the device lists and presence look for) and the device's key
+        # counts: one round trip.
         member_reads, account_data, ignored = await asyncio.gather(
-            self.queries.memberships(user_id, since.events if since is not None else None, now.events),
+            self.queries.memberships(
+                user_id, request.requester.device_id, since.events if since is not None else None, now.events),
             self.account_data.changed_since(user_id, since.account_data if since else 0, now.account_data)
             if since is None or since.account_data < now.account_data else _nothing({}),
             self.ignored_users.ignored_by(user_id),
@@ -262,13 +264,12 @@ class SyncService:
         """Fill to_device, device_lists and the key counts; True if there are messages or changes."""
         user_id, device_id = request.requester.user_id, request.requester.device_id
         since = request.since
-        # Three independent reads, side by side.
-        (messages, position), changes, key_counts = await asyncio.gather(
+        # Independent reads, side by side (the key counts came with the memberships).
+        (messages, position), changes = await asyncio.gather(
             self.to_device.for_sync(user_id, device_id, since.to_device if since else 0, now.to_device),
             self.e2e_keys.device_list_changes(
                 user_id, since.events, now.events, since.device_lists, now.device_lists, list(memberships.rooms),
                 memberships.members_changed()) if since is not None else _nothing(None),
-            self.e2e_keys.key_counts(user_id, device_id),
         )
         response["to_device"]["events"] = messages
         if position != now.to_device:
@@ -278,7 +279,8 @@ class SyncService:
         if changes is not None:
             response["device_lists"] = {"changed": changes.changed, "left": changes.left}
             news |= bool(changes.changed or changes.left)
-        response["device_one_time_keys_count"], response["device_unused_fallback_key_types"] = key_counts
+        response["device_one_time_keys_count"] = self.e2e_keys.reported_key_counts(memberships.one_time_keys)
+        response["device_unused_fallback_key_types"] = memberships.fallback_key_types
         return news
 
 

@@ -65,18 +65,6 @@ class E2eKeyStore:
         )
         return {r["algorithm"]: r["n"] for r in rows}
 
-    async def key_counts(self, user_id: str, device_id: str) -> tuple[dict[str, int], list[str]]:
-        """``one_time_key_counts`` and ``unused_fallback_key_types`` in one round trip (every /sync asks)."""
-        rows = await self.db.fetch(
-            "SELECT false AS fallback, algorithm, count(*) AS n FROM e2e_one_time_keys"
-            " WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm"
-            " UNION ALL"
-            " SELECT true, algorithm, 0 FROM e2e_fallback_keys WHERE user_id = $1 AND device_id = $2 AND NOT used",
-            user_id, device_id,
-        )
-        counts = {r["algorithm"]: r["n"] for r in rows if not r["fallback"]}
-        return counts, sorted(r["algorithm"] for r in rows if r["fallback"])
-
     async def set_fallback_keys(self, user_id: str, device_id: str, keys: list[tuple[str, str, JsonDict | str]]) -> None:
         """Replace the device's fallback key of each algorithm (unused again unless it is the same key)."""
         async with self.db.transaction() as conn:

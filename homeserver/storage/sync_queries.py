@@ -57,10 +57,15 @@ class MemberEvent:
 
 @dataclasses.dataclass(frozen=True)
 class Memberships:
+    """What a /sync reads first (SyncQueries.memberships)."""
+
     # room id -> (membership, membership event id): every room the user has a membership in.
     rooms: dict[str, tuple[str, str]]
     # The membership events of those rooms in the window, anyone's, in stream order.
     changes: list[MemberEvent]
+    # The device's one-time key counts by algorithm, and its unused fallback key types.
+    one_time_keys: dict[str, int]
+    fallback_key_types: list[str]
 
     def own_changes(self, user_id: str) -> dict[str, int]:
         """room id -> the position of the user's last membership event in the window (those
@@ -76,33 +81,46 @@ class SyncQueries:
     def __init__(self, db: Database):
         self.db = db
 
-    async def memberships(self, user_id: str, after: int | None, up_to: int) -> Memberships:
-        """The user's rooms and, with ``after``, the membership events of those rooms in
-        (after, up_to]: what the user's own, the device lists and presence of a /sync ask
-        of the window, in one round trip."""
+    async def memberships(self, user_id: str, device_id: str | None, after: int | None, up_to: int) -> Memberships:
+        """The user's rooms, the device's key counts and, with ``after``, the membership
+        events of those rooms in (after, up_to]: what the user's own, the device lists and
+        presence of a /sync ask of the window, in one round trip (rows told apart by kind)."""
         window = after is not None and after < up_to
         rows = await self.db.fetch(
             "WITH mine AS (SELECT room_id, membership, event_id FROM current_state"
             "  WHERE type = 'm.room.member' AND state_key = $1)"
-            " SELECT room_id, membership, event_id, NULL AS state_key, NULL::bigint AS stream_ordering,"
+            " SELECT 'room' AS kind, room_id, membership AS name, event_id, NULL AS state_key, NULL::bigint AS n,"
             "  NULL::boolean AS outlier, NULL::boolean AS rejected FROM mine"
+            " UNION ALL"
+            " SELECT 'key', NULL, algorithm, NULL, NULL, count(*), NULL, NULL FROM e2e_one_time_keys"
+            "  WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm"
+            " UNION ALL"
+            " SELECT 'fallback', NULL, algorithm, NULL, NULL, NULL, NULL, NULL FROM e2e_fallback_keys"
+            "  WHERE user_id = $1 AND device_id = $2 AND NOT used"
             + (" UNION ALL"
-               " SELECT e.room_id, NULL, e.event_id, e.state_key, e.stream_ordering, e.outlier,"
+               " SELECT 'member', e.room_id, NULL, e.event_id, e.state_key, e.stream_ordering, e.outlier,"
                "  e.rejected_reason IS NOT NULL FROM events e"
                " WHERE e.type = 'm.room.member' AND e.room_id IN (SELECT room_id FROM mine)"
-               "  AND e.stream_ordering > $2 AND e.stream_ordering <= $3"
-               " ORDER BY stream_ordering NULLS FIRST" if window else ""),
-            *((user_id, after, up_to) if window else (user_id,)),
+               "  AND e.stream_ordering > $3 AND e.stream_ordering <= $4" if window else ""),
+            *((user_id, device_id, after, up_to) if window else (user_id, device_id)),
         )
         rooms: dict[str, tuple[str, str]] = {}
         changes = []
+        keys: dict[str, int] = {}
+        fallback = []
         for r in rows:
-            if r["stream_ordering"] is None:
-                rooms[r["room_id"]] = (r["membership"], r["event_id"])
-            else:
+            kind = r["kind"]
+            if kind == "room":
+                rooms[r["room_id"]] = (r["name"], r["event_id"])
+            elif kind == "member":
                 changes.append(MemberEvent(
-                    r["room_id"], r["state_key"], r["event_id"], r["stream_ordering"], r["outlier"], r["rejected"]))
-        return Memberships(rooms, changes)
+                    r["room_id"], r["state_key"], r["event_id"], r["n"], r["outlier"], r["rejected"]))
+            elif kind == "key":
+                keys[r["name"]] = r["n"]
+            else:
+                fallback.append(r["name"])
+        changes.sort(key=lambda e: e.stream_ordering)
+        return Memberships(rooms, changes, keys, sorted(fallback))
 
     async def timelines(
         self, windows: Sequence[RoomWindow], limit: int, event_filter: EventFilterSql | None = None,
