@@ -35,7 +35,7 @@ import asyncpg
 from homeserver.services.cluster_outbox import SoloWrite, payloads
 from homeserver.storage.db import Database
 from homeserver.storage.stream_positions import (
-    APPLICATION_PREFIX, connect_listener, live_instances, notify, try_leader_lock,
+    APPLICATION_PREFIX, CHANNEL, MAX_PAYLOAD_BYTES, connect_listener, live_instances, notify, try_leader_lock,
 )
 from homeserver.storage.streams import StreamIdGenerator
 
@@ -56,6 +56,13 @@ LIVENESS_INTERVAL_S = 5.0
 LEADER_RETRY_S = 2.0
 
 Handler = Callable[[str, list[Any]], None]
+
+
+# In a notification a write sends itself, where its position goes (write_notification);
+# random, so that no value of the item (an event id, a room id) can be taken for it.
+POSITION = "~position-" + secrets.token_hex(8) + "~"
+# What the caller puts in the item where the position goes.
+POSITION_MARK = object()
 
 
 def new_instance_id() -> str:
@@ -247,6 +254,21 @@ class Cluster:
             self._out_finished.setdefault(stream, []).append(position)
         self._out_bounds[stream] = bound
         self._schedule_flush()
+
+    def write_notification(self, stream: str, bound: int, item: list[Any]) -> tuple[str, str, str] | None:
+        """A notification for a write to send itself as it commits (storage/events.py
+        ``insert_on_tip``): ``item``, and the write's position finished with ``bound``
+        (our own, taken before the write). The position is not known yet: where the
+        payload says POSITION (a placeholder, the third value), the write puts it.
+        None when there is no one to tell or it would not fit."""
+        if not self._peers:
+            return None
+        marked = [POSITION if value is POSITION_MARK else value for value in item]
+        payload = json.dumps({"i": self.instance_id, "k": "w", "x": [marked], "b": {stream: bound},
+                              "f": {stream: [POSITION]}}, separators=(",", ":"))
+        if len(payload.encode()) > MAX_PAYLOAD_BYTES - 100:
+            return None
+        return CHANNEL, payload, json.dumps(POSITION)
 
     def send(self, item: list[Any]) -> None:
         """Tell the other processes (after what is already queued); nothing when alone."""

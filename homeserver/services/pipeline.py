@@ -32,6 +32,7 @@ from homeserver.storage.events import EventStore, TipEntry
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
 from homeserver.services.state_resolution import StateResolver
+from homeserver.services.cluster import POSITION_MARK
 from homeserver.services.room_writer import RoomWriter, Solo, room_lock_key
 from homeserver.storage.stream_positions import lock_room
 from homeserver.storage.streams import OutlierPositions, StreamChangeCache, StreamIdGenerator
@@ -395,11 +396,13 @@ class EventPipeline:
         self._check(probe, await self._auth_state(probe, state_before))
         return version, skeleton, state_before
 
-    async def _write_optimistic(self, write: Callable[[Any, int | None], Awaitable[int | None]]) -> tuple[int | None, str | None]:
+    async def _write_optimistic(
+        self, write: Callable[..., Awaitable[int | None]], notification: tuple[str, str, str] | None,
+    ) -> tuple[int | None, str | None]:
         """The allocation's fetch for an optimistic write: (position, None) once written,
         (None, the event of the txn id or None) when refused."""
         try:
-            return await write(self.db.pool, None), None
+            return await write(self.db.pool, None, notification), None
         except TipMoved as moved:
             return None, moved.txn_event_id
 
@@ -455,11 +458,12 @@ class EventPipeline:
                       or writer.conn is not None)
         group_after = state_before_group
 
-        async def write_on_tip(conn: Any, position: int | None) -> int | None:
+        async def write_on_tip(conn: Any, position: int | None,
+                               notification: tuple[str, str, str] | None = None) -> int | None:
             try:
                 written = await self.events.insert_on_tip(
                     conn, event, text, position, state_before_group, group_after, internal, txn,
-                    room_lock_key(room_id))
+                    room_lock_key(room_id), notification)
             except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
                 # The txn id taken by a send into another room that committed meanwhile, or
                 # two writers locking several extremities in turn: tried again, as a moved tip.
@@ -468,10 +472,17 @@ class EventPipeline:
                 raise TipMoved(written.txn_event_id)
             return written.position
 
+        notification = None
         if single and writer.optimistic:
             # The position is taken by the write itself (the sequence's next value, only if
-            # it writes): one round trip, no lock held between statements.
-            allocation = self.stream.allocate(fetch=lambda: self._write_optimistic(write_on_tip))
+            # it writes), which also tells the other processes as it commits: one round
+            # trip, no lock held between statements.
+            notification = self.cluster.write_notification(
+                self.stream.name, self.stream.own_bound(),
+                self._event_item(event, POSITION_MARK, prev_events, group_after))
+            allocation = self.stream.allocate(
+                fetch=lambda: self._write_optimistic(write_on_tip, notification),
+                announced=notification is not None)
         else:
             allocation = writer.allocation or self.stream.allocate(writer.conn)
         async with allocation as position:
@@ -524,7 +535,8 @@ class EventPipeline:
             if event.type == "m.room.member":
                 self._joined_members.pop(room_id)
             self.room_changes.record(room_id, position)
-            self._tell_others(event, prev_events)
+            if notification is None:
+                self._tell_others(event, prev_events)
         if self.persist_timer is not None:
             self.persist_timer(time.perf_counter() - started)
         # Step 4: wake the local users who should see it.
@@ -832,20 +844,23 @@ class EventPipeline:
 
     def _tell_others(self, event: Event, on_tip: list[str] | None = None) -> None:
         """Before the position is announced finished (still inside its allocation): the other
-        processes record the room as changed before their streams move past the event.
-
-        ``on_tip``: the prev events of a local event written on the tip, which it replaced
-        there; the others then update their cached tip (with the event's depth and state
-        group) instead of reading it again."""
+        processes record the room as changed before their streams move past the event."""
         cluster = self.cluster
         if cluster is None or cluster.solo:
             return
+        cluster.send(self._event_item(event, event.internal["stream_ordering"], on_tip,
+                                      event.internal.get("state_group_after")))
+
+    @staticmethod
+    def _event_item(event: Event, position: Any, on_tip: list[str] | None, group_after: int | None) -> list[Any]:
+        """The cluster's "ev" item (services/cluster_hooks.py). ``on_tip``: the prev events
+        of a local event written on the tip, which it replaced there; the others then
+        update their cached tip (with the event's depth and state group) instead of
+        reading it again."""
         membership = event.membership if event.type == "m.room.member" else None
-        tip = None
-        if on_tip is not None:
-            tip = [on_tip, event.depth, event.internal.get("state_group_after")]
-        cluster.send(["ev", event.room_id, event.internal["stream_ordering"], event.event_id,
-                      event.state_key if membership is not None else None, membership, event.redacts, tip])
+        tip = [on_tip, event.depth, group_after] if on_tip is not None else None
+        return ["ev", event.room_id, position, event.event_id,
+                event.state_key if membership is not None else None, membership, event.redacts, tip]
 
     def room_written_elsewhere(self, room_id: str, membership: bool, event_id: str | None = None,
                                tip: list[Any] | None = None) -> None:

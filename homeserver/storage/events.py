@@ -195,6 +195,7 @@ class EventStore:
         internal: dict[str, Any],
         txn: tuple[str, str, str, int] | None,
         room_lock_key: int,
+        notification: tuple[str, str, str] | None = None,
     ) -> TipWrite:
         """Write a local event on the room's tip, if its prev events still are the tip and
         its txn id is unused: a compare-and-set, so that writers on several processes need
@@ -207,10 +208,13 @@ class EventStore:
         ``stream_ordering``, or (None) the next value of the events sequence, taken
         only then, so that a refused write takes no position. Returns what was written.
         ``room_lock_key``: the room's advisory lock, taken shared by the statement.
+        ``notification``: (channel, payload, placeholder) to NOTIFY if the event is
+        written, with the placeholder replaced by its position: the other processes
+        hear of it at the commit, with no statement of its own.
         """
         row = await conn.fetchrow(_INSERT_ON_TIP_SQL, *_insert_event_args(
             event, canonical_json, stream_ordering, state_group_before, state_group_after, internal,
-            event.prev_event_ids, txn, True, False, None), room_lock_key)
+            event.prev_event_ids, txn, True, False, None), room_lock_key, *(notification or (None, None, None)))
         return TipWrite(row["position"], row["txn_event_id"])
 
     async def tip_with_facts(self, room_id: str) -> list[TipEntry]:
@@ -362,8 +366,11 @@ relation AS (
 ),
 unrelated AS (
     DELETE FROM event_relations WHERE event_id = $20 AND room_id = $2 AND EXISTS (SELECT 1 FROM go)
+),
+told AS (
+    SELECT pg_notify($28::text, replace($29::text, $30::text, go.position::text)) FROM go WHERE $28::text IS NOT NULL
 )
-SELECT (SELECT position FROM go) AS position,
+SELECT (SELECT position FROM go) AS position, (SELECT count(*) FROM told) AS told,
        (SELECT event_id FROM event_txn_ids
         WHERE $18::text IS NOT NULL AND user_id = $16 AND device_id = $17 AND txn_id = $18) AS txn_event_id
 """

@@ -46,10 +46,11 @@ Announcer = Callable[[str, "int | None", int], None]
 class _Allocation:
     """``async with stream.allocate() as position`` (a ``with`` for a stream in memory only)."""
 
-    def __init__(self, stream: "StreamIdGenerator", conn: Any, fetch: Any = None):
+    def __init__(self, stream: "StreamIdGenerator", conn: Any, fetch: Any = None, announced: bool = False):
         self._stream = stream
         self._conn = conn
         self._fetch = fetch
+        self._announced = announced
         self.position: int | None = None
         self.extra: Any = None  # what ``fetch`` read with the position
         self._finished = False
@@ -65,7 +66,7 @@ class _Allocation:
     async def __aexit__(self, *exc: Any) -> None:
         if self.position is not None and not self._finished:
             self._finished = True
-            self._stream._finish(self.position)
+            self._stream._finish(self.position, announce=not self._announced)
 
     def __enter__(self) -> int:
         if self._stream.sequence is not None:
@@ -116,7 +117,7 @@ class StreamIdGenerator:
         lowered by the cluster to the bounds of the other processes at start."""
         return cls(await last_position(db, sequence), name, db=db, sequence=sequence)
 
-    def allocate(self, conn: Any = None, fetch: Any = None) -> _Allocation:
+    def allocate(self, conn: Any = None, fetch: Any = None, announced: bool = False) -> _Allocation:
         """Hand out the next position; it becomes visible when the block exits.
 
         Exit the block only after the transaction that wrote the position has
@@ -124,8 +125,10 @@ class StreamIdGenerator:
         ``fetch``: a coroutine function returning (position from our sequence, anything
         else read in the same statement), to save a round trip (its answer: ``.extra``);
         it may be the write itself, committed, and take no position (None) if it wrote nothing.
+        ``announced``: that write also told the other processes the position is finished
+        (with a bound no higher than ``own_bound()`` before it), so it is not told again.
         """
-        return _Allocation(self, conn, fetch)
+        return _Allocation(self, conn, fetch, announced)
 
     async def _take(self, conn: Any, fetch: Any = None) -> Any:
         if fetch is not None:
@@ -176,13 +179,13 @@ class StreamIdGenerator:
         self._in_flight.add(position)
         return position
 
-    def _finish(self, position: int) -> None:
+    def _finish(self, position: int, announce: bool = True) -> None:
         self._in_flight.discard(position)
         self._known_max = max(self._known_max, position)
         if position > self._current:
             heapq.heappush(self._finished, position)
         self._recompute()
-        if self.announcer is not None:
+        if announce and self.announcer is not None:
             self.announcer(self.name, position, self.own_bound())
 
     def add_listener(self, listener: Callable[[], None]) -> None:
