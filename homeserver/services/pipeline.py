@@ -508,10 +508,17 @@ class EventPipeline:
                             conn, room_id, event.state_tuple, event.event_id,
                             event.membership if event.type == "m.room.member" else None,
                         )
+                    if self.cluster is not None and not self.cluster.solo:
+                        # Delivered at the commit, with the event (none if it rolls back).
+                        notification = self.cluster.write_notification(
+                            self.stream.name, self.stream.own_bound(),
+                            self._event_item(event, position, prev_events, group_after))
                     # Refused (the tip moved, the txn id is taken): the transaction rolls back.
-                    await write_on_tip(conn, position)
+                    await write_on_tip(conn, position, notification)
                     if event.type == "m.room.member" and event.membership == "join":
                         await self.rooms.unforget(conn, event.state_key, room_id)
+                if notification is not None:
+                    allocation.announced_by_write()
             elif not writer.optimistic:
                 # Alone, a message is one statement: atomic and committed in a single round trip.
                 try:

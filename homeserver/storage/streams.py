@@ -68,6 +68,11 @@ class _Allocation:
             self._finished = True
             self._stream._finish(self.position, announce=not self._announced)
 
+    def announced_by_write(self) -> None:
+        """The write of the position, committed, told the other processes it is finished
+        (``allocate``'s ``announced``, learnt after the allocation was made)."""
+        self._announced = True
+
     def __enter__(self) -> int:
         if self._stream.sequence is not None:
             raise RuntimeError("a stream backed by a sequence is allocated with `async with`")

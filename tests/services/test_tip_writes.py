@@ -174,18 +174,25 @@ def _statements_of(api: Api):
     """The SQL sent by the process's own connections (told apart by their application_name)."""
     name = "homeserver:" + api.services.cluster.instance_id
     sent: list[str] = []
-    original = asyncpg.connection.Connection._execute
+    original, original_simple = asyncpg.connection.Connection._execute, asyncpg.connection.Connection.execute
 
     async def counting(self, query, *args, **kwargs):
         if self.get_settings().application_name == name:
             sent.append(query)
         return await original(self, query, *args, **kwargs)
 
+    async def counting_simple(self, query, *args, **kwargs):
+        if not args and self.get_settings().application_name == name:  # the simple protocol
+            sent.append(query)
+        return await original_simple(self, query, *args, **kwargs)
+
     asyncpg.connection.Connection._execute = counting
+    asyncpg.connection.Connection.execute = counting_simple
     try:
         yield sent
     finally:
         asyncpg.connection.Connection._execute = original
+        asyncpg.connection.Connection.execute = original_simple
 
 
 async def test_a_message_costs_one_statement_even_after_the_other_process_wrote(
@@ -209,3 +216,24 @@ async def test_a_message_costs_one_statement_even_after_the_other_process_wrote(
             assert "FOR UPDATE" in sent[0] and "pg_notify" in sent[0], (label, sent)
         tip, prevs = await _room_graph(database_dsn, room)
         _assert_one_chain(tip, prevs)
+
+
+async def test_a_state_event_with_another_process_running_notifies_it_in_its_transaction(tmp_path, database_dsn):
+    async with _two_processes(tmp_path, database_dsn) as (a, b):
+        alice = await a.register("alice")
+        bob = await b.register("bob")
+        room = await alice.create_room(preset="public_chat")
+        await bob.join(room)
+        since = (await bob.sync())["next_batch"]
+        await asyncio.sleep(0.1)
+        with _statements_of(a) as sent:
+            r = await alice.put(f"/_matrix/client/v3/rooms/{room}/state/m.room.topic", {"topic": "news"})
+            assert r.status == 200, r
+            await asyncio.sleep(0.1)
+        assert any("pg_advisory_xact_lock" in q for q in sent), sent
+        writes = [q for q in sent if "FOR UPDATE" in q]
+        assert len(writes) == 1 and "pg_notify" in writes[0], sent
+        assert not [q for q in sent if q.lstrip().startswith("SELECT pg_notify")], sent
+        # Process B heard of it: a long poll there returns the topic.
+        timeline = (await bob.sync(since=since, timeout=5000))["rooms"]["join"][room]["timeline"]["events"]
+        assert [e["content"].get("topic") for e in timeline if e["type"] == "m.room.topic"] == ["news"]
