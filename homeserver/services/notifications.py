@@ -19,6 +19,7 @@ from homeserver.services.push_rules import PushRulesService
 from homeserver.storage.events import EventStore
 from homeserver.storage.push_actions import PushAction, PushActionStore, UnreadInputs
 from homeserver.storage.state import StateStore
+from homeserver.storage.sync_queries import UnreadRequest
 
 MAIN_THREAD = "main"
 # The newest events of a room evaluated at once: a room never read for a long
@@ -59,17 +60,28 @@ class NotificationCounter:
         """The user's unread counts in a room they are joined to, at stream position ``up_to``."""
         return (await self.unread_counts_many(user_id, {room_id: up_to}))[room_id]
 
-    async def unread_counts_many(self, user_id: str, up_to: dict[str, int]) -> dict[str, UnreadCounts]:
-        """``unread_counts`` of many rooms (room id -> position), with a fixed number of
-        queries whatever the number of rooms: one read of what evaluation needs, and one
-        statement that records what it found and counts (a /sync waits for both)."""
-        room_ids = list(up_to)
-        if not room_ids:
-            return {}
+    async def unread_request(self, user_id: str, up_to: dict[str, int]) -> UnreadRequest:
+        """What to read of some rooms (room id -> position) for their counts, for a caller
+        that reads it with its own reads (/sync: with its timelines) and hands it to
+        ``unread_counts_many``."""
         # Nothing an ignored user sends notifies (spec: "Ignoring Users"), and homeservers
         # MUST NOT notify users of their own events: those are left out in SQL, not loaded.
         ignored = await self.ignored_users.ignored_by(user_id) if self.ignored_users is not None else frozenset()
-        inputs = await self.store.unread_inputs(user_id, up_to, (user_id, *ignored), MAX_EVALUATED)
+        return UnreadRequest(user_id, up_to, (user_id, *ignored), MAX_EVALUATED)
+
+    async def unread_counts_many(
+        self, user_id: str, up_to: dict[str, int], inputs: dict[str, UnreadInputs] | None = None,
+    ) -> dict[str, UnreadCounts]:
+        """``unread_counts`` of many rooms (room id -> position), with a fixed number of
+        queries whatever the number of rooms: one read of what evaluation needs (unless the
+        caller read ``inputs`` of these rooms at these positions, see ``unread_request``),
+        and one statement that records what it found and counts."""
+        room_ids = list(up_to)
+        if not room_ids:
+            return {}
+        if inputs is None:
+            request = await self.unread_request(user_id, up_to)
+            inputs = await self.store.unread_inputs(user_id, up_to, request.not_senders, request.limit)
         reads: dict[str, dict[str, int]] = {}
         found: dict[str, tuple[list[PushAction], int, int]] = {}
         pending: dict[str, UnreadInputs] = {}

@@ -137,14 +137,16 @@ class SyncRooms:
             senders=timeline_filter.senders, not_senders=timeline_filter.not_senders,
             ignored_senders=tuple(ignored),
         )
-        # With the timelines, the state groups the state sections start from (_state_events):
-        # at the end of each window (used for a room without a timeline, or with
-        # use_state_after) and at each since token.
-        points = [(j.room_id, j.up_to) for j in jobs]
-        points += [(j.room_id, j.since.events) for j in jobs if j.since is not None and not full_state]
-        ids, at = await self.queries.timelines(
-            [RoomWindow(j.room_id, j.since.events if j.since else 0, j.up_to) for j in jobs], limit + 1, sql_filter,
-            points)
+        # With the timelines, in one statement: the state groups the state sections start
+        # from (_state_events), at the end of each window (for a room without a timeline, or
+        # with use_state_after) and at each since token; and what the unread counts of the
+        # joined rooms need (those sent, below).
+        reads = await self.queries.room_reads(
+            [RoomWindow(j.room_id, j.since.events if j.since else 0, j.up_to,
+                        state_at_after=j.since is not None and not full_state) for j in jobs],
+            limit + 1, sql_filter,
+            await self.notifications.unread_request(user_id, {j.room_id: j.up_to for j in jobs if j.currently_joined}))
+        ids, at = reads.timelines, reads.state_groups
         loaded = await self.events.get_events(i for room_ids in ids.values() for i in room_ids[:limit])
         rooms = []
         for job in jobs:
@@ -180,7 +182,7 @@ class SyncRooms:
             return {}
 
         counts = await self.notifications.unread_counts_many(
-            user_id, {r.job.room_id: r.job.up_to for r in kept if r.job.currently_joined})
+            user_id, {r.job.room_id: r.job.up_to for r in kept if r.job.currently_joined}, reads.unread)
         summaries = await self.queries.summaries([
             r.job.room_id for r in kept
             if r.job.since is None or any(e.type == MEMBER for e in r.timeline + r.state)

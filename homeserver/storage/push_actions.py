@@ -6,7 +6,7 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#receiving-notifications
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from homeserver.storage.db import Database
 
@@ -44,6 +44,73 @@ class UnreadCount:
     thread_id: str
     notifications: int
     highlights: int
+
+
+def unread_inputs_ctes(first: int) -> str:
+    """The common table expressions ending in ``unread_inputs``: one row per room of a
+    ``unread_rooms (room_id, up_to)`` the statement defines before them, with what
+    ``PushActionStore.unread_inputs`` returns (``unread_inputs_of`` reads a row). Their
+    parameters are ``unread_inputs_args``, from $first on. A /sync reads them in the
+    statement of its timelines (sync_queries.py)."""
+    user, types, not_senders, limit = (f"${first + i}" for i in range(4))
+    return f"""
+        unread_reads AS (
+            SELECT room_id, thread_id, max(event_stream_ordering) AS position FROM receipts
+            WHERE room_id IN (SELECT room_id FROM unread_rooms) AND user_id = {user}
+            AND receipt_type = ANY({types}::text[])
+            GROUP BY room_id, thread_id
+        ), unread_positions AS (
+            SELECT w.room_id, w.up_to, m.event_id AS member_event, COALESCE(m.position, 0) AS joined_at,
+                COALESCE((SELECT p.stream_ordering FROM push_actions_evaluated p
+                          WHERE p.user_id = {user} AND p.room_id = w.room_id), 0) AS evaluated,
+                COALESCE((SELECT r.position FROM unread_reads r WHERE r.room_id = w.room_id AND r.thread_id = ''), 0)
+                    AS unthreaded
+            FROM unread_rooms w
+            LEFT JOIN LATERAL (
+                SELECT c.event_id, e.stream_ordering AS position FROM current_state c
+                JOIN events e ON e.event_id = c.event_id
+                WHERE c.room_id = w.room_id AND c.type = 'm.room.member' AND c.state_key = {user}
+            ) m ON true
+        ), unread_pending AS (
+            SELECT r.*, ARRAY(
+                SELECT e.event_id FROM events e
+                WHERE e.room_id = r.room_id AND e.stream_ordering <= r.up_to
+                AND e.stream_ordering > GREATEST(r.evaluated, r.unthreaded, r.joined_at)
+                AND NOT e.outlier AND e.rejected_reason IS NULL AND NOT (e.sender = ANY({not_senders}::text[]))
+                ORDER BY e.stream_ordering DESC LIMIT {limit}
+            ) AS event_ids FROM unread_positions r
+        ), unread_inputs AS (
+            SELECT p.room_id, p.member_event, p.joined_at, p.evaluated, p.event_ids,
+                (SELECT array_agg(r.thread_id ORDER BY r.thread_id) FROM unread_reads r WHERE r.room_id = p.room_id)
+                    AS read_threads,
+                (SELECT array_agg(r.position ORDER BY r.thread_id) FROM unread_reads r WHERE r.room_id = p.room_id)
+                    AS read_positions,
+                -- Only a room with events to evaluate needs its state (a large room's
+                -- member count is not free).
+                CASE WHEN cardinality(p.event_ids) > 0 THEN (
+                    SELECT count(*) FROM current_state c WHERE c.room_id = p.room_id
+                    AND c.type = 'm.room.member' AND c.membership = 'join') END AS member_count,
+                CASE WHEN cardinality(p.event_ids) > 0 THEN (
+                    SELECT c.event_id FROM current_state c WHERE c.room_id = p.room_id
+                    AND c.type = 'm.room.create' AND c.state_key = '') END AS create_event,
+                CASE WHEN cardinality(p.event_ids) > 0 THEN (
+                    SELECT c.event_id FROM current_state c WHERE c.room_id = p.room_id
+                    AND c.type = 'm.room.power_levels' AND c.state_key = '') END AS power_levels_event
+            FROM unread_pending p
+        )"""
+
+
+def unread_inputs_args(user_id: str, not_senders: Sequence[str], limit: int) -> list:
+    return [user_id, list(READ_RECEIPT_TYPES), list(not_senders), limit]
+
+
+def unread_inputs_of(row: Mapping[str, Any]) -> UnreadInputs:
+    return UnreadInputs(
+        read_positions=dict(zip(row["read_threads"] or (), row["read_positions"] or ())),
+        joined_at=row["joined_at"], evaluated_up_to=row["evaluated"], event_ids=list(row["event_ids"]),
+        member_count=row["member_count"] or 0, create_event=row["create_event"],
+        power_levels_event=row["power_levels_event"], member_event=row["member_event"],
+    )
 
 
 class PushActionStore:
@@ -121,61 +188,11 @@ class PushActionStore:
         if not room_ids:
             return {}
         rows = await self.db.fetch(
-            """
-            WITH reads AS (
-                SELECT room_id, thread_id, max(event_stream_ordering) AS position FROM receipts
-                WHERE room_id = ANY($2::text[]) AND user_id = $1 AND receipt_type = ANY($4::text[])
-                GROUP BY room_id, thread_id
-            ), rooms AS (
-                SELECT w.room_id, w.up_to, m.event_id AS member_event, COALESCE(m.position, 0) AS joined_at,
-                    COALESCE((SELECT p.stream_ordering FROM push_actions_evaluated p
-                              WHERE p.user_id = $1 AND p.room_id = w.room_id), 0) AS evaluated,
-                    COALESCE((SELECT r.position FROM reads r WHERE r.room_id = w.room_id AND r.thread_id = ''), 0)
-                        AS unthreaded
-                FROM unnest($2::text[], $3::bigint[]) AS w (room_id, up_to)
-                LEFT JOIN LATERAL (
-                    SELECT c.event_id, e.stream_ordering AS position FROM current_state c
-                    JOIN events e ON e.event_id = c.event_id
-                    WHERE c.room_id = w.room_id AND c.type = 'm.room.member' AND c.state_key = $1
-                ) m ON true
-            ), pending AS (
-                SELECT r.*, ARRAY(
-                    SELECT e.event_id FROM events e
-                    WHERE e.room_id = r.room_id AND e.stream_ordering <= r.up_to
-                    AND e.stream_ordering > GREATEST(r.evaluated, r.unthreaded, r.joined_at)
-                    AND NOT e.outlier AND e.rejected_reason IS NULL AND NOT (e.sender = ANY($5::text[]))
-                    ORDER BY e.stream_ordering DESC LIMIT $6
-                ) AS event_ids FROM rooms r
-            )
-            SELECT p.room_id, p.member_event, p.joined_at, p.evaluated, p.event_ids,
-                (SELECT array_agg(r.thread_id ORDER BY r.thread_id) FROM reads r WHERE r.room_id = p.room_id)
-                    AS read_threads,
-                (SELECT array_agg(r.position ORDER BY r.thread_id) FROM reads r WHERE r.room_id = p.room_id)
-                    AS read_positions,
-                -- Only a room with events to evaluate needs its state (a large room's
-                -- member count is not free).
-                CASE WHEN cardinality(p.event_ids) > 0 THEN (
-                    SELECT count(*) FROM current_state c WHERE c.room_id = p.room_id
-                    AND c.type = 'm.room.member' AND c.membership = 'join') END AS member_count,
-                CASE WHEN cardinality(p.event_ids) > 0 THEN (
-                    SELECT c.event_id FROM current_state c WHERE c.room_id = p.room_id
-                    AND c.type = 'm.room.create' AND c.state_key = '') END AS create_event,
-                CASE WHEN cardinality(p.event_ids) > 0 THEN (
-                    SELECT c.event_id FROM current_state c WHERE c.room_id = p.room_id
-                    AND c.type = 'm.room.power_levels' AND c.state_key = '') END AS power_levels_event
-            FROM pending p
-            """,
-            user_id, room_ids, [up_to[r] for r in room_ids], list(READ_RECEIPT_TYPES), list(not_senders), limit,
+            "WITH unread_rooms AS (SELECT * FROM unnest($1::text[], $2::bigint[]) AS w (room_id, up_to)), "
+            + unread_inputs_ctes(3) + " SELECT * FROM unread_inputs",
+            room_ids, [up_to[r] for r in room_ids], *unread_inputs_args(user_id, not_senders, limit),
         )
-        out = {}
-        for r in rows:
-            out[r["room_id"]] = UnreadInputs(
-                read_positions=dict(zip(r["read_threads"] or (), r["read_positions"] or ())),
-                joined_at=r["joined_at"], evaluated_up_to=r["evaluated"], event_ids=list(r["event_ids"]),
-                member_count=r["member_count"] or 0, create_event=r["create_event"],
-                power_levels_event=r["power_levels_event"], member_event=r["member_event"],
-            )
-        return out
+        return {r["room_id"]: unread_inputs_of(r) for r in rows}
 
     async def record_and_count(
         self, user_id: str, up_to: dict[str, int], read_positions: dict[str, dict[str, int]],

@@ -10,19 +10,19 @@ from typing import Sequence
 
 from homeserver.storage.db import Database
 from homeserver.storage.events import EventFilterSql, _like_patterns
+from homeserver.storage.push_actions import (
+    UnreadInputs, unread_inputs_args, unread_inputs_ctes, unread_inputs_of,
+)
 
 
-def _state_groups_at(rooms: int) -> str:
-    """The state group after each room's last event at or before a position, the rooms and
-    the positions being parameters $rooms and $rooms + 1."""
-    return (
-        "SELECT p.room_id, NULL AS event_id, p.position, e.state_group_after AS state_group"
-        f" FROM unnest(${rooms}::text[], ${rooms + 1}::bigint[]) AS p (room_id, position)"
-        " CROSS JOIN LATERAL (SELECT state_group_after FROM events"
-        "  WHERE room_id = p.room_id AND stream_ordering <= p.position"
-        "  AND NOT outlier AND rejected_reason IS NULL"
-        "  ORDER BY stream_ordering DESC LIMIT 1) e"
-    )
+# The state group after the last event at or before a position of the room of a row ``w``
+# (NULL when the room has no event there).
+_STATE_GROUP_AT = (
+    "SELECT state_group_after FROM events"
+    " WHERE room_id = w.room_id AND stream_ordering <= {position}"
+    " AND NOT outlier AND rejected_reason IS NULL"
+    " ORDER BY stream_ordering DESC LIMIT 1"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +32,28 @@ class RoomWindow:
     room_id: str
     after: int
     up_to: int
+    # Whether room_reads reads the state group at ``after`` too.
+    state_at_after: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class UnreadRequest:
+    """The rooms (room id -> up to) whose unread notification counts a /sync needs, and
+    the events it evaluates (PushActionStore.unread_inputs)."""
+
+    user_id: str
+    up_to: dict[str, int]
+    not_senders: tuple[str, ...]
+    limit: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RoomReads:
+    # room id -> its timeline's event ids, newest first.
+    timelines: dict[str, list[str]]
+    # (room id, position) -> the state group there (None: no event, or no group).
+    state_groups: dict[tuple[str, int], int | None]
+    unread: dict[str, UnreadInputs]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,21 +144,26 @@ class SyncQueries:
         changes.sort(key=lambda e: e.stream_ordering)
         return Memberships(rooms, changes, keys, sorted(fallback))
 
-    async def timelines(
+    async def room_reads(
         self, windows: Sequence[RoomWindow], limit: int, event_filter: EventFilterSql | None = None,
-        state_points: Sequence[tuple[str, int]] = (),
-    ) -> tuple[dict[str, list[str]], dict[tuple[str, int], int | None]]:
-        """room id -> the ids of its newest ``limit`` events in its window, newest first
-        (one LATERAL index scan backwards per room), and in the same statement
-        ``state_groups_at(state_points)``: the state a /sync compares its timelines with."""
-        if not windows and not state_points:
-            return {}, {}
+        unread: UnreadRequest | None = None,
+    ) -> RoomReads:
+        """What a /sync reads of the rooms it sends, one row per room in one statement:
+        the ids of each window's newest ``limit`` events, newest first (one index scan
+        backwards per room); the state groups at the window's end and, with its
+        ``state_at_after``, at its start (the state a /sync compares its timelines with);
+        and with ``unread``, what counting the rooms' unread notifications needs."""
+        if not windows:
+            return RoomReads({}, {}, {})
         f = event_filter or EventFilterSql()
+        unread_rooms = list(unread.up_to) if unread is not None else []
         rows = await self.db.fetch(
-            "SELECT w.room_id, e.event_id, e.stream_ordering AS position, NULL::bigint AS state_group"
-            " FROM unnest($1::text[], $2::bigint[], $3::bigint[])"
-            " AS w (room_id, after, up_to)"
-            " CROSS JOIN LATERAL (SELECT event_id, stream_ordering FROM events"
+            "WITH windows AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $10::bool[])"
+            "  AS w (room_id, after, up_to, state_at_after)),"
+            " unread_rooms AS (SELECT * FROM unnest($11::text[], $12::bigint[]) AS u (room_id, up_to)),"
+            + unread_inputs_ctes(13) +
+            " SELECT w.room_id, w.after, w.up_to, ARRAY("
+            "  SELECT event_id FROM events"
             "  WHERE room_id = w.room_id AND stream_ordering > w.after AND stream_ordering <= w.up_to"
             "  AND NOT outlier AND rejected_reason IS NULL"
             "  AND ($5::text[] IS NULL OR type LIKE ANY($5::text[]))"
@@ -144,31 +171,48 @@ class SyncQueries:
             "  AND ($7::text[] IS NULL OR sender = ANY($7::text[]))"
             "  AND NOT (sender = ANY($8::text[]))"
             "  AND NOT (state_key IS NULL AND sender = ANY($9::text[]))"
-            "  ORDER BY stream_ordering DESC LIMIT $4) e"
-            " UNION ALL"
-            f" {_state_groups_at(10)}"
-            " ORDER BY room_id, position DESC",
+            "  ORDER BY stream_ordering DESC LIMIT $4) AS timeline,"
+            f" ({_STATE_GROUP_AT.format(position='w.up_to')}) AS group_at_end,"
+            f" CASE WHEN w.state_at_after THEN ({_STATE_GROUP_AT.format(position='w.after')}) END"
+            "  AS group_at_after,"
+            " u.room_id IS NOT NULL AS counted, u.member_event, u.joined_at, u.evaluated, u.event_ids,"
+            " u.read_threads, u.read_positions, u.member_count, u.create_event, u.power_levels_event"
+            " FROM windows w LEFT JOIN unread_inputs u ON u.room_id = w.room_id",
             [w.room_id for w in windows], [w.after for w in windows], [w.up_to for w in windows], limit,
             _like_patterns(f.types), _like_patterns(f.not_types) or [],
             list(f.senders) if f.senders is not None else None, list(f.not_senders),
-            list(f.ignored_senders), [p[0] for p in state_points], [p[1] for p in state_points],
+            list(f.ignored_senders), [w.state_at_after for w in windows],
+            unread_rooms, [unread.up_to[r] for r in unread_rooms] if unread is not None else [],
+            *unread_inputs_args(
+                unread.user_id if unread is not None else "", unread.not_senders if unread is not None else (),
+                unread.limit if unread is not None else 0),
         )
-        out: dict[str, list[str]] = {w.room_id: [] for w in windows}
-        groups: dict[tuple[str, int], int | None] = {}
+        out = RoomReads({}, {}, {})
         for r in rows:
-            if r["event_id"] is None:
-                groups[(r["room_id"], r["position"])] = r["state_group"]
-            else:
-                out[r["room_id"]].append(r["event_id"])
-        return out, groups
+            room_id = r["room_id"]
+            out.timelines[room_id] = list(r["timeline"])
+            out.state_groups[(room_id, r["up_to"])] = r["group_at_end"]
+            if r["group_at_after"] is not None:
+                out.state_groups[(room_id, r["after"])] = r["group_at_after"]
+            if r["counted"]:
+                out.unread[room_id] = unread_inputs_of(r)
+        return out
 
     async def state_groups_at(self, points: Sequence[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
         """(room id, position) -> the state group after the room's last event at or before
         the position (absent when the room has no event there)."""
         if not points:
             return {}
-        rows = await self.db.fetch(_state_groups_at(1), [p[0] for p in points], [p[1] for p in points])
-        return {(r["room_id"], r["position"]): r["state_group"] for r in rows}
+        rows = await self.db.fetch(
+            "SELECT p.room_id, p.position, e.state_group_after"
+            " FROM unnest($1::text[], $2::bigint[]) AS p (room_id, position)"
+            " CROSS JOIN LATERAL (SELECT state_group_after FROM events"
+            "  WHERE room_id = p.room_id AND stream_ordering <= p.position"
+            "  AND NOT outlier AND rejected_reason IS NULL"
+            "  ORDER BY stream_ordering DESC LIMIT 1) e",
+            [p[0] for p in points], [p[1] for p in points],
+        )
+        return {(r["room_id"], r["position"]): r["state_group_after"] for r in rows}
 
     async def summaries(self, room_ids: Sequence[str], user_id: str, heroes: int) -> dict[str, RoomSummary]:
         """Member counts and hero candidates of many rooms, from their current state."""
