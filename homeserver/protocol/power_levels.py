@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from homeserver.protocol.events import Event
@@ -104,18 +104,31 @@ def get_user_power_level(user_id: str, auth_state: AuthState) -> int | float:
 
     Without an m.room.power_levels event, the creator has 100 and everyone else 0.
     """
+    return user_power_levels(auth_state)(user_id)
+
+
+def user_power_levels(auth_state: AuthState) -> Callable[[str], int | float]:
+    """``get_user_power_level`` of any user in one state: what it reads of the state is
+    read once (for the levels of many senders, as push rule evaluation needs)."""
     room_version = _room_version(auth_state)
     if room_version is None:
-        return 0
-    if room_version.privileged_creators and user_id in room_creators(auth_state):
-        return math.inf
+        return lambda user_id: 0
+    creators = room_creators(auth_state)
+    privileged = room_version.privileged_creators
     content = _power_levels_content(auth_state)
     if content is None:
-        return 100 if user_id in room_creators(auth_state) else 0
-    level = parse_level(_sub_map(content, "users").get(user_id), room_version)
-    if level is None:
-        level = parse_level(content.get("users_default"), room_version)
-    return level if level is not None else 0
+        return lambda user_id: (math.inf if privileged else 100) if user_id in creators else 0
+    users = _sub_map(content, "users")
+    default = parse_level(content.get("users_default"), room_version)
+
+    def level_of(user_id: str) -> int | float:
+        if privileged and user_id in creators:
+            return math.inf
+        level = parse_level(users.get(user_id), room_version)
+        if level is None:
+            level = default
+        return level if level is not None else 0
+    return level_of
 
 
 def get_required_level(auth_state: AuthState, event_type: str, is_state: bool) -> int:

@@ -42,19 +42,33 @@ class EventViews:
         out = []
         for events, currently_joined in batches:
             visible = []
+            # The decision for events that change neither the visibility nor the user's
+            # membership depends on the state before them only: once per state group.
+            by_group: dict[int | None, bool] = {}
             for event in events:
-                hv_id, member_id = at_group.get(event.internal.get("state_group_before"), (None, None))
+                group = event.internal.get("state_group_before")
+                changes_visibility = event.type == "m.room.history_visibility" and event.state_key == ""
+                changes_membership = event.type == "m.room.member" and event.state_key == user_id
+                plain = not (changes_visibility or changes_membership)
+                if plain and group in by_group:
+                    if by_group[group]:
+                        visible.append(event)
+                    continue
+                hv_id, member_id = at_group.get(group, (None, None))
                 hv_event = loaded.get(hv_id) if hv_id else None
                 member_event = loaded.get(member_id) if member_id else None
                 visibilities = {_visibility(hv_event.content if hv_event else {})}
                 memberships = {member_event.membership if member_event else None}
                 # A visibility change, and a change of the user's own membership, may be seen
                 # if the value before *or* after it allows it (spec).
-                if event.type == "m.room.history_visibility" and event.state_key == "":
+                if changes_visibility:
                     visibilities.add(_visibility(event.content))
-                if event.type == "m.room.member" and event.state_key == user_id:
+                if changes_membership:
                     memberships.add(event.membership)
-                if any(_allows(v, m, currently_joined) for v in visibilities for m in memberships):
+                allowed = any(_allows(v, m, currently_joined) for v in visibilities for m in memberships)
+                if plain:
+                    by_group[group] = allowed
+                if allowed:
                     visible.append(event)
             out.append(visible)
         return out

@@ -121,6 +121,7 @@ class NotificationCounter:
         out: dict[str, list[PushAction]] = {}
         for room_id, room in rooms.items():
             facts = _room_facts(room, loaded)
+            level_of = power_levels.user_power_levels(facts.auth_state)
             found = out.setdefault(room_id, [])
             # One context per sender: all the room's events of a sender are evaluated in it.
             contexts: dict[str, push_rules.RoomContext] = {}
@@ -133,7 +134,7 @@ class NotificationCounter:
                 if context is None:
                     context = contexts[sender] = push_rules.RoomContext(
                         user_id=user_id, member_count=room.member_count, display_name=facts.display_name,
-                        sender_power_level=power_levels.get_user_power_level(sender, facts.auth_state),
+                        sender_power_level=level_of(sender),
                         notification_levels=facts.notification_levels,
                     )
                 outcome = push_rules.outcome(rules(event.json, context))
