@@ -206,16 +206,19 @@ class Outcome:
     highlight: bool
 
 
+_OUTCOMES = {(n, h): Outcome(n, h) for n in (False, True) for h in (False, True)}
+
+
 def outcome(actions: list[Any] | None) -> Outcome:
     """Whether actions notify, and whether they highlight (spec: a highlight tweak
     without a value means true; no highlight tweak means false)."""
     if not actions:
-        return Outcome(False, False)
+        return _OUTCOMES[(False, False)]
     highlight = False
     for action in actions:
         if isinstance(action, dict) and action.get("set_tweak") == "highlight":
             highlight = action.get("value", True) is True
-    return Outcome("notify" in actions, highlight)
+    return _OUTCOMES[("notify" in actions, highlight)]
 
 
 def _in_priority_order(rules: Mapping[str, list[dict[str, Any]]]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -348,6 +351,11 @@ def _glob_regex(pattern: str) -> str:
 @functools.lru_cache(maxsize=1024)
 def _word_regex(body: str) -> re.Pattern[str]:
     return re.compile(f"(?:^|[^{_WORD_CHARS}]){body}(?:$|[^{_WORD_CHARS}])", re.IGNORECASE | re.DOTALL)
+
+
+@functools.lru_cache(maxsize=1024)
+def _display_name_regex(name: str) -> re.Pattern[str]:
+    return _word_regex(re.escape(name))
 
 
 def glob_matches(pattern: str, value: str, word_boundary: bool = False) -> bool:
@@ -570,7 +578,7 @@ def _compile_condition(condition: Any) -> Predicate:
             name = room.display_name
             if not name or not isinstance(body, str):
                 return False
-            return _word_regex(re.escape(name)).search(body) is not None
+            return _display_name_regex(name).search(body) is not None
         return contains_display_name
     return lambda event, room: condition_matches(condition, event, room)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from homeserver.errors import MatrixError, invalid_param
 from homeserver.protocol.filters import FilterError, SyncFilter, parse_sync_filter
+from homeserver.storage.cache import LruCache
 from homeserver.storage.filters import FilterStore
 
 MAX_FILTER_ID = 2**63 - 1
@@ -25,6 +26,9 @@ def filter_id_of(raw: str) -> int | None:
 class FilterService:
     def __init__(self, store: FilterStore):
         self.store = store
+        # Inline filters as parsed (SyncFilter is immutable): a client sends the same one
+        # with every /sync.
+        self._inline: LruCache[str, SyncFilter] = LruCache(256)
 
     async def upload(self, user_id: str, body: dict[str, Any]) -> int:
         try:
@@ -44,7 +48,11 @@ class FilterService:
             return SyncFilter()
         try:
             if raw.lstrip().startswith("{"):
-                return parse_sync_filter(json.loads(raw))
+                parsed = self._inline.get(raw)
+                if parsed is None:
+                    parsed = parse_sync_filter(json.loads(raw))
+                    self._inline.set(raw, parsed)
+                return parsed
             stored = await self.get(user_id, raw)
             if stored is None:
                 # A bad query parameter rather than a missing resource (as Synapse answers).

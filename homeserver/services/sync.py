@@ -104,10 +104,9 @@ class SyncService:
             # Still ahead (e.g. a token given out before a database restore), it would hide
             # every new event until the streams caught up with it: read it as where we were
             # before waiting (what came meanwhile is news).
-            now = dataclasses.astuple(self.current_token())
+            now = self.current_token().positions()
             request = dataclasses.replace(request, since=SyncToken(*(
-                s if s <= n else min(s, b)
-                for s, n, b in zip(dataclasses.astuple(since), now, dataclasses.astuple(before)))))
+                s if s <= n else min(s, b) for s, n, b in zip(since.positions(), now, before.positions()))))
         while True:
             wake = self.notifier.token_for(user_id)
             result, has_news = await self._sync_once(request)

@@ -12,6 +12,7 @@ by stream order"): the pagination token of position -n is ``b<n>``.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import re
 
 from homeserver.errors import invalid_param
@@ -34,12 +35,16 @@ class SyncToken:
     device_lists: int = 0
     presence: int = 0
 
+    def positions(self) -> tuple[int, ...]:
+        """The positions in token order (``dataclasses.astuple`` without its deep copy)."""
+        return _positions(self)
+
     def serialize(self) -> str:
-        return "s" + "_".join(str(p) for p in dataclasses.astuple(self))
+        return "s" + "_".join(map(str, self.positions()))
 
     def capped_at(self, current: "SyncToken") -> "SyncToken":
         """This token with no position past ``current`` (each stream separately)."""
-        return SyncToken(*(min(a, b) for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(current))))
+        return SyncToken(*map(min, self.positions(), current.positions()))
 
     @classmethod
     def parse(cls, token: str) -> "SyncToken":
@@ -48,6 +53,9 @@ class SyncToken:
         if len(parts) > width:
             raise invalid_param("Invalid token")
         return cls(*(parts + [0] * (width - len(parts))))
+
+
+_positions = operator.attrgetter(*(f.name for f in dataclasses.fields(SyncToken)))
 
 
 def parse_pagination_token(token: str) -> int:
