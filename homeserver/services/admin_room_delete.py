@@ -173,8 +173,10 @@ class RoomDeleter:
         for event_id in event_ids:
             self.events.invalidate(event_id)
         self.events.forget_room(room_id)
-        # The pipeline's cached tip and joined members of the room are gone with it.
+        # The pipeline's cached tip and joined members of the room are gone with it, here
+        # and on the other processes.
         self.pipeline.room_written_elsewhere(room_id, membership=True)
+        self.pipeline.tell_purged(list(event_ids), room_id)
         log.info("purged room %s: %s", room_id, ", ".join(f"{t}={n}" for t, n in counts.items() if n))
 
 

@@ -9,6 +9,8 @@ Items (JSON lists) ride on the notifications beside the positions they belong to
   event, records the room as changed, and wakes its own users joined to it.
 - ``["u", stream, position, users]`` / ``["all", stream, position]``: wake these
   users (or, for a list too long to send, everyone waiting) once the position is visible.
+- ``["gone", room or null, [event ids]]``: events purged (retention, or a whole room by
+  the admin API): the receiver drops them from its caches, and for a room what it knew of it.
 - ``["ty", room, user, typing, timeout ms, position]``: a typing change.
 - ``["tok", [hex hashes]]``: access tokens ended (logout, deleted device, deactivation).
 - ``["pres", user]``: a presence row changed.
@@ -85,6 +87,14 @@ def wire_cluster(
             to_wake.add(target)
         notifier.notify_at(event_stream, position, to_wake, local_only=True)
 
+    def on_gone(_sender: str, item: list[Any]) -> None:
+        _, room_id, event_ids = item
+        for event_id in event_ids:
+            events.invalidate(event_id)
+        if room_id is not None:
+            events.forget_room(room_id)
+            pipeline.room_written_elsewhere(room_id, membership=True)
+
     def on_typing(_sender: str, item: list[Any]) -> None:
         _, room_id, user_id, is_typing, timeout_ms, position = item
         typing.remote_change(room_id, user_id, is_typing, timeout_ms, position)
@@ -96,7 +106,8 @@ def wire_cluster(
         presence.forget_cached(item[1])
 
     cluster.handlers.update({
-        "u": on_users, "all": on_all, "ev": on_event, "ty": on_typing, "tok": on_tokens, "pres": on_presence,
+        "u": on_users, "all": on_all, "ev": on_event, "gone": on_gone, "ty": on_typing, "tok": on_tokens,
+        "pres": on_presence,
     })
 
     typing.broadcast = lambda room_id, user_id, is_typing, timeout_ms, position: cluster.send(

@@ -212,6 +212,8 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
                  room_changes=room_changes, events=events, typing=typing, tokens=tokens, presence=presence,
                  account_data_caches=(push_rules, ignored_users))
     limits = config.rate_limits
+    retention = RetentionJob(config.retention, RetentionStore(db), events, leader_gate=cluster)
+    retention.on_purged = pipeline.tell_purged  # the other processes drop them too
     return Services(
         config=config,
         db=db,
@@ -270,7 +272,7 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         ),
         search=SearchService(SearchStore(db), events, state, views, event_stream, ignored_users),
         erasure=ErasureService.wired(server_name, db, users, pipeline, events, state, deactivation),
-        retention=RetentionJob(config.retention, RetentionStore(db), events, leader_gate=cluster),
+        retention=retention,
         room_aliases=RoomAliasService(server_name, rooms, state),
         sync_filters=FilterService(FilterStore(db)),
         user_search=UserDirectoryService(UserDirectoryStore(db), config.user_directory.search_all_users),

@@ -43,6 +43,8 @@ MAX_PREV_EVENTS = 10
 # A send whose tip another process moved meanwhile is built again on the new tip, under the
 # room's advisory lock; after this many tries in all it is refused (503).
 MAX_TIP_ATTEMPTS = 10
+# Event ids per "gone" notification (about 50 bytes each, under NOTIFY's 8000).
+PURGED_PER_NOTIFICATION = 100
 # How long a room whose tip moved under one of our writes has its messages written under
 # the lock (services/room_writer.py).
 CONTENDED_SECONDS = 2.0
@@ -868,6 +870,16 @@ class EventPipeline:
         tip = [on_tip, event.depth, group_after] if on_tip is not None else None
         return ["ev", event.room_id, position, event.event_id,
                 event.state_key if membership is not None else None, membership, event.redacts, tip]
+
+    def tell_purged(self, event_ids: list[str], room_id: str | None = None) -> None:
+        """Events (with ``room_id``, a whole room) were purged here: the other processes drop
+        them from their caches (services/cluster_hooks.py "gone"), in notifications of a
+        size NOTIFY takes."""
+        cluster = self.cluster
+        if cluster is None or cluster.solo:
+            return
+        for start in range(0, max(len(event_ids), 1), PURGED_PER_NOTIFICATION):
+            cluster.send(["gone", room_id, event_ids[start:start + PURGED_PER_NOTIFICATION]])
 
     def room_written_elsewhere(self, room_id: str, membership: bool, event_id: str | None = None,
                                tip: list[Any] | None = None) -> None:
