@@ -11,6 +11,8 @@ Items (JSON lists) ride on the notifications beside the positions they belong to
   users (or, for a list too long to send, everyone waiting) once the position is visible.
 - ``["gone", room or null, [event ids]]``: events purged (retention, or a whole room by
   the admin API): the receiver drops them from its caches, and for a room what it knew of it.
+- ``["erased", user]``: the user was erased (services/erasure.py): their cached events are
+  read again, and served pruned.
 - ``["ty", room, user, typing, timeout ms, position]``: a typing change.
 - ``["tok", [hex hashes]]``: access tokens ended (logout, deleted device, deactivation).
 - ``["pres", user]``: a presence row changed.
@@ -35,7 +37,7 @@ MAX_USERS_BYTES = 3000
 def wire_cluster(
     cluster: Cluster, *, notifier: Any, pipeline: Any, event_stream: StreamIdGenerator,
     room_changes: StreamChangeCache, events: Any, typing: Any, tokens: Any, presence: Any,
-    account_data_caches: tuple[Any, ...] = (),
+    account_data_caches: tuple[Any, ...] = (), erasure: Any = None,
 ) -> None:
     """``account_data_caches``: what keeps users' account data (push rules, ignore lists):
     told to ``forget(users)`` when another process writes theirs."""
@@ -95,6 +97,9 @@ def wire_cluster(
             events.forget_room(room_id)
             pipeline.room_written_elsewhere(room_id, membership=True)
 
+    def on_erased(_sender: str, item: list[Any]) -> None:
+        events.forget_sender(item[1])
+
     def on_typing(_sender: str, item: list[Any]) -> None:
         _, room_id, user_id, is_typing, timeout_ms, position = item
         typing.remote_change(room_id, user_id, is_typing, timeout_ms, position)
@@ -106,7 +111,7 @@ def wire_cluster(
         presence.forget_cached(item[1])
 
     cluster.handlers.update({
-        "u": on_users, "all": on_all, "ev": on_event, "gone": on_gone, "ty": on_typing, "tok": on_tokens,
+        "u": on_users, "all": on_all, "ev": on_event, "gone": on_gone, "erased": on_erased, "ty": on_typing, "tok": on_tokens,
         "pres": on_presence,
     })
 
@@ -114,6 +119,8 @@ def wire_cluster(
         ["ty", room_id, user_id, is_typing, timeout_ms, position])
     tokens.broadcast = lambda hashes: cluster.send(["tok", [h.hex() for h in hashes]])
     presence.row_written = lambda user_id: cluster.send(["pres", user_id])
+    if erasure is not None:
+        erasure.broadcast = lambda user_id: cluster.send(["erased", user_id])
     presence.may_sweep = lambda: cluster.leader
 
     # Events of a dead process (or of a lost notification) are not in the change cache.

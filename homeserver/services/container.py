@@ -208,9 +208,11 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
     receipts = ReceiptsService(ReceiptStore(db), receipt_stream, events, state, rooms, account_data, notifier)
     typing = TypingService(state, notifier, streams["typing"], members=pipeline.joined_members)
     cluster = Cluster(db, instance_id_of(db), streams)
+    deactivation = DeactivationService(users, accounts, membership, profiles, state, rooms)
+    erasure = ErasureService.wired(server_name, db, users, pipeline, events, state, deactivation)
     wire_cluster(cluster, notifier=notifier, pipeline=pipeline, event_stream=event_stream,
                  room_changes=room_changes, events=events, typing=typing, tokens=tokens, presence=presence,
-                 account_data_caches=(push_rules, ignored_users))
+                 account_data_caches=(push_rules, ignored_users), erasure=erasure)
     limits = config.rate_limits
     retention = RetentionJob(config.retention, RetentionStore(db), events, leader_gate=cluster)
     retention.on_purged = pipeline.tell_purged  # the other processes drop them too
@@ -251,7 +253,7 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         typing=typing,
         user_directory=UserDirectoryStore(db),
         profiles=profiles,
-        deactivation=(deactivation := DeactivationService(users, accounts, membership, profiles, state, rooms)),
+        deactivation=deactivation,
         login_limiter=RateLimiter(limits.login.per_second, limits.login.burst),
         registration_limiter=RateLimiter(limits.registration.per_second, limits.registration.burst),
         push_rules=push_rules,
@@ -271,7 +273,7 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
             events, state, views, event_stream,
         ),
         search=SearchService(SearchStore(db), events, state, views, event_stream, ignored_users),
-        erasure=ErasureService.wired(server_name, db, users, pipeline, events, state, deactivation),
+        erasure=erasure,
         retention=retention,
         room_aliases=RoomAliasService(server_name, rooms, state),
         sync_filters=FilterService(FilterStore(db)),

@@ -17,7 +17,7 @@ leaving, then the rows and files.
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from homeserver.errors import MatrixError
 from homeserver.protocol import ids
@@ -65,6 +65,10 @@ class ErasureService:
         # Set by the media wiring (homeserver/app.py, the erase-user command): without it
         # the media rows are deleted and their files stay until a `media purge`.
         self.media_deleter: MediaDeleter | None = None
+        # Set by the multi-process wiring (services/cluster_hooks.py): the other processes,
+        # the running server when this is the erase-user command, serve the user's events
+        # pruned from then on too.
+        self.broadcast: Callable[[str], None] | None = None
 
     @classmethod
     def wired(cls, server_name: str, db: Database, users: UserStore, pipeline: EventPipeline,
@@ -108,6 +112,8 @@ class ErasureService:
         await self.user_data.mark_erasure_completed(user_id, now_ms())
         # What was left unredacted (rooms they had already left) is served pruned from now on.
         self.events.forget_sender(user_id)
+        if self.broadcast is not None:
+            self.broadcast(user_id)
         log.info("erased %s: %d messages redacted in %d rooms, %d media deleted",
                  user_id, redacted, len(joined), media)
         return {"rooms": len(joined), "redacted_events": redacted, "deleted_media": media}
