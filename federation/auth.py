@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from homeserver.errors import MatrixError
+from homeserver.http import note_user
 from homeserver.protocol.canonical import parse_json
 from homeserver.protocol.signing import SignatureError
 from homeserver.protocol.xmatrix import SCHEME, XMatrixError, parse_x_matrix, request_json
@@ -73,6 +74,7 @@ async def authenticate_request(request: web.Request, keyring: KeyRing, server_na
         except SignatureError as exc:
             failure = str(exc)
             continue
+        note_user(request, auth.origin)  # the access log line names the origin server
         return auth.origin
     raise _unauthorized(f"Invalid X-Matrix signature from {auths[0].origin}: {failure}")
 

@@ -71,7 +71,8 @@ access_log = logging.getLogger("homeserver.access")
 
 
 def note_user(request: web.Request, user_id: str) -> None:
-    """Name the authenticated user in the request's access log line."""
+    """Name the authenticated user (or, for federation, the origin server) in the
+    request's access log line."""
     info = request.get(REQUEST_INFO)
     if info is not None:
         info.user_id = user_id

@@ -7,6 +7,7 @@ Spec: https://spec.matrix.org/v1.19/server-server-api/#request-authentication
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 from aiohttp import web
@@ -67,6 +68,15 @@ async def test_a_signed_get_with_a_query_is_accepted(servers):
     a, b, _ = servers
     uri = ECHO + "?limit=10&v=a"
     assert await _send(a, "GET", uri, _signed(b.services.signing_key, "GET", uri)) == (200, {"origin": B})
+
+
+async def test_the_access_log_line_names_the_origin_server(servers, caplog):
+    a, b, _ = servers
+    caplog.set_level(logging.INFO, logger="homeserver.access")
+    assert (await _send(a, "GET", ECHO, _signed(b.services.signing_key, "GET", ECHO)))[0] == 200
+    # (The other line is b.test answering a.test's fetch of its keys.)
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "homeserver.access" and ECHO in r.getMessage()]
+    assert f" GET {ECHO} 200 " in line and line.endswith(f" user={B}")
 
 
 async def test_a_signed_put_with_a_body_is_accepted(servers):
