@@ -466,9 +466,8 @@ class EventPipeline:
                 written = await self.events.insert_on_tip(
                     conn, event, text, position, state_before_group, group_after, internal, txn,
                     room_lock_key(room_id), notification)
-            except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
-                # The txn id taken by a send into another room that committed meanwhile, or
-                # two writers locking several extremities in turn: tried again, as a moved tip.
+            except asyncpg.DeadlockDetectedError:
+                # Two writers locking several extremities in turn: tried again, as a moved tip.
                 raise TipMoved(None)
             if written.position is None:
                 raise TipMoved(written.txn_event_id)

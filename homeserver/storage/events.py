@@ -323,12 +323,20 @@ tip AS (
       AND room_id = $2 AND event_id = ANY($15::text[])
     FOR UPDATE
 ),
+-- The txn id first (a send of the same txn id committing meanwhile is waited for, and
+-- then this one writes nothing), so that the position is taken only by a write that
+-- will not fail.
+txn AS (
+    INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id, created_ts)
+    SELECT $16::text, $17::text, $18::text, $1, $19::bigint
+    WHERE $18::text IS NOT NULL AND (SELECT count(*) FROM tip) = cardinality($15::text[])
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+),
 go AS (
     SELECT COALESCE($3::bigint, nextval('events_stream_seq')) AS position
     FROM (SELECT count(*) AS n FROM tip) AS still
-    WHERE still.n = cardinality($15::text[])
-      AND NOT EXISTS (SELECT 1 FROM event_txn_ids
-                      WHERE $18::text IS NOT NULL AND user_id = $16 AND device_id = $17 AND txn_id = $18)
+    WHERE still.n = cardinality($15::text[]) AND ($18::text IS NULL OR EXISTS (SELECT 1 FROM txn))
 ),
 old_extremities AS (
     DELETE FROM forward_extremities
@@ -351,10 +359,6 @@ auth AS (
 ),
 new_extremity AS (
     INSERT INTO forward_extremities (room_id, event_id) SELECT $2, $1 FROM go WHERE $24::boolean
-),
-txn AS (
-    INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id, created_ts)
-    SELECT $16::text, $17::text, $18::text, $1, $19::bigint FROM go WHERE $18::text IS NOT NULL
 ),
 redaction AS (
     INSERT INTO redactions (event_id, redacts)
