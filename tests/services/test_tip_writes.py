@@ -15,7 +15,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from homeserver.app import create_app
 from homeserver.server import open_services
 from tests.conftest import make_config
-from tests.helpers import Api
+from tests.helpers import Api, User
 
 
 @contextlib.asynccontextmanager
@@ -237,3 +237,23 @@ async def test_a_state_event_with_another_process_running_notifies_it_in_its_tra
         # Process B heard of it: a long poll there returns the topic.
         timeline = (await bob.sync(since=since, timeout=5000))["rooms"]["join"][room]["timeline"]["events"]
         assert [e["content"].get("topic") for e in timeline if e["type"] == "m.room.topic"] == ["news"]
+
+
+async def test_one_txn_id_sent_to_both_processes_at_once_is_one_event(tmp_path, database_dsn):
+    async with _two_processes(tmp_path, database_dsn) as (a, b):
+        alice = await a.register("alice")
+        alice_on_b = User(b, alice.user_id, alice.access_token, alice.device_id)
+        room = await alice.create_room(preset="public_chat")
+        for n in range(5):
+            answers = await asyncio.gather(*(user.send_text(room, f"once {n}", txn_id=f"same{n}")
+                                             for user in (alice, alice_on_b, alice, alice_on_b)))
+            assert len(set(answers)) == 1, answers
+        conn = await asyncpg.connect(database_dsn)
+        try:
+            messages = await conn.fetchval(
+                "SELECT count(*) FROM events WHERE room_id = $1 AND type = 'm.room.message'", room)
+        finally:
+            await conn.close()
+        assert messages == 5
+        tip, prevs = await _room_graph(database_dsn, room)
+        _assert_one_chain(tip, prevs)
