@@ -148,6 +148,18 @@ class SyncRooms:
             await self.notifications.unread_request(user_id, {j.room_id: j.up_to for j in jobs if j.currently_joined}))
         ids, at = reads.timelines, reads.state_groups
         loaded = await self.events.get_events(i for room_ids in ids.values() for i in room_ids[:limit])
+        # The state at a window's end is that after its newest event when the timeline has
+        # it (room_reads did not read it then).
+        unknown = []
+        for job in jobs:
+            if (job.room_id, job.up_to) not in at:
+                newest = loaded.get(ids[job.room_id][0]) if ids.get(job.room_id) else None
+                if newest is not None:
+                    at[(job.room_id, job.up_to)] = newest.internal["state_group_after"]
+                else:
+                    unknown.append((job.room_id, job.up_to))
+        if unknown:  # (an event gone since the read)
+            at.update(await self.queries.state_groups_at(unknown))
         rooms = []
         for job in jobs:
             room_ids = ids.get(job.room_id, [])

@@ -71,7 +71,7 @@ def unread_inputs_ctes(first: int) -> str:
                 JOIN events e ON e.event_id = c.event_id
                 WHERE c.room_id = w.room_id AND c.type = 'm.room.member' AND c.state_key = {user}
             ) m ON true
-        ), unread_pending AS (
+        ), unread_pending AS MATERIALIZED (  -- (its array is read more than once below)
             SELECT r.*, ARRAY(
                 SELECT e.event_id FROM events e
                 WHERE e.room_id = r.room_id AND e.stream_ordering <= r.up_to
@@ -244,14 +244,15 @@ class PushActionStore:
                 "  DELETE FROM event_push_actions a USING unnest($12::text[], $14::bigint[]) AS r (room_id, position)"
                 "  WHERE a.user_id = $1 AND a.room_id = r.room_id AND a.stream_ordering <= r.position),"
             )
-            stored = (
-                "SELECT DISTINCT ON (room_id, stream_ordering) room_id, stream_ordering, thread_id, highlight"
-                f" FROM ({stored.replace('a.highlight FROM', 'a.highlight, 0 AS fresh FROM')}"
-                "  UNION ALL"
-                "  SELECT room_id, stream_ordering, thread_id, highlight, 1"
-                "  FROM unnest($8::text[], $9::bigint[], $10::text[], $11::bool[])"
-                "   AS n (room_id, stream_ordering, thread_id, highlight)"
-                " ) s ORDER BY room_id, stream_ordering, fresh"
+            # With the new actions, but those of an event already stored (this statement's
+            # snapshot, without its INSERT, is what NOT EXISTS reads).
+            stored += (
+                " UNION ALL"
+                " SELECT n.room_id, n.stream_ordering, n.thread_id, n.highlight"
+                " FROM unnest($8::text[], $9::bigint[], $10::text[], $11::bool[])"
+                "  AS n (room_id, stream_ordering, thread_id, highlight)"
+                " WHERE NOT EXISTS (SELECT 1 FROM event_push_actions x"
+                "  WHERE x.user_id = $1 AND x.room_id = n.room_id AND x.stream_ordering = n.stream_ordering)"
             )
         else:
             writes = ""

@@ -51,7 +51,8 @@ class UnreadRequest:
 class RoomReads:
     # room id -> its timeline's event ids, newest first.
     timelines: dict[str, list[str]]
-    # (room id, position) -> the state group there (None: no event, or no group).
+    # (room id, position) -> the state group there (None: no event, or no group); at a
+    # window's end only when its timeline is empty or filtered (see room_reads).
     state_groups: dict[tuple[str, int], int | None]
     unread: dict[str, UnreadInputs]
 
@@ -150,19 +151,30 @@ class SyncQueries:
     ) -> RoomReads:
         """What a /sync reads of the rooms it sends, one row per room in one statement:
         the ids of each window's newest ``limit`` events, newest first (one index scan
-        backwards per room); the state groups at the window's end and, with its
-        ``state_at_after``, at its start (the state a /sync compares its timelines with);
-        and with ``unread``, what counting the rooms' unread notifications needs."""
+        backwards per room); the state groups at the window's start with its
+        ``state_at_after``, and at its end (the state a /sync compares its timelines
+        with), the latter only when the timeline is empty or filtered: else it is the
+        state group after the timeline's newest event, the newest of the window; and with
+        ``unread``, what counting the rooms' unread notifications needs."""
         if not windows:
             return RoomReads({}, {}, {})
         f = event_filter or EventFilterSql()
+        filtered = bool(f.types is not None or f.not_types or f.senders is not None or f.not_senders
+                        or f.ignored_senders)
         unread_rooms = list(unread.up_to) if unread is not None else []
         rows = await self.db.fetch(
             "WITH windows AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $10::bool[])"
             "  AS w (room_id, after, up_to, state_at_after)),"
             " unread_rooms AS (SELECT * FROM unnest($11::text[], $12::bigint[]) AS u (room_id, up_to)),"
             + unread_inputs_ctes(13) +
-            " SELECT w.room_id, w.after, w.up_to, ARRAY("
+            " SELECT w.room_id, w.after, w.up_to, t.timeline,"
+            " CASE WHEN cardinality(t.timeline) = 0 OR $17::boolean"
+            f"  THEN ({_STATE_GROUP_AT.format(position='w.up_to')}) END AS group_at_end,"
+            f" CASE WHEN w.state_at_after THEN ({_STATE_GROUP_AT.format(position='w.after')}) END"
+            "  AS group_at_after,"
+            " u.room_id IS NOT NULL AS counted, u.member_event, u.joined_at, u.evaluated, u.event_ids,"
+            " u.read_threads, u.read_positions, u.member_count, u.create_event, u.power_levels_event"
+            " FROM windows w CROSS JOIN LATERAL (SELECT ARRAY("
             "  SELECT event_id FROM events"
             "  WHERE room_id = w.room_id AND stream_ordering > w.after AND stream_ordering <= w.up_to"
             "  AND NOT outlier AND rejected_reason IS NULL"
@@ -171,13 +183,8 @@ class SyncQueries:
             "  AND ($7::text[] IS NULL OR sender = ANY($7::text[]))"
             "  AND NOT (sender = ANY($8::text[]))"
             "  AND NOT (state_key IS NULL AND sender = ANY($9::text[]))"
-            "  ORDER BY stream_ordering DESC LIMIT $4) AS timeline,"
-            f" ({_STATE_GROUP_AT.format(position='w.up_to')}) AS group_at_end,"
-            f" CASE WHEN w.state_at_after THEN ({_STATE_GROUP_AT.format(position='w.after')}) END"
-            "  AS group_at_after,"
-            " u.room_id IS NOT NULL AS counted, u.member_event, u.joined_at, u.evaluated, u.event_ids,"
-            " u.read_threads, u.read_positions, u.member_count, u.create_event, u.power_levels_event"
-            " FROM windows w LEFT JOIN unread_inputs u ON u.room_id = w.room_id",
+            "  ORDER BY stream_ordering DESC LIMIT $4) AS timeline) t"
+            " LEFT JOIN unread_inputs u ON u.room_id = w.room_id",
             [w.room_id for w in windows], [w.after for w in windows], [w.up_to for w in windows], limit,
             _like_patterns(f.types), _like_patterns(f.not_types) or [],
             list(f.senders) if f.senders is not None else None, list(f.not_senders),
@@ -186,12 +193,14 @@ class SyncQueries:
             *unread_inputs_args(
                 unread.user_id if unread is not None else "", unread.not_senders if unread is not None else (),
                 unread.limit if unread is not None else 0),
+            filtered,
         )
         out = RoomReads({}, {}, {})
         for r in rows:
             room_id = r["room_id"]
             out.timelines[room_id] = list(r["timeline"])
-            out.state_groups[(room_id, r["up_to"])] = r["group_at_end"]
+            if not r["timeline"] or filtered:
+                out.state_groups[(room_id, r["up_to"])] = r["group_at_end"]
             if r["group_at_after"] is not None:
                 out.state_groups[(room_id, r["after"])] = r["group_at_after"]
             if r["counted"]:
