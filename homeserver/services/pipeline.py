@@ -525,7 +525,8 @@ class EventPipeline:
                 try:
                     await write_on_tip(self.db.pool, position)
                 except TipMoved:
-                    self._extremities.set(room_id, old_tip)  # a retried txn id: the tip stands
+                    if old_tip:
+                        self._extremities.set(room_id, old_tip)  # a retried txn id: the tip stands
                     raise
             event.internal.update(internal)
             event.internal.update(
