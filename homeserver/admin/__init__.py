@@ -26,6 +26,7 @@ def install(app: web.Application) -> None:
     for module in ROUTE_MODULES:
         app.router.add_routes(module.routes)
     app.cleanup_ctx.append(_room_deletes)
+    app.cleanup_ctx.append(_history_purges)
 
 
 async def _room_deletes(app: web.Application) -> AsyncIterator[None]:
@@ -33,6 +34,13 @@ async def _room_deletes(app: web.Application) -> AsyncIterator[None]:
     await deleter.fail_interrupted_jobs()
     yield
     await deleter.stop()
+
+
+async def _history_purges(app: web.Application) -> AsyncIterator[None]:
+    purger = app[ADMIN_SERVICES].history_purger
+    await purger.fail_interrupted_jobs()
+    yield
+    await purger.stop()
 
 
 def _wire_federation_sender(app: web.Application) -> None:

@@ -1,5 +1,6 @@
-"""Rooms: list, details, members, state, block, delete (v1 in the request, v2 in the
-background with a status). Synapse docs: docs/admin_api/rooms.md. Admins only.
+"""Rooms: list, details, members, state, forward extremities, block, delete (v1 in the
+request, v2 in the background with a status), purge of old history. Synapse docs:
+docs/admin_api/rooms.md and purge_history_api.md. Admins only.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from aiohttp import web
 from homeserver.admin.base import V1, V2, AdminBody, admin_services, body_of, descending, page, query_bool, \
     query_choice, require_admin
 from homeserver.http import json_response, parse_model
+from homeserver.services.admin_purge_history import PurgeRequest
 from homeserver.services.admin_room_delete import DeleteOptions
 from homeserver.services.admin_rooms import ROOM_ORDER_BY, RoomQuery
 
@@ -26,6 +28,12 @@ class DeleteRoomBody(AdminBody):
 
     def options(self) -> DeleteOptions:
         return DeleteOptions(block=self.block, purge=self.purge, force_purge=self.force_purge, message=self.message)
+
+
+class PurgeHistoryBody(AdminBody):
+    delete_local_events: bool = False
+    purge_up_to_event_id: str | None = None
+    purge_up_to_ts: int | None = None
 
 
 class BlockBody(AdminBody):
@@ -70,6 +78,13 @@ async def room_state(request: web.Request) -> web.Response:
 async def forward_extremities(request: web.Request) -> web.Response:
     await require_admin(request)
     return json_response(await admin_services(request).rooms.forward_extremities(request.match_info["room_id"]))
+
+
+@routes.delete(V1 + "/rooms/{room_id}/forward_extremities")
+async def delete_forward_extremities(request: web.Request) -> web.Response:
+    who = await require_admin(request)
+    return json_response(
+        await admin_services(request).rooms.delete_forward_extremities(who, request.match_info["room_id"]))
 
 
 @routes.get(V1 + "/rooms/{room_id}/block")
@@ -122,3 +137,25 @@ async def join_user(request: web.Request) -> web.Response:
     body = parse_model(JoinBody, await body_of(request))
     room_id = await admin_services(request).rooms.join_user(who, request.match_info["room_id_or_alias"], body.user_id)
     return json_response({"room_id": room_id})
+
+
+@routes.post(V1 + "/purge_history/{room_id}")
+@routes.post(V1 + "/purge_history/{room_id}/{event_id}")
+async def purge_history(request: web.Request) -> web.Response:
+    """Synapse docs: docs/admin_api/purge_history_api.md. An event id in the path wins over
+    the body's purge_up_to_event_id, which wins over purge_up_to_ts."""
+    who = await require_admin(request)
+    body = parse_model(PurgeHistoryBody, await body_of(request))
+    purge_request = PurgeRequest(
+        room_id=request.match_info["room_id"],
+        up_to_event_id=request.match_info.get("event_id") or body.purge_up_to_event_id,
+        up_to_ts=body.purge_up_to_ts, delete_local_events=body.delete_local_events,
+    )
+    purge_id = await admin_services(request).history_purger.start(who, purge_request)
+    return json_response({"purge_id": purge_id})
+
+
+@routes.get(V1 + "/purge_history_status/{purge_id}")
+async def purge_history_status(request: web.Request) -> web.Response:
+    await require_admin(request)
+    return json_response(await admin_services(request).history_purger.status(request.match_info["purge_id"]))

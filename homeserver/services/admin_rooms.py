@@ -1,7 +1,7 @@
 """Server admins' view of rooms: list, details, members, state, blocking.
 
 Synapse docs: docs/admin_api/rooms.md (List Room API, Room Details API, Room Members API,
-Room State API, Block Room API).
+Room State API, Block Room API, Forward Extremities Admin API).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from homeserver.services.auth import Requester
 from homeserver.services.clock import now_ms
 from homeserver.services.event_views import EventViews
 from homeserver.services.membership import MembershipService
+from homeserver.services.pipeline import EventPipeline
 from homeserver.storage.admin_rooms import ORDER_COLUMNS, AdminRoomStore, RoomQuery
 from homeserver.storage.events import EventStore
 from homeserver.storage.state import StateStore
@@ -32,7 +33,7 @@ def check_room_id(room_id: str) -> None:
 
 class AdminRoomService:
     def __init__(self, server_name: str, store: AdminRoomStore, state: StateStore, events: EventStore,
-                 views: EventViews, membership: MembershipService, users: UserStore):
+                 views: EventViews, membership: MembershipService, users: UserStore, pipeline: EventPipeline):
         self.server_name = server_name
         self.store = store
         self.state = state
@@ -40,6 +41,7 @@ class AdminRoomService:
         self.views = views
         self.membership = membership
         self.users = users
+        self.pipeline = pipeline
 
     async def list_rooms(self, query: RoomQuery) -> dict[str, Any]:
         rooms, total = await self.store.list_rooms(query, self.server_name)
@@ -73,6 +75,19 @@ class AdminRoomService:
         await self.details(room_id)
         extremities = await self.store.forward_extremities(room_id)
         return {"count": len(extremities), "results": extremities}
+
+    async def delete_forward_extremities(self, who: Requester, room_id: str) -> dict[str, Any]:
+        """Every forward extremity of the room but the newest: the next event here has one
+        prev event instead of many (a room with hundreds of them is slow to write to)."""
+        await self.details(room_id)
+        # Under the room's lock no local write is between reading the tip and replacing it;
+        # a write of another process finds its tip changed (storage/events.py insert_on_tip)
+        # and reads it again.
+        async with self.pipeline.room_lock(room_id):
+            deleted = await self.store.delete_forward_extremities(room_id)
+            self.pipeline.room_written_elsewhere(room_id, membership=False)
+        audit(who.user_id, "delete_forward_extremities", room_id, deleted=deleted)
+        return {"deleted": deleted}
 
     async def block_status(self, room_id: str) -> dict[str, Any]:
         check_room_id(room_id)

@@ -133,6 +133,16 @@ class AdminRoomStore:
         # The time each was received is not recorded: received_ts is null.
         return [{**dict(r), "received_ts": None} for r in rows]
 
+    async def delete_forward_extremities(self, room_id: str) -> int:
+        """Delete the room's forward extremities but the newest (by stream ordering); how many went."""
+        status = await self.db.execute(
+            "DELETE FROM forward_extremities WHERE room_id = $1 AND event_id <> ("
+            " SELECT f.event_id FROM forward_extremities f JOIN events e ON e.event_id = f.event_id"
+            " WHERE f.room_id = $1 ORDER BY e.stream_ordering DESC LIMIT 1)",
+            room_id,
+        )
+        return int(status.split()[-1])
+
     # Blocked rooms
 
     async def block(self, room_id: str, by: str, now: int) -> None:

@@ -26,10 +26,13 @@ _WITH_THE_EVENTS = (
 
 # Candidates: old accepted messages, not the room's newest event, not a forward
 # extremity, and not a redaction of a (kept) state event, which would otherwise
-# come back unredacted.
+# come back unredacted. $4 (optional): only before this stream position; $5 (optional):
+# a server name whose users' events are kept.
 _CANDIDATES = """
 SELECT e.event_id, e.stream_ordering FROM events e
 WHERE e.room_id = $1 AND e.origin_server_ts < $2 AND e.state_key IS NULL AND NOT e.outlier
+  AND ($4::bigint IS NULL OR e.stream_ordering < $4)
+  AND ($5::text IS NULL OR substr(e.sender, strpos(e.sender, ':') + 1) <> $5)
   AND e.stream_ordering < (SELECT max(stream_ordering) FROM events WHERE room_id = $1 AND NOT outlier)
   AND NOT EXISTS (SELECT 1 FROM forward_extremities f WHERE f.room_id = $1 AND f.event_id = e.event_id)
   AND NOT EXISTS (SELECT 1 FROM redactions red JOIN events t ON t.event_id = red.redacts
@@ -58,11 +61,18 @@ class RetentionStore:
     async def room_ids(self) -> list[str]:
         return [r["room_id"] for r in await self.db.fetch("SELECT room_id FROM rooms ORDER BY room_id")]
 
-    async def purge_messages_before(self, room_id: str, before_ts: int, limit: int) -> list[str]:
+    async def purge_messages_before(
+        self, room_id: str, before_ts: int, limit: int, *, before_stream_ordering: int | None = None,
+        keep_server: str | None = None,
+    ) -> list[str]:
         """Delete up to ``limit`` of the room's oldest messages sent before the time, with the
-        rows that hang on them, in one transaction; return their ids."""
+        rows that hang on them, in one transaction; return their ids.
+
+        The admin's history purge narrows it: only events before a stream position (those
+        before an event), and none sent by users of ``keep_server`` (the local server's
+        events may be the only copies there are)."""
         async with self.db.transaction() as conn:
-            rows = await conn.fetch(_CANDIDATES, room_id, before_ts, limit)
+            rows = await conn.fetch(_CANDIDATES, room_id, before_ts, limit, before_stream_ordering, keep_server)
             if not rows:
                 return []
             ids = [r["event_id"] for r in rows]
