@@ -16,6 +16,7 @@ from aiohttp import web
 from homeserver.errors import forbidden, invalid_param, missing_param, not_found
 from homeserver.http import json_response, query_bool, query_int
 from homeserver.request_context import requester, services
+from homeserver.services.admin_audit import audit
 from homeserver.services.auth import Requester
 # MediaAdmin and parse_mxc are also imported from here (homeserver/cli.py).
 from media.admin_service import USAGE_ORDER, USER_MEDIA_ORDER, MediaAdmin, item_json, parse_mxc  # noqa: F401
@@ -108,7 +109,8 @@ async def list_user_media(request: web.Request) -> web.Response:
     items, total = await _admin(request).user_media(
         request.match_info["user_id"], order_by=order_by, descending=descending, limit=limit, offset=offset,
     )
-    body = {"media": [item_json(item) for item in items], "total": total}
+    protected = await _admin(request).protected_among([item.media_id for item in items])
+    body = {"media": [item_json(item, item.media_id in protected) for item in items], "total": total}
     return json_response(_with_next_token(body, offset, len(items), total))
 
 
@@ -188,3 +190,27 @@ async def quarantine_media(request: web.Request) -> web.Response:
 @routes.post(ADMIN + "/media/unquarantine/{server_name}/{media_id}")
 async def unquarantine_media(request: web.Request) -> web.Response:
     return await _quarantine(request, False)
+
+
+async def _protect(request: web.Request, protected: bool) -> web.Response:
+    """Synapse docs: media_admin_api.md, "Protecting media from being quarantined". Local
+    media only (the path has no server name); protected media is also kept by
+    POST /media/delete. Unknown media answers 404, where Synapse answers {}."""
+    who = await _require_admin(request)
+    media_id = request.match_info["media_id"]
+    admin = _admin(request)
+    check_mxc_parts(admin.server_name, media_id)
+    if not await admin.set_protected(media_id, who.user_id if protected else None):
+        raise not_found("Unknown media")
+    audit(who.user_id, "protect_media" if protected else "unprotect_media", media_id)
+    return json_response({})
+
+
+@routes.post(ADMIN + "/media/protect/{media_id}")
+async def protect_media(request: web.Request) -> web.Response:
+    return await _protect(request, True)
+
+
+@routes.post(ADMIN + "/media/unprotect/{media_id}")
+async def unprotect_media(request: web.Request) -> web.Response:
+    return await _protect(request, False)

@@ -1,4 +1,4 @@
-"""The media admin: usage, deletion, purges and quarantine, for the admin API and the CLI.
+"""The media admin: usage, deletion, purges, quarantine and protection, for the admin API and the CLI.
 
 Synapse's admin API (docs/admin_api/media_admin_api.md) is served by media/admin.py;
 `homeserver media ...` commands call this too.
@@ -11,7 +11,9 @@ from typing import Any
 
 from homeserver.errors import invalid_param, not_found
 from homeserver.protocol import ids
+from homeserver.services.clock import now_ms
 from homeserver.services.container import Services
+from homeserver.storage.admin_media import MediaProtectionStore
 from homeserver.storage.media import LocalMedia, MediaStore, RemoteMedia
 # USAGE_ORDER and USER_MEDIA_ORDER (the sort keys the listings accept) are imported from here by the routes.
 from homeserver.storage.media_admin import (  # noqa: F401
@@ -39,22 +41,23 @@ def parse_mxc(uri: str) -> ParsedMxc:
 
 
 class MediaAdmin:
-    """Usage, deletion, purges and quarantine of media, for the admin API and the CLI."""
+    """Usage, deletion, purges, quarantine and protection of media, for the admin API and the CLI."""
 
     def __init__(self, server_name: str, repository: MediaRepository, media: MediaStore,
-                 admin_store: MediaAdminStore, users: UserStore):
+                 admin_store: MediaAdminStore, users: UserStore, protection: MediaProtectionStore):
         self.server_name = server_name
         self.repository = repository
         self.media = media
         self.admin_store = admin_store
         self.users = users
+        self.protection = protection
 
     @classmethod
     def for_services(cls, services: Services, repository: MediaRepository | None = None) -> "MediaAdmin":
         """For the admin commands, which run without the app, repository is built here."""
         return cls(
             services.server_name, repository or build_repository(services), services.media,
-            MediaAdminStore(services.db), services.users,
+            MediaAdminStore(services.db), services.users, MediaProtectionStore(services.db),
         )
 
     def is_local(self, server_name: str) -> bool:
@@ -102,10 +105,23 @@ class MediaAdmin:
     async def purge_candidates(
         self, before_ts: int, *, by_access: bool, size_gt: int = 0, keep_profiles: bool = True
     ) -> list[str]:
-        """Local media uploaded (by_access: last used) before the time; avatars kept with keep_profiles."""
-        return await self.admin_store.local_media_to_purge(
+        """Local media uploaded (by_access: last used) before the time; avatars kept with
+        keep_profiles, protected media always (as Synapse's deletion of old media)."""
+        candidates = await self.admin_store.local_media_to_purge(
             self.server_name, before_ts, by_access=by_access, size_gt=size_gt, keep_profiles=keep_profiles,
         )
+        protected = await self.protection.protected_among(candidates)
+        return [media_id for media_id in candidates if media_id not in protected]
+
+    async def set_protected(self, media_id: str, by: str | None) -> bool:
+        """Protect local media (by: the admin's user id) or lift the protection (by None);
+        False when it is unknown."""
+        if by is None:
+            return await self.protection.unprotect(media_id)
+        return await self.protection.protect(media_id, by, now_ms())
+
+    async def protected_among(self, media_ids: list[str]) -> set[str]:
+        return await self.protection.protected_among(media_ids)
 
     async def purge_local(
         self, before_ts: int, *, by_access: bool, size_gt: int = 0, keep_profiles: bool = True
@@ -125,18 +141,21 @@ class MediaAdmin:
     async def media_info(self, server_name: str, media_id: str) -> dict[str, Any] | None:
         if self.is_local(server_name):
             local = await self.media.get_local(media_id)
-            return _local_info(self.server_name, local) if local is not None and local.uploaded else None
+            if local is None or not local.uploaded:
+                return None
+            protected = bool(await self.protection.protected_among([media_id]))
+            return _local_info(self.server_name, local, protected)
         remote = await self.media.get_remote(server_name, media_id)
         return _remote_info(remote) if remote is not None else None
 
 
-def _local_info(server_name: str, media: LocalMedia) -> dict[str, Any]:
+def _local_info(server_name: str, media: LocalMedia, protected: bool) -> dict[str, Any]:
     return {
         "media_origin": server_name, "user_id": media.user_id, "media_id": media.media_id,
         "media_type": media.content_type, "media_length": media.size, "upload_name": media.upload_name,
         "created_ts": media.created_ts, "filesystem_id": media.sha256, "url_cache": None,
         "last_access_ts": media.last_access_ts, "quarantined_by": media.quarantined_by,
-        "authenticated": True, "safe_from_quarantine": False, "sha256": media.sha256,
+        "authenticated": True, "safe_from_quarantine": protected, "sha256": media.sha256,
     }
 
 
@@ -150,5 +169,5 @@ def _remote_info(media: RemoteMedia) -> dict[str, Any]:
     }
 
 
-def item_json(item: UserMediaItem) -> dict[str, Any]:
-    return {**dataclasses.asdict(item), "safe_from_quarantine": False}
+def item_json(item: UserMediaItem, protected: bool = False) -> dict[str, Any]:
+    return {**dataclasses.asdict(item), "safe_from_quarantine": protected}

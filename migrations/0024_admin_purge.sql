@@ -16,6 +16,12 @@ CREATE INDEX purge_history_jobs_room ON purge_history_jobs (room_id, created_ts)
 -- One running purge per room, whichever process started it.
 CREATE UNIQUE INDEX purge_history_jobs_active ON purge_history_jobs (room_id) WHERE status = 'active';
 
--- Set by an admin (POST /_synapse/admin/v1/media/protect/{mediaId}): local media that the
--- bulk quarantines and the deletion of old media leave alone (stickers, shared images).
-ALTER TABLE media ADD COLUMN safe_from_quarantine BOOLEAN NOT NULL DEFAULT FALSE;
+-- Local media an admin protected (POST /_synapse/admin/v1/media/protect/{mediaId}), which
+-- the bulk quarantines and the deletion of old media leave alone (stickers, shared images).
+-- A table of its own, not a column of media: storage/media.py reads media rows whole
+-- into its LocalMedia records. The row goes with the media.
+CREATE TABLE media_protected (
+    media_id TEXT PRIMARY KEY REFERENCES media (media_id) ON DELETE CASCADE,
+    protected_by TEXT NOT NULL,
+    protected_ts BIGINT NOT NULL
+);
