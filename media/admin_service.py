@@ -135,7 +135,13 @@ class MediaAdmin:
         return await self.repository.purge_remote_cache(before_ts)
 
     async def set_quarantine(self, server_name: str, media_id: str, by: str | None) -> bool:
+        """Quarantine (by: the admin) or release (by None) an item; False when it is unknown.
+        Protected local media is not quarantined, and the answer is the same, as Synapse's
+        (media_admin_api.md: protection holds against the quarantine APIs). Other items with
+        the same bytes are still quarantined with it even when protected (Synapse skips them)."""
         origin = None if self.is_local(server_name) else server_name
+        if origin is None and by is not None and await self.protection.protected_among([media_id]):
+            return True
         return await self.admin_store.set_quarantine(origin, media_id, by)
 
     async def media_info(self, server_name: str, media_id: str) -> dict[str, Any] | None:

@@ -1,7 +1,6 @@
 """Media protection: Synapse's media_admin_api.md, "Protecting media from being quarantined".
-Protected local media is kept by the deletion of old media (POST /media/delete), as in
-Synapse; the quarantine of one item by id still applies to it (Synapse's protection is
-against the room and user bulk quarantines, which this server does not have)."""
+Protected local media is not quarantined (Synapse's quarantine by id skips it too and
+answers {} all the same) and is kept by the deletion of old media (POST /media/delete)."""
 
 from __future__ import annotations
 
@@ -53,15 +52,19 @@ async def test_protect_round_trip_and_its_effect_on_the_deletion_of_old_media(ap
     assert await _download_status(api, alice, sticker) == 200
     assert await _download_status(api, alice, junk) == 404
 
-    # Protection does not stop the quarantine of the item itself.
-    assert (await admin.post(f"{V1}/media/quarantine/{SERVER}/{sticker}", {})).status == 200
-    assert await _download_status(api, alice, sticker) == 404
-    assert (await admin.post(f"{V1}/media/unquarantine/{SERVER}/{sticker}", {})).status == 200
+    # Quarantining it is answered as usual and does nothing.
+    r = await admin.post(f"{V1}/media/quarantine/{SERVER}/{sticker}", {})
+    assert r.status == 200 and r.body == {}, r
+    assert await _download_status(api, alice, sticker) == 200
+    assert (await admin.get(f"{V1}/media/{SERVER}/{sticker}"))["media_info"]["quarantined_by"] is None
 
     # Unprotected, it is deleted like any other.
     r = await admin.post(f"{V1}/media/unprotect/{sticker}", {})
     assert r.status == 200 and r.body == {}, r
     assert (await admin.get(f"{V1}/media/{SERVER}/{sticker}"))["media_info"]["safe_from_quarantine"] is False
+    assert (await admin.post(f"{V1}/media/quarantine/{SERVER}/{sticker}", {})).status == 200
+    assert await _download_status(api, alice, sticker) == 404
+    assert (await admin.post(f"{V1}/media/unquarantine/{SERVER}/{sticker}", {})).status == 200
     await _make_old(api, sticker)
     r = await admin.post(f"{V1}/media/delete?before_ts={JAN_2025}")
     assert r.body == {"deleted_media": [sticker], "total": 1}, r
