@@ -214,3 +214,14 @@ async def protect_media(request: web.Request) -> web.Response:
 @routes.post(ADMIN + "/media/unprotect/{media_id}")
 async def unprotect_media(request: web.Request) -> web.Response:
     return await _protect(request, False)
+
+
+@routes.post(ADMIN + "/user/{user_id}/media/quarantine")
+async def quarantine_user_media(request: web.Request) -> web.Response:
+    """Synapse docs: media_admin_api.md, "Quarantining all media of a user" (protected
+    media is left alone). An unknown or remote user is refused, where Synapse answers 0."""
+    who = await _require_admin(request)
+    user_id = request.match_info["user_id"]
+    count = await _admin(request).quarantine_user_media(user_id, who.user_id)
+    audit(who.user_id, "quarantine_user_media", user_id, num_quarantined=count)
+    return json_response({"num_quarantined": count})

@@ -144,6 +144,15 @@ class MediaAdmin:
             return True
         return await self.admin_store.set_quarantine(origin, media_id, by)
 
+    async def quarantine_user_media(self, user_id: str, by: str) -> int:
+        """Every local upload of a local user, but the protected ones; how many were quarantined."""
+        await self.check_local_user(user_id)
+        count = 0
+        for media_id in await self.protection.unprotected_media_of_user(user_id):
+            if await self.admin_store.set_quarantine(None, media_id, by):
+                count += 1
+        return count
+
     async def media_info(self, server_name: str, media_id: str) -> dict[str, Any] | None:
         if self.is_local(server_name):
             local = await self.media.get_local(media_id)

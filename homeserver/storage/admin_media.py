@@ -34,5 +34,15 @@ class MediaProtectionStore:
         )
         return {row["media_id"] for row in rows}
 
+    async def unprotected_media_of_user(self, user_id: str) -> list[str]:
+        """A local user's media not quarantined yet and not protected (for the bulk quarantine)."""
+        rows = await self.db.fetch(
+            "SELECT m.media_id FROM media m WHERE m.user_id = $1 AND m.quarantined_by IS NULL"
+            " AND NOT EXISTS (SELECT 1 FROM media_protected p WHERE p.media_id = m.media_id)"
+            " ORDER BY m.created_ts, m.media_id",
+            user_id,
+        )
+        return [row["media_id"] for row in rows]
+
     async def _exists(self, media_id: str) -> bool:
         return await self.db.fetchval("SELECT EXISTS (SELECT 1 FROM media WHERE media_id = $1)", media_id)

@@ -83,3 +83,27 @@ async def test_protect_unknown_media(api):
                  f"{V1}/media/protect/bad%20id"):
         r = await admin.post(path, {})
         assert r.status == 404 and r.errcode == "M_NOT_FOUND", (path, r)
+
+
+async def test_quarantine_of_a_users_media_skips_protected_media(api):
+    admin = await make_admin(api)
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    sticker = await upload_ok(alice, b"alice's sticker pack")
+    spam = [await upload_ok(alice, f"spam {i}".encode()) for i in range(2)]
+    bobs = await upload_ok(bob, b"bob's photo")
+    path = f"{V1}/user/{alice.user_id}/media/quarantine"
+    await assert_admin_only(api, "POST", path, {}, user=bob)
+    assert (await admin.post(f"{V1}/media/protect/{sticker}", {})).status == 200
+
+    r = await admin.post(path, {})
+    assert r.status == 200 and r.body == {"num_quarantined": 2}, r
+    for media_id in spam:
+        assert await _download_status(api, alice, media_id) == 404
+    assert await _download_status(api, alice, sticker) == 200
+    assert await _download_status(api, bob, bobs) == 200
+    # Again: nothing is left to quarantine.
+    assert (await admin.post(path, {})).body == {"num_quarantined": 0}
+    for user_id, status in (("@nobody:test.local", 404), ("@x:elsewhere.example", 400), ("not-a-user", 400)):
+        r = await admin.post(f"{V1}/user/{user_id}/media/quarantine", {})
+        assert r.status == status, (user_id, r)
