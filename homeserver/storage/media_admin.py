@@ -25,8 +25,8 @@ USER_MEDIA_ORDER = {
     "media_length": "size",
     "media_type": "content_type",
     "quarantined_by": "quarantined_by",
-    # Protection from quarantine is not kept here: every item is unprotected.
-    "safe_from_quarantine": "NULL::int",
+    # Protected from quarantine (migrations/0024: media_protected) first when descending.
+    "safe_from_quarantine": "EXISTS (SELECT 1 FROM media_protected p WHERE p.media_id = media.media_id)::int",
 }
 
 
@@ -153,7 +153,10 @@ class MediaAdminStore:
                 return False
             if sha256:
                 # Synapse does the same since 1.128: the same bytes under another id are
-                # the same content.
-                await conn.execute("UPDATE media SET quarantined_by = $2 WHERE sha256 = $1", sha256, by)
+                # the same content; but a protected item is never quarantined, as Synapse.
+                await conn.execute(
+                    "UPDATE media SET quarantined_by = $2 WHERE sha256 = $1 AND ($2::text IS NULL"
+                    " OR NOT EXISTS (SELECT 1 FROM media_protected p WHERE p.media_id = media.media_id))",
+                    sha256, by)
                 await conn.execute("UPDATE remote_media SET quarantined_by = $2 WHERE sha256 = $1", sha256, by)
             return True

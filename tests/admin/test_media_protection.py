@@ -107,3 +107,22 @@ async def test_quarantine_of_a_users_media_skips_protected_media(api):
     for user_id, status in (("@nobody:test.local", 404), ("@x:elsewhere.example", 400), ("not-a-user", 400)):
         r = await admin.post(f"{V1}/user/{user_id}/media/quarantine", {})
         assert r.status == status, (user_id, r)
+
+
+async def test_quarantine_of_the_same_bytes_leaves_a_protected_copy(api):
+    admin = await make_admin(api)
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    kept = await upload_ok(alice, b"the same bytes")
+    copy = await upload_ok(bob, b"the same bytes")
+    assert (await admin.post(f"{V1}/media/protect/{kept}", {})).status == 200
+    r = await admin.post(f"{V1}/media/quarantine/{SERVER}/{copy}", {})
+    assert r.status == 200, r
+    assert await _download_status(api, bob, copy) == 404
+    assert await _download_status(api, alice, kept) == 200
+    # Sorted by protection: the protected item first when descending, last when ascending.
+    other = await upload_ok(alice, b"other bytes")
+    for direction, order in (("b", [kept, other]), ("f", [other, kept])):
+        r = await admin.get(f"/_synapse/admin/v1/users/{alice.user_id}/media",
+                            params={"order_by": "safe_from_quarantine", "dir": direction})
+        assert r.status == 200 and [m["media_id"] for m in r["media"]] == order, r
