@@ -191,3 +191,40 @@ async def test_clusters_over_notify_hold_back_and_drop_a_killed_process(database
         await db_b.close()
         if not db_a.pool._closed:
             await db_a.close()
+
+
+async def test_a_write_that_announced_its_own_position_is_not_announced_again(database_dsn):
+    """A write that told the others itself (the NOTIFY in its statement, services/pipeline.py)
+    finishes its position here without a second announcement; one that took no position
+    (a write refused) finishes nothing."""
+    dbs, (a,) = await _generators(database_dsn, 1)
+    try:
+        a.add_peer("b", a.own_bound())
+        told: list[int | None] = []
+        a.announcer = lambda _stream, position, _bound: told.append(position)
+
+        async def write_taking_a_position():
+            return await dbs[0].fetchval(f"SELECT nextval('{SEQUENCES['events']}')"), "written"
+
+        async with a.allocate(fetch=write_taking_a_position, announced=True) as position:
+            pass
+        assert told == [] and a.current() == position
+
+        async def refused_write():
+            return None, "refused"
+
+        allocation = a.allocate(fetch=refused_write, announced=True)
+        async with allocation as nothing:
+            assert nothing is None and allocation.extra == "refused"
+        assert told == [] and a.current() == position
+
+        later = a.allocate()
+        async with later as second:
+            later.announced_by_write()
+        assert told == [] and a.current() == second
+        async with a.allocate() as third:
+            pass
+        assert told == [third]
+    finally:
+        for db in dbs:
+            await db.close()
