@@ -2,11 +2,12 @@
 
 Items (JSON lists) ride on the notifications beside the positions they belong to:
 
-- ``["ev", room, position, event id, target, membership, redacts, tip]``: an event was
+- ``["ev", room, position, event id, target, membership, redacts, tip, body?]``: an event was
   written (sent by the pipeline, services/pipeline.py ``_tell_others``); the receiver
   updates its cached tip of the room (``tip``: [replaced prev events, depth, state group],
-  for a local event written on the tip) or drops it, drops what it cached of a redacted
-  event, records the room as changed, and wakes its own users joined to it.
+  for a local event written on the tip) or drops it, keeps the event in its cache when
+  ``body`` carries it (``EventStore.remember_written_elsewhere``), drops what it cached of
+  a redacted event, records the room as changed, and wakes its own users joined to it.
 - ``["u", stream, position, users]`` / ``["all", stream, position]``: wake these
   users (or, for a list too long to send, everyone waiting) once the position is visible.
 - ``["gone", room or null, [event ids]]``: events purged (retention, or a whole room by
@@ -74,9 +75,13 @@ def wire_cluster(
     def on_event(_sender: str, item: list[Any]) -> None:
         _, room_id, position, event_id, target, membership, redacts = item[:7]
         tip = item[7] if len(item) > 7 else None
+        body = item[8] if len(item) > 8 else None
         pipeline.room_written_elsewhere(room_id, membership is not None, event_id, tip)
         room_changes.record(room_id, position)
-        events.invalidate(event_id)  # an outlier we held may now be part of the room
+        # The event as written, kept (the /sync this wakes need not read it back); without
+        # it, what we held is dropped (an outlier we had may now be part of the room).
+        if body is None or not events.remember_written_elsewhere(event_id, position, body):
+            events.invalidate(event_id)
         if redacts:
             events.invalidate(redacts)
         if membership is not None and membership != "join" and target:

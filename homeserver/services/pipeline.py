@@ -478,9 +478,8 @@ class EventPipeline:
             # The position is taken by the write itself (the sequence's next value, only if
             # it writes), which also tells the other processes as it commits: one round
             # trip, no lock held between statements.
-            notification = self.cluster.write_notification(
-                self.stream.name, self.stream.own_bound(),
-                self._event_item(event, POSITION_MARK, prev_events, group_after))
+            notification = self._write_notification(
+                event, POSITION_MARK, prev_events, state_before_group, group_after, text, internal)
             allocation = self.stream.allocate(
                 fetch=lambda: self._write_optimistic(write_on_tip, notification),
                 announced=notification is not None)
@@ -511,9 +510,8 @@ class EventPipeline:
                         )
                     if self.cluster is not None and not self.cluster.solo:
                         # Delivered at the commit, with the event (none if it rolls back).
-                        notification = self.cluster.write_notification(
-                            self.stream.name, self.stream.own_bound(),
-                            self._event_item(event, position, prev_events, group_after))
+                        notification = self._write_notification(
+                            event, position, prev_events, state_before_group, group_after, text, internal)
                     # Refused (the tip moved, the txn id is taken): the transaction rolls back.
                     await write_on_tip(conn, position, notification)
                     if event.type == "m.room.member" and event.membership == "join":
@@ -860,16 +858,37 @@ class EventPipeline:
         cluster.send(self._event_item(event, event.internal["stream_ordering"], on_tip,
                                       event.internal.get("state_group_after")))
 
+    def _write_notification(
+        self, event: Event, position: Any, prev_events: list[str], group_before: int | None,
+        group_after: int | None, text: str, internal: dict[str, Any],
+    ) -> tuple[str, str, str] | None:
+        """What a write on the tip NOTIFYs as it commits (``Cluster.write_notification``):
+        the event item with the event itself when it fits, else without."""
+        body = {"j": text, "i": internal, "v": event.room_version.identifier, "g": [group_before, group_after]}
+        for with_body in (body, None):
+            notification = self.cluster.write_notification(
+                self.stream.name, self.stream.own_bound(),
+                self._event_item(event, position, prev_events, group_after, with_body))
+            if notification is not None:
+                return notification
+        return None
+
     @staticmethod
-    def _event_item(event: Event, position: Any, on_tip: list[str] | None, group_after: int | None) -> list[Any]:
+    def _event_item(event: Event, position: Any, on_tip: list[str] | None, group_after: int | None,
+                    body: dict[str, Any] | None = None) -> list[Any]:
         """The cluster's "ev" item (services/cluster_hooks.py). ``on_tip``: the prev events
         of a local event written on the tip, which it replaced there; the others then
         update their cached tip (with the event's depth and state group) instead of
-        reading it again."""
+        reading it again. ``body``: the event as stored (its JSON text, internal facts,
+        room version and state groups), which the others keep in their event cache, so
+        that the /sync it wakes there does not read it back."""
         membership = event.membership if event.type == "m.room.member" else None
         tip = [on_tip, event.depth, group_after] if on_tip is not None else None
-        return ["ev", event.room_id, position, event.event_id,
+        item = ["ev", event.room_id, position, event.event_id,
                 event.state_key if membership is not None else None, membership, event.redacts, tip]
+        if body is not None:
+            item.append(body)
+        return item
 
     def tell_purged(self, event_ids: list[str], room_id: str | None = None) -> None:
         """Events (with ``room_id``, a whole room) were purged here: the other processes drop

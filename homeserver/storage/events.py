@@ -284,6 +284,22 @@ class EventStore:
         next event of its room cites it as a prev event, so the send need not read it back."""
         self._cache.set(event.event_id, event)
 
+    def remember_written_elsewhere(self, event_id: str, position: int, body: dict[str, Any]) -> bool:
+        """Another process wrote this event and told us all a read would give
+        (services/cluster_hooks.py): kept as ``get_events`` would have made it. False
+        when the body is not understood (the caller then drops what we had)."""
+        try:
+            version = KNOWN_ROOM_VERSIONS[body["v"]]
+            group_before, group_after = body["g"]
+            event = Event(json.loads(body["j"]), event_id, version)
+            event.internal.update(body["i"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        event.internal.update(stream_ordering=position, state_group_before=group_before,
+                              state_group_after=group_after, rejected=None, redacted_by=None)
+        self._cache.set(event_id, event)
+        return True
+
     def remember_room_version(self, room_id: str, version: RoomVersion) -> None:
         self._room_versions[room_id] = version
 

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from homeserver.app import create_app
 from homeserver.server import open_services
+from homeserver.storage.events import EventStore
 from tests.conftest import make_config
 from tests.helpers import Api, User
 
@@ -266,3 +267,28 @@ async def test_one_txn_id_sent_to_both_processes_at_once_is_one_event(tmp_path, 
         assert messages == 5
         tip, prevs = await _room_graph(database_dsn, room)
         _assert_one_chain(tip, prevs)
+
+
+async def test_the_other_process_keeps_the_written_event_as_a_read_would_give_it(tmp_path, database_dsn):
+    async with _two_processes(tmp_path, database_dsn) as (a, b):
+        alice = await a.register("alice")
+        bob = await b.register("bob")
+        room = await alice.create_room(preset="public_chat", power_level_content_override={"users_default": 100})
+        await bob.join(room)
+        since = (await bob.sync())["next_batch"]
+        message = await alice.send_text(room, "told with its body", txn_id="t-body")
+        r = await alice.put(f"/_matrix/client/v3/rooms/{room}/state/m.room.topic", {"topic": "told too"})
+        assert r.status == 200, r
+        topic = r["event_id"]
+        await _heard(b, room, topic)
+        fresh = await EventStore(b.services.db).get_events([message, topic])
+        for event_id in (message, topic):
+            kept = b.services.events._cache.get(event_id)
+            assert kept is not None, event_id
+            assert kept.json == fresh[event_id].json and kept.internal == fresh[event_id].internal, event_id
+        # So the long poll it wakes on B reads no event back.
+        with _statements_of(b) as sent:
+            woken = asyncio.ensure_future(bob.sync(since=since, timeout=5000))
+            timeline = (await woken)["rooms"]["join"][room]["timeline"]["events"]
+        assert [e["event_id"] for e in timeline][-2:] == [message, topic]
+        assert not [q for q in sent if "SELECT e.event_id, e.json" in q], sent
