@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import quote
 
+import aiohttp
 import nacl.signing
 import yaml
 
 from homeserver import cli
+from tests.benchmarks.bench_messaging import Client
 from tests.client.e2e_helpers import cross_signing_key, query, upload_device_keys
+from tests.e2e.server_process import ServerProcess
 from tests.helpers import Api, User
 from tests.media.media_helpers import DOWNLOAD, SERVER, download_raw, upload_ok
 
@@ -225,3 +230,36 @@ async def test_messages_in_rooms_left_before_the_erasure_are_served_pruned(api: 
     # Alice's own messages are untouched.
     mine = await alice.send_text(room, "still here")
     assert (await alice.get(f"{V3}/rooms/{room}/event/{mine}"))["content"]["body"] == "still here"
+
+
+async def test_erase_user_from_the_shell_beside_the_running_server(tmp_path: Path, monkeypatch):
+    """docs/your-data.md: the command joins the running server's processes (here on the
+    embedded database, which they share), so the server serves at once, pruned, the
+    message it had cached of a room the user left; no restart."""
+    monkeypatch.delenv("HOMESERVER_DATABASE", raising=False)
+    server = ServerProcess(tmp_path / "server", None, server_name="erase.local")
+    server.start(timeout=180)
+    try:
+        async with aiohttp.ClientSession() as session:
+            alice = await Client(session, server.base_url).register("alice")
+            bob = await Client(session, server.base_url).register("bob")
+            room = (await alice.call("POST", "/createRoom", {"preset": "public_chat"}))["room_id"]
+            await bob.call("POST", f"/join/{room}", {})
+            secret = await bob.send(room, "my old secret")
+            cached = await alice.call("GET", f"/rooms/{room}/event/{secret}")
+            assert cached["content"]["body"] == "my old secret"
+            await bob.call("POST", f"/rooms/{room}/leave", {})
+            done = await asyncio.to_thread(subprocess.run, [
+                sys.executable, "-m", "homeserver.cli", "-c", str(server.config_path),
+                "erase-user", bob.user_id, "--yes"], capture_output=True, text=True, timeout=300)
+            assert done.returncode == 0 and f"erased {bob.user_id}" in done.stdout, done.stderr
+            # The command has ended; its notifications went out before it did (the server
+            # reads them from its own connection: a moment to be sure it has).
+            for _ in range(50):
+                content = (await alice.call("GET", f"/rooms/{room}/event/{secret}"))["content"]
+                if content == {}:
+                    break
+                await asyncio.sleep(0.1)
+            assert content == {}
+    finally:
+        server.stop()
