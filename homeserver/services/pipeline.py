@@ -26,7 +26,7 @@ from homeserver.protocol.events import Event, StateKey
 from homeserver.protocol.pdu_checks import PduFormatError, check_pdu_format
 from homeserver.protocol.room_versions import EventFormat, RoomVersion
 from homeserver.services.clock import now_ms
-from homeserver.storage.cache import LruCache
+from homeserver.storage.cache import LoadingCache, LruCache
 from homeserver.storage.db import Database
 from homeserver.storage.events import EventStore, TipEntry
 from homeserver.storage.rooms import RoomStore
@@ -169,7 +169,10 @@ class EventPipeline:
         # is the only writer (docs/scaling.md); joined members are dropped when another
         # process writes a membership of the room (room_written_elsewhere).
         self._extremities: LruCache[str, list[TipEntry]] = LruCache(10_000)
-        self._joined_members: LruCache[str, _Joined] = LruCache(10_000)
+        # A LoadingCache: a read of the members that raced with a membership write is
+        # not kept (it may be from before the write; the federation sender's
+        # destinations come from here).
+        self._joined_members: LoadingCache[str, _Joined] = LoadingCache(10_000)
         # Rooms whose tip another process moved under one of our writes: room -> until when
         # (time.monotonic) their messages are written under the room's lock.
         self._contended: dict[str, float] = {}
@@ -540,7 +543,7 @@ class EventPipeline:
             if event.redacts is not None:
                 self.events.invalidate(event.redacts)
             if event.type == "m.room.member":
-                self._joined_members.pop(room_id)
+                self._joined_members.forget([room_id])
             self.room_changes.record(room_id, position)
             if notification is None:
                 self._tell_others(event, prev_events)
@@ -749,7 +752,7 @@ class EventPipeline:
             if event.redacts is not None:
                 self.events.invalidate(event.redacts)
             if event.type == "m.room.member":
-                self._joined_members.pop(room_id)
+                self._joined_members.forget([room_id])
         if self.persist_timer is not None:
             self.persist_timer(time.perf_counter() - started)
 
@@ -913,12 +916,12 @@ class EventPipeline:
         else:
             self._extremities.pop(room_id)
         if membership:
-            self._joined_members.pop(room_id)
+            self._joined_members.forget([room_id])
 
     def forget_rooms(self) -> None:
         """Back to being the only writer: the rooms' tips as cached may predate the others' writes."""
         self._extremities = LruCache(10_000)
-        self._joined_members = LruCache(10_000)
+        self._joined_members.forget()
 
     async def joined_members(self, room_id: str) -> frozenset[str]:
         return (await self._joined(room_id)).users
@@ -932,11 +935,10 @@ class EventPipeline:
         return joined.servers
 
     async def _joined(self, room_id: str) -> "_Joined":
-        joined = self._joined_members.get(room_id)
-        if joined is None:
-            joined = _Joined(frozenset(await self.state.get_members(room_id, "join")))
-            self._joined_members.set(room_id, joined)
-        return joined
+        return await self._joined_members.get(room_id, self._load_joined)
+
+    async def _load_joined(self, room_id: str) -> "_Joined":
+        return _Joined(frozenset(await self.state.get_members(room_id, "join")))
 
     async def _notify(self, event: Event) -> None:
         to_wake = set(await self.joined_members(event.room_id))
