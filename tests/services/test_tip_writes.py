@@ -41,6 +41,24 @@ async def _two_processes(tmp_path: Path, dsn: str):
         yield a, b
 
 
+async def _shared_room(a: Api, b: Api, **room: object) -> tuple[User, User, str]:
+    """alice on process A, bob on process B, both joined to a public room alice made."""
+    alice = await a.register("alice")
+    bob = await b.register("bob")
+    room_id = await alice.create_room(preset="public_chat", **room)
+    await bob.join(room_id)
+    return alice, bob, room_id
+
+
+async def _messages_in(dsn: str, room_id: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await conn.fetchval(
+            "SELECT count(*) FROM events WHERE room_id = $1 AND type = 'm.room.message'", room_id)
+    finally:
+        await conn.close()
+
+
 async def _room_graph(dsn: str, room_id: str) -> tuple[list[str], dict[str, list[str]]]:
     """The room's forward extremities, and each live event's prev events."""
     conn = await asyncpg.connect(dsn)
@@ -84,10 +102,7 @@ def _assert_one_chain(tip: list[str], prevs: dict[str, list[str]]) -> None:
 
 async def test_concurrent_messages_from_two_processes_make_one_chain(tmp_path, database_dsn):
     async with _two_processes(tmp_path, database_dsn) as (a, b):
-        alice = await a.register("alice")
-        bob = await b.register("bob")
-        room = await alice.create_room(preset="public_chat")
-        await bob.join(room)
+        alice, bob, room = await _shared_room(a, b)
 
         async def send_many(user, label):
             return [await user.send_text(room, f"{label} {n}") for n in range(25)]
@@ -101,10 +116,7 @@ async def test_concurrent_messages_from_two_processes_make_one_chain(tmp_path, d
 
 async def test_a_send_on_a_tip_moved_elsewhere_is_built_on_the_new_tip(tmp_path, database_dsn):
     async with _two_processes(tmp_path, database_dsn) as (a, b):
-        alice = await a.register("alice")
-        bob = await b.register("bob")
-        room = await alice.create_room(preset="public_chat")
-        await bob.join(room)
+        alice, bob, room = await _shared_room(a, b)
         await bob.send_text(room, "b sees the tip")
         stale = await b.services.pipeline.cached_tip(room)
         moved = await alice.send_text(room, "a moves it")
@@ -127,13 +139,7 @@ async def test_a_retried_txn_on_a_stale_tip_answers_the_first_event(tmp_path, da
         first = await bob.send_text(room, "once", txn_id="same")
         b.services.pipeline._extremities.set(room, stale)
         assert await bob.send_text(room, "once", txn_id="same") == first
-        conn = await asyncpg.connect(database_dsn)
-        try:
-            messages = await conn.fetchval(
-                "SELECT count(*) FROM events WHERE room_id = $1 AND type = 'm.room.message'", room)
-        finally:
-            await conn.close()
-        assert messages == 1
+        assert await _messages_in(database_dsn, room) == 1
         tip, prevs = await _room_graph(database_dsn, room)
         assert tip == [first]
         _assert_one_chain(tip, prevs)
@@ -141,10 +147,7 @@ async def test_a_retried_txn_on_a_stale_tip_answers_the_first_event(tmp_path, da
 
 async def test_state_events_and_messages_from_two_processes_all_land(tmp_path, database_dsn):
     async with _two_processes(tmp_path, database_dsn) as (a, b):
-        alice = await a.register("alice")
-        bob = await b.register("bob")
-        room = await alice.create_room(preset="public_chat", power_level_content_override={"users_default": 100})
-        await bob.join(room)
+        alice, bob, room = await _shared_room(a, b, power_level_content_override={"users_default": 100})
 
         async def topics(user, label):
             for n in range(10):
@@ -208,10 +211,7 @@ def _statements_of(api: Api):
 async def test_a_message_costs_one_statement_even_after_the_other_process_wrote(
         tmp_path, database_dsn):
     async with _two_processes(tmp_path, database_dsn) as (a, b):
-        alice = await a.register("alice")
-        bob = await b.register("bob")
-        room = await alice.create_room(preset="public_chat")
-        await bob.join(room)
+        alice, bob, room = await _shared_room(a, b)
         await alice.send_text(room, "warm")
         for label in ("after our own", "after the other's"):
             if label == "after the other's":
@@ -230,10 +230,7 @@ async def test_a_message_costs_one_statement_even_after_the_other_process_wrote(
 
 async def test_a_state_event_with_another_process_running_notifies_it_in_its_transaction(tmp_path, database_dsn):
     async with _two_processes(tmp_path, database_dsn) as (a, b):
-        alice = await a.register("alice")
-        bob = await b.register("bob")
-        room = await alice.create_room(preset="public_chat")
-        await bob.join(room)
+        alice, bob, room = await _shared_room(a, b)
         since = (await bob.sync())["next_batch"]
         await asyncio.sleep(0.1)
         with _statements_of(a) as sent:
@@ -258,23 +255,14 @@ async def test_one_txn_id_sent_to_both_processes_at_once_is_one_event(tmp_path, 
             answers = await asyncio.gather(*(user.send_text(room, f"once {n}", txn_id=f"same{n}")
                                              for user in (alice, alice_on_b, alice, alice_on_b)))
             assert len(set(answers)) == 1, answers
-        conn = await asyncpg.connect(database_dsn)
-        try:
-            messages = await conn.fetchval(
-                "SELECT count(*) FROM events WHERE room_id = $1 AND type = 'm.room.message'", room)
-        finally:
-            await conn.close()
-        assert messages == 5
+        assert await _messages_in(database_dsn, room) == 5
         tip, prevs = await _room_graph(database_dsn, room)
         _assert_one_chain(tip, prevs)
 
 
 async def test_the_other_process_keeps_the_written_event_as_a_read_would_give_it(tmp_path, database_dsn):
     async with _two_processes(tmp_path, database_dsn) as (a, b):
-        alice = await a.register("alice")
-        bob = await b.register("bob")
-        room = await alice.create_room(preset="public_chat", power_level_content_override={"users_default": 100})
-        await bob.join(room)
+        alice, bob, room = await _shared_room(a, b, power_level_content_override={"users_default": 100})
         since = (await bob.sync())["next_batch"]
         message = await alice.send_text(room, "told with its body", txn_id="t-body")
         r = await alice.put(f"/_matrix/client/v3/rooms/{room}/state/m.room.topic", {"topic": "told too"})
