@@ -18,8 +18,10 @@ from homeserver.errors import MatrixError, invalid_param, not_found
 from homeserver.services.admin_audit import audit
 from homeserver.services.admin_rooms import check_room_id
 from homeserver.services.auth import Requester
+from homeserver.services.background import BackgroundTasks
 from homeserver.services.clock import now_ms
 from homeserver.services.pipeline import EventPipeline
+from homeserver.services.retention import purge_in_batches
 from homeserver.storage.admin_purge import AdminPurgeStore
 from homeserver.storage.events import EventStore
 from homeserver.storage.retention import RetentionStore
@@ -59,7 +61,7 @@ class HistoryPurger:
         self.rooms = rooms
         self.events = events
         self.pipeline = pipeline
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = BackgroundTasks()
 
     async def start(self, who: Requester, request: PurgeRequest) -> str:
         bound = await self._bound(request)
@@ -69,9 +71,7 @@ class HistoryPurger:
         audit(who.user_id, "purge_history", request.room_id, purge_id=purge_id,
               up_to_event_id=request.up_to_event_id, up_to_ts=request.up_to_ts,
               delete_local_events=request.delete_local_events)
-        task = asyncio.create_task(self._run(purge_id, request, bound), name=f"purge-history-{purge_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._run(purge_id, request, bound), name=f"purge-history-{purge_id}")
         return purge_id
 
     async def status(self, purge_id: str) -> dict[str, Any]:
@@ -115,21 +115,13 @@ class HistoryPurger:
             await self.store.finish_job(purge_id, "failed", now_ms(), error=error)
 
     async def _purge(self, purge_id: str, request: PurgeRequest, bound: _Bound) -> int:
-        keep_server = None if request.delete_local_events else self.server_name
-        total = 0
-        while True:
-            ids = await self.retention.purge_messages_before(
-                request.room_id, bound.before_ts, PURGE_BATCH,
-                before_stream_ordering=bound.before_stream_ordering, keep_server=keep_server,
-            )
-            for event_id in ids:
-                self.events.invalidate(event_id)
-            if ids:
-                self.pipeline.tell_purged(ids)  # the other processes drop them from their caches
-                await self.store.touch_job(purge_id, now_ms())
-            total += len(ids)
-            if len(ids) < PURGE_BATCH:
-                return total
+        return await purge_in_batches(
+            self.retention, self.events, request.room_id, bound.before_ts,
+            on_purged=self.pipeline.tell_purged,  # the other processes drop them from their caches
+            before_stream_ordering=bound.before_stream_ordering,
+            keep_server=None if request.delete_local_events else self.server_name,
+            after_batch=lambda: self.store.touch_job(purge_id, now_ms()),
+        )
 
     # Lifecycle
 
@@ -140,10 +132,8 @@ class HistoryPurger:
             log.warning("%d history purge job(s) were interrupted by a stop and are marked failed", failed)
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.stop()
 
     async def wait_idle(self) -> None:
         """Until every running purge has finished (for tests and orderly stops)."""
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.wait_idle()

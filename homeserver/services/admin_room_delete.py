@@ -20,6 +20,7 @@ from homeserver.protocol import ids
 from homeserver.services.admin_audit import audit
 from homeserver.services.admin_rooms import check_room_id
 from homeserver.services.auth import Requester
+from homeserver.services.background import BackgroundTasks
 from homeserver.services.clock import now_ms
 from homeserver.services.membership import MembershipService
 from homeserver.services.pipeline import EventPipeline
@@ -57,7 +58,7 @@ class RoomDeleter:
         self.events = events
         self.membership = membership
         self.pipeline = pipeline
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks = BackgroundTasks()
 
     # Version 2: in the background
 
@@ -69,9 +70,7 @@ class RoomDeleter:
         delete_id = secrets.token_urlsafe(12)
         await self.store.add_delete_job(delete_id, room_id, "shutting_down", now_ms())
         audit(who.user_id, "delete_room", room_id, delete_id=delete_id, block=options.block, purge=options.purge)
-        task = asyncio.create_task(self._run(who.user_id, delete_id, room_id, options))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._run(who.user_id, delete_id, room_id, options), name=f"delete-room-{delete_id}")
         return delete_id
 
     async def _run(self, admin: str, delete_id: str, room_id: str, options: DeleteOptions) -> None:
@@ -122,13 +121,11 @@ class RoomDeleter:
             log.warning("%d room delete job(s) were interrupted by a stop and are marked failed", failed)
 
     async def stop(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.stop()
 
     async def wait_idle(self) -> None:
         """Until every running delete has finished (for tests and orderly stops)."""
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.wait_idle()
 
     # Steps
 

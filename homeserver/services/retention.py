@@ -29,6 +29,31 @@ log = logging.getLogger(__name__)
 PURGE_BATCH = 500
 
 
+async def purge_in_batches(
+    store: RetentionStore, events: EventStore, room_id: str, before_ts: int, *,
+    on_purged: Callable[[list[str]], None] | None,
+    before_stream_ordering: int | None = None, keep_server: str | None = None,
+    after_batch: Callable[[], Awaitable[None]] | None = None,
+) -> int:
+    """Purge the room's messages older than ``before_ts`` (``RetentionStore.purge_messages_before``,
+    its narrowing arguments too), a batch per transaction, each dropped from the event cache
+    and handed to ``on_purged`` (the other processes' caches); the number purged."""
+    total = 0
+    while True:
+        ids = await store.purge_messages_before(
+            room_id, before_ts, PURGE_BATCH, before_stream_ordering=before_stream_ordering, keep_server=keep_server)
+        for event_id in ids:
+            events.invalidate(event_id)
+        if ids:
+            if on_purged is not None:
+                on_purged(ids)
+            if after_batch is not None:
+                await after_batch()
+        total += len(ids)
+        if len(ids) < PURGE_BATCH:
+            return total
+
+
 class RemoteMediaPurger(Protocol):
     """media/repository.py MediaRepository."""
 
@@ -107,16 +132,7 @@ class RetentionJob:
         return report
 
     async def purge_room(self, room_id: str, before_ts: int) -> int:
-        total = 0
-        while True:
-            ids = await self.store.purge_messages_before(room_id, before_ts, PURGE_BATCH)
-            for event_id in ids:
-                self.events.invalidate(event_id)
-            if ids and self.on_purged is not None:
-                self.on_purged(ids)
-            total += len(ids)
-            if len(ids) < PURGE_BATCH:
-                return total
+        return await purge_in_batches(self.store, self.events, room_id, before_ts, on_purged=self.on_purged)
 
     # Running in the background.
 
