@@ -205,14 +205,7 @@ async def services(tmp_path: Path, database_dsn: str, config_overrides: dict[str
 
 @pytest.fixture
 async def api(services):
-    from aiohttp.test_utils import TestClient, TestServer
+    from tests.helpers import served
 
-    from homeserver.app import create_app
-    from tests.helpers import Api
-
-    client = TestClient(TestServer(create_app(services)))
-    await client.start_server()
-    try:
-        yield Api(client, services)
-    finally:
-        await client.close()
+    async with served(services) as served_api:
+        yield served_api

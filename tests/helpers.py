@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
-from typing import Any
+from typing import Any, AsyncIterator
 
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 
 _txn = itertools.count()
 
@@ -118,3 +119,16 @@ class Api:
             "password": password,
             **extra,
         })
+
+
+@contextlib.asynccontextmanager
+async def served(services: Any) -> AsyncIterator[Api]:
+    """The app of these services served in this process, and a client of it."""
+    from homeserver.app import create_app
+
+    client = TestClient(TestServer(create_app(services)))
+    await client.start_server()
+    try:
+        yield Api(client, services)
+    finally:
+        await client.close()

@@ -33,22 +33,15 @@ async def in_process_server(
 ) -> AsyncIterator[tuple[Any, Any]]:
     """The app on a fresh database, served in this process (so its queries can be counted),
     configured as the tests' (tests/conftest.py make_config): (tests.helpers.Api, Services)."""
-    from aiohttp.test_utils import TestClient, TestServer
-
-    from homeserver.app import create_app
     from homeserver.server import open_services
     from tests.conftest import make_config
-    from tests.helpers import Api
+    from tests.helpers import served
 
     async with fresh_database(admin_dsn, prefix) as dsn:
         with tempfile.TemporaryDirectory() as directory:
             async with open_services(make_config(Path(directory), dsn, **config_overrides)) as services:
-                client = TestClient(TestServer(create_app(services)))
-                await client.start_server()
-                try:
-                    yield Api(client, services), services
-                finally:
-                    await client.close()
+                async with served(services) as api:
+                    yield api, services
 
 
 def count_queries(db: Any) -> dict[str, int]:

@@ -10,24 +10,17 @@ import contextlib
 from pathlib import Path
 
 import asyncpg
-from aiohttp.test_utils import TestClient, TestServer
 
-from homeserver.app import create_app
 from homeserver.server import open_services
 from homeserver.storage.events import EventStore
 from tests.conftest import make_config
-from tests.helpers import Api, User
+from tests.helpers import Api, User, served
 
 
 @contextlib.asynccontextmanager
 async def _process(directory: Path, dsn: str):
-    async with open_services(make_config(directory, dsn)) as services:
-        client = TestClient(TestServer(create_app(services)))
-        await client.start_server()
-        try:
-            yield Api(client, services)
-        finally:
-            await client.close()
+    async with open_services(make_config(directory, dsn)) as services, served(services) as api:
+        yield api
 
 
 @contextlib.asynccontextmanager
