@@ -132,3 +132,41 @@ async def served(services: Any) -> AsyncIterator[Api]:
         yield Api(client, services)
     finally:
         await client.close()
+
+
+class _CountingConnection:
+    def __init__(self, conn: Any, counted: dict[str, int]):
+        self._conn = conn
+        self._counted = counted
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._conn, name)
+        if name in ("fetch", "fetchrow", "fetchval", "execute", "executemany"):
+            async def counting(*args: Any, **kwargs: Any) -> Any:
+                self._counted["n"] += 1
+                return await value(*args, **kwargs)
+            return counting
+        return value
+
+
+def count_queries(db: Any) -> dict[str, int]:
+    """Count in ``counted["n"]``, from now on, every statement sent through the Database
+    (homeserver/storage/db.py), those of its transactions too."""
+    counted = {"n": 0}
+    for name in ("fetch", "fetchrow", "fetchval", "execute"):
+        method = getattr(db, name)
+
+        async def counting(*args: Any, _method: Any = method) -> Any:
+            counted["n"] += 1
+            return await _method(*args)
+
+        setattr(db, name, counting)
+    transaction = db.transaction
+
+    @contextlib.asynccontextmanager
+    async def counting_transaction() -> Any:
+        async with transaction() as conn:
+            yield _CountingConnection(conn, counted)
+
+    db.transaction = counting_transaction
+    return counted

@@ -1,4 +1,5 @@
-"""What the benchmarks share: a fresh database, an in-process server on it, query counting."""
+"""What the benchmarks share: a fresh database, an in-process server on it, query counting
+(tests/helpers.py count_queries, the tests' own)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from typing import Any, AsyncIterator
 from urllib.parse import urlparse, urlunparse
 
 import asyncpg
+
+from tests.helpers import count_queries
+
+__all__ = ["count_queries", "fresh_database", "in_process_server"]
 
 
 @contextlib.asynccontextmanager
@@ -42,17 +47,3 @@ async def in_process_server(
             async with open_services(make_config(Path(directory), dsn, **config_overrides)) as services:
                 async with served(services) as api:
                     yield api, services
-
-
-def count_queries(db: Any) -> dict[str, int]:
-    """Count every call of the Database's query methods in ``counted["n"]`` from now on."""
-    counted = {"n": 0}
-    for method_name in ("fetch", "fetchrow", "fetchval", "execute"):
-        method = getattr(db, method_name)
-
-        async def counting(*args: Any, _method: Any = method) -> Any:
-            counted["n"] += 1
-            return await _method(*args)
-
-        setattr(db, method_name, counting)
-    return counted

@@ -9,7 +9,7 @@ import asyncio
 from typing import Any
 
 from tests.client.sync_helpers import V3, send_event, send_state, until_waiting
-from tests.helpers import Response, User
+from tests.helpers import Response, User, count_queries
 
 SS = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
 
@@ -401,16 +401,7 @@ async def test_bad_input_is_a_clear_matrix_error(api):
 
 async def test_queries_are_bounded_by_the_window_not_the_number_of_rooms(api):
     """A user in 4 rooms and one in 24, both with a window of 3: the same number of queries."""
-    db = api.services.db
-    counted = {"n": 0}
-    for name in ("fetch", "fetchrow", "fetchval", "execute"):
-        method = getattr(db, name)
-
-        async def counting(*args: Any, _method: Any = method) -> Any:
-            counted["n"] += 1
-            return await _method(*args)
-
-        setattr(db, name, counting)
+    counted = count_queries(api.services.db)
 
     async def queries_for(user: User, room_count: int) -> int:
         for i in range(room_count):

@@ -6,54 +6,15 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3sync
 
 from __future__ import annotations
 
-import contextlib
 import json
 from typing import Any
 
 from tests.client.sync_helpers import V3, ids, leave, send_state, state, timeline
-from tests.helpers import User
+from tests.helpers import User, count_queries
 
 LAZY = {"room": {"state": {"lazy_load_members": True}, "timeline": {"limit": 2}}}
 REDUNDANT = {"room": {"state": {"lazy_load_members": True, "include_redundant_members": True},
                       "timeline": {"limit": 2}}}
-
-
-class _CountingConnection:
-    def __init__(self, conn: Any, counted: dict[str, int]):
-        self._conn = conn
-        self._counted = counted
-
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._conn, name)
-        if name in ("fetch", "fetchrow", "fetchval", "execute", "executemany"):
-            async def counting(*args: Any, **kwargs: Any) -> Any:
-                self._counted["n"] += 1
-                return await value(*args, **kwargs)
-            return counting
-        return value
-
-
-def count_queries(services: Any) -> dict[str, int]:
-    """Count every statement sent through the Database, those of its transactions too."""
-    db = services.db
-    counted = {"n": 0}
-    for name in ("fetch", "fetchrow", "fetchval", "execute"):
-        method = getattr(db, name)
-
-        async def counting(*args: Any, _method: Any = method) -> Any:
-            counted["n"] += 1
-            return await _method(*args)
-
-        setattr(db, name, counting)
-    transaction = db.transaction
-
-    @contextlib.asynccontextmanager
-    async def counting_transaction() -> Any:
-        async with transaction() as conn:
-            yield _CountingConnection(conn, counted)
-
-    db.transaction = counting_transaction
-    return counted
 
 
 def cold(services: Any) -> None:
@@ -110,14 +71,14 @@ async def counts_for(api: Any, services: Any, counted: dict[str, int], name: str
 
 
 async def test_queries_do_not_grow_with_the_number_of_rooms(api, services):
-    counted = count_queries(services)
+    counted = count_queries(services.db)
     few = await counts_for(api, services, counted, "few", 5, None)
     many = await counts_for(api, services, counted, "many", 50, None)
     assert few == many
 
 
 async def test_lazy_loaded_queries_do_not_grow_with_the_number_of_rooms(api, services):
-    counted = count_queries(services)
+    counted = count_queries(services.db)
     few = await counts_for(api, services, counted, "few", 5, LAZY)
     many = await counts_for(api, services, counted, "many", 50, LAZY)
     assert few == many
@@ -171,7 +132,7 @@ async def test_lazy_members_already_sent_are_not_sent_again(api):
 
 
 async def test_lazy_members_counted_syncs_do_not_resend(api, services):
-    count_queries(services)  # (the counting wrappers stay in the path)
+    count_queries(services.db)  # (the counting wrappers stay in the path)
     me, other, room_ids = await populate(api, "lazy", 5)
     first = await lazy_sync(me, LAZY)
     assert all(other.user_id in members(first, r) for r in room_ids)
@@ -278,7 +239,7 @@ async def test_a_sync_woken_by_one_message_costs_three_queries(api, services):
     events and the device's key counts; the timelines with the state groups they start
     from and what counting the unread notifications needs; recording the evaluation with
     the count. With nothing new, only the first."""
-    counted = count_queries(services)
+    counted = count_queries(services.db)
     me, other, room_ids = await populate(api, "wake", 5)
     since = (await me.sync())["next_batch"]
     await other.send_text(room_ids[0], "warm")
