@@ -7,7 +7,7 @@ import zlib
 from typing import Any
 
 from homeserver.storage.events import TipEntry
-from homeserver.storage.stream_positions import begin_locked, end_transaction, room_tip, tip_and_position
+from homeserver.storage.stream_positions import begin_locked, end_transaction, tip_and_position
 
 
 def room_lock_key(room_id: str) -> int:
@@ -73,7 +73,7 @@ class RoomWriter:
         if self.conn is None:
             return await self.pipeline.cached_tip(self.room_id)
         if not with_position:
-            return [TipEntry(*entry) for entry in await room_tip(self.conn, self.room_id)]
+            return await self.pipeline.events.tip_with_facts(self.room_id, self.conn)
         # The lock is held (taken when the transaction began): the tip as it is now, read
         # with the event's position (in flight from here until the commit or the rollback).
         stream = self.pipeline.stream

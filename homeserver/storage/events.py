@@ -217,9 +217,10 @@ class EventStore:
             event.prev_event_ids, txn, True, False, None), room_lock_key, *(notification or (None, None, None)))
         return TipWrite(row["position"], row["txn_event_id"])
 
-    async def tip_with_facts(self, room_id: str) -> list[TipEntry]:
-        """The room's forward extremities with the depth and state group after each."""
-        rows = await self.db.fetch(
+    async def tip_with_facts(self, room_id: str, conn: asyncpg.Connection | None = None) -> list[TipEntry]:
+        """The room's forward extremities with the depth and state group after each
+        (``conn``: read in that connection's transaction)."""
+        rows = await (conn or self.db).fetch(
             "SELECT e.event_id, e.depth, e.state_group_after FROM forward_extremities f"
             " JOIN events e ON e.event_id = f.event_id WHERE f.room_id = $1", room_id)
         return [TipEntry(r["event_id"], r["depth"], r["state_group_after"]) for r in rows]

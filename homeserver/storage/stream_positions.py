@@ -95,24 +95,13 @@ async def lock_room(conn: asyncpg.Connection, room_key: int) -> None:
     await conn.execute("SELECT pg_advisory_xact_lock($1)", room_key)
 
 
-_TIP_WITH_FACTS = (
-    "SELECT f.event_id, e.depth, e.state_group_after FROM forward_extremities f"
-    " JOIN events e ON e.event_id = f.event_id WHERE f.room_id = $1"
-)
-
-
-async def room_tip(conn: asyncpg.Connection, room_id: str) -> list[tuple[str, int, int | None]]:
-    """The room's forward extremities: (event id, depth, state group after) each."""
-    rows = await conn.fetch(_TIP_WITH_FACTS, room_id)
-    return [(r["event_id"], r["depth"], r["state_group_after"]) for r in rows]
-
-
 async def tip_and_position(
     conn: asyncpg.Connection, room_id: str, sequence: str, txn: tuple[str, str, str] | None = None,
 ) -> tuple[int, tuple[list[tuple[str, int, int | None]], str | None]]:
     """The next position of the events stream, the room's forward extremities (as
-    ``room_tip``) and the event already sent under ``txn`` (user, device, txn id) if any,
-    in one statement (under the room's lock, see ``begin_locked``)."""
+    ``EventStore.tip_with_facts``: event id, depth, state group after) and the event
+    already sent under ``txn`` (user, device, txn id) if any, in one statement (under the
+    room's lock, see ``begin_locked``)."""
     user_id, device_id, txn_id = txn if txn is not None else (None, None, None)
     row = await conn.fetchrow(
         f"SELECT nextval('{_checked(sequence)}') AS position,"
