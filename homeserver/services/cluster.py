@@ -65,6 +65,12 @@ POSITION = "~position-" + secrets.token_hex(8) + "~"
 POSITION_MARK = object()
 
 
+def _encode(message: dict[str, Any]) -> str:
+    """A notification payload: compact JSON, its keys in the order given (the sender's id
+    first, so that a process knows its own notifications without parsing them)."""
+    return json.dumps(message, separators=(",", ":"))
+
+
 def new_instance_id() -> str:
     return secrets.token_hex(6)
 
@@ -117,6 +123,8 @@ class Cluster:
             stream.announcer = self._announce_finished
             stream.may_reserve = lambda: self.solo and self._started
         self._started = False
+        # How every payload we send begins (``_encode``: the sender's id first).
+        self._own_prefix = _encode({"i": instance_id})[:-1] + ","
 
     # Lifecycle
 
@@ -168,7 +176,7 @@ class Cluster:
             await asyncio.gather(self._flushing, return_exceptions=True)
         if self._peers:
             try:
-                await self._notify(json.dumps({"i": self.instance_id, "k": "bye"}))
+                await self._send({"k": "bye"})
             except Exception:  # shutting down: they will notice we are gone
                 pass
         if self._listener is not None:
@@ -264,8 +272,8 @@ class Cluster:
         if not self._peers:
             return None
         marked = [POSITION if value is POSITION_MARK else value for value in item]
-        payload = json.dumps({"i": self.instance_id, "k": "w", "x": [marked], "b": {stream: bound},
-                              "f": {stream: [POSITION]}}, separators=(",", ":"))
+        payload = _encode({"i": self.instance_id, "k": "w", "x": [marked], "b": {stream: bound},
+                           "f": {stream: [POSITION]}})
         if len(payload.encode()) > MAX_PAYLOAD_BYTES - 100:
             return None
         return CHANNEL, payload, json.dumps(POSITION)
@@ -299,8 +307,7 @@ class Cluster:
                     log.exception("cluster: a notification could not be sent")
 
     async def _send(self, message: dict[str, Any]) -> None:
-        message["i"] = self.instance_id
-        await self._notify(json.dumps(message, separators=(",", ":")))
+        await self._notify(_encode({"i": self.instance_id, **message}))
 
     async def _notify(self, payload: str) -> None:
         """On the listening connection (no wait for the pool, which long polls and writes
@@ -325,6 +332,10 @@ class Cluster:
     # Receiving
 
     def _on_payload(self, payload: str) -> None:
+        if payload.startswith(self._own_prefix):
+            # PostgreSQL delivers our own notifications to us too: not parsed (a write's
+            # carries its event, parsing it would cost as much as a peer's).
+            return
         try:
             message = json.loads(payload)
             sender = message["i"]

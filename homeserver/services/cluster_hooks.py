@@ -86,13 +86,17 @@ def wire_cluster(
             events.invalidate(redacts)
         if membership is not None and membership != "join" and target:
             typing.user_left(room_id, target)
-        cluster._spawn(_wake_room(room_id, position, target))
+        members = pipeline.cached_joined_members(room_id)
+        if members is not None:
+            _wake(members, position, target)  # no task to make: the common case, a message
+        else:
+            cluster._spawn(_wake_room(room_id, position, target))
+
+    def _wake(members: frozenset[str], position: int, target: str | None) -> None:
+        notifier.notify_at(event_stream, position, members | {target} if target else members, local_only=True)
 
     async def _wake_room(room_id: str, position: int, target: str | None) -> None:
-        to_wake = set(await pipeline.joined_members(room_id))
-        if target:
-            to_wake.add(target)
-        notifier.notify_at(event_stream, position, to_wake, local_only=True)
+        _wake(await pipeline.joined_members(room_id), position, target)
 
     def on_gone(_sender: str, item: list[Any]) -> None:
         _, room_id, event_ids = item

@@ -334,8 +334,7 @@ class EventPipeline:
             signing.add_content_hash(event_json)
         except ValueError as e:
             raise bad_json(f"Event content cannot be encoded: {e}")
-        signing.sign_event(event_json, version, self.server_name, self.signing_key)
-        return signing.event_from_pdu(event_json, version)
+        return signing.sign_and_identify(event_json, version, self.server_name, self.signing_key)
 
     def _skeleton(
         self,
@@ -482,7 +481,7 @@ class EventPipeline:
             # it writes), which also tells the other processes as it commits: one round
             # trip, no lock held between statements.
             notification = self._write_notification(
-                event, POSITION_MARK, prev_events, state_before_group, group_after, text, internal)
+                event, POSITION_MARK, prev_events, state_before_group, group_after, internal)
             allocation = self.stream.allocate(
                 fetch=lambda: self._write_optimistic(write_on_tip, notification),
                 announced=notification is not None)
@@ -514,7 +513,7 @@ class EventPipeline:
                     if self.cluster is not None and not self.cluster.solo:
                         # Delivered at the commit, with the event (none if it rolls back).
                         notification = self._write_notification(
-                            event, position, prev_events, state_before_group, group_after, text, internal)
+                            event, position, prev_events, state_before_group, group_after, internal)
                     # Refused (the tip moved, the txn id is taken): the transaction rolls back.
                     await write_on_tip(conn, position, notification)
                     if event.type == "m.room.member" and event.membership == "join":
@@ -863,11 +862,13 @@ class EventPipeline:
 
     def _write_notification(
         self, event: Event, position: Any, prev_events: list[str], group_before: int | None,
-        group_after: int | None, text: str, internal: dict[str, Any],
+        group_after: int | None, internal: dict[str, Any],
     ) -> tuple[str, str, str] | None:
         """What a write on the tip NOTIFYs as it commits (``Cluster.write_notification``):
-        the event item with the event itself when it fits, else without."""
-        body = {"j": text, "i": internal, "v": event.room_version.identifier, "g": [group_before, group_after]}
+        the event item with the event itself when it fits, else without. The event goes
+        as JSON, not as its stored text inside the payload's JSON: the receiver parses
+        it once, and no quote of it is escaped."""
+        body = {"j": event.json, "i": internal, "v": event.room_version.identifier, "g": [group_before, group_after]}
         for with_body in (body, None):
             notification = self.cluster.write_notification(
                 self.stream.name, self.stream.own_bound(),
@@ -882,7 +883,7 @@ class EventPipeline:
         """The cluster's "ev" item (services/cluster_hooks.py). ``on_tip``: the prev events
         of a local event written on the tip, which it replaced there; the others then
         update their cached tip (with the event's depth and state group) instead of
-        reading it again. ``body``: the event as stored (its JSON text, internal facts,
+        reading it again. ``body``: the event as stored (its JSON, internal facts,
         room version and state groups), which the others keep in their event cache, so
         that the /sync it wakes there does not read it back."""
         membership = event.membership if event.type == "m.room.member" else None
@@ -925,6 +926,11 @@ class EventPipeline:
 
     async def joined_members(self, room_id: str) -> frozenset[str]:
         return (await self._joined(room_id)).users
+
+    def cached_joined_members(self, room_id: str) -> frozenset[str] | None:
+        """The joined members if cached (None: ``joined_members`` would read them)."""
+        joined = self._joined_members.peek(room_id)
+        return joined.users if joined is not None else None
 
     async def joined_servers(self, room_id: str) -> frozenset[str]:
         """The servers of the joined members (the destinations of the room's events)."""

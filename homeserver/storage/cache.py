@@ -68,6 +68,10 @@ class LoadingCache(Generic[K, V]):
             self._entries.set(key, value)
         return value
 
+    def peek(self, key: K) -> V | None:
+        """The cached value, or None: no load."""
+        return self._entries.get(key)
+
     def forget(self, keys: Iterable[K] | None = None) -> None:
         """These keys changed (``None``: any may have)."""
         self._generation += 1

@@ -292,7 +292,10 @@ class EventStore:
         try:
             version = KNOWN_ROOM_VERSIONS[body["v"]]
             group_before, group_after = body["g"]
-            event = Event(json.loads(body["j"]), event_id, version)
+            event_json = body["j"]
+            if not isinstance(event_json, dict):
+                return False
+            event = Event(event_json, event_id, version)
             event.internal.update(body["i"])
         except (KeyError, TypeError, ValueError):
             return False
