@@ -166,15 +166,42 @@ def sign_event(
     The content hash must already be set (``add_content_hash``): the signature
     covers the hashes, so a redacted copy still verifies.
     """
+    _sign_redacted(event_json, room_version, server_name, signing_key)
+
+
+def _sign_redacted(
+    event_json: dict[str, Any], room_version: RoomVersion, server_name: str, signing_key: nacl.signing.SigningKey,
+) -> bytes:
+    """``sign_event``, returning the bytes signed: the canonical redacted event without
+    ``signatures`` and ``unsigned`` (as signedjson's ``sign_json`` encodes it), which
+    are also what the reference hash covers."""
     if not isinstance(event_json.get("hashes"), dict):
         raise ValueError("add the content hash before signing the event")
     redacted = redact_event(event_json, room_version)
-    redacted.pop("signatures", None)
-    signed = sign_json(redacted, server_name, signing_key)
+    for key in ("signatures", "unsigned", "age_ts"):
+        redacted.pop(key, None)
+    message = _canonical(redacted)
     signatures = event_json.get("signatures")
     if not isinstance(signatures, dict):
         signatures = event_json["signatures"] = {}
-    signatures.setdefault(server_name, {}).update(signed["signatures"][server_name])
+    signatures.setdefault(server_name, {})[key_id(signing_key)] = encode_base64(signing_key.sign(message).signature)
+    return message
+
+
+def sign_and_identify(
+    event_json: dict[str, Any],
+    room_version: RoomVersion,
+    server_name: str,
+    signing_key: nacl.signing.SigningKey,
+) -> Event:
+    """``sign_event`` then ``event_from_pdu``, for an event of ours, with one encoding:
+    the signature and the reference hash (the event id from v3 on) cover the same bytes,
+    the redacted event without ``signatures`` and ``unsigned``."""
+    message = _sign_redacted(event_json, room_version, server_name, signing_key)
+    if room_version.event_format is EventFormat.V1:
+        return event_from_pdu(event_json, room_version)
+    urlsafe = room_version.event_format is not EventFormat.V2
+    return Event(event_json, "$" + encode_base64(hashlib.sha256(message).digest(), urlsafe=urlsafe), room_version)
 
 
 def verify_event_signature(

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from homeserver.protocol.canonical import decode_base64, encode_base64
-from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS
+from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS, EventFormat
 from homeserver.protocol.signing import (
     SignatureError,
     add_content_hash,
@@ -22,6 +22,7 @@ from homeserver.protocol.signing import (
     generate_signing_key,
     key_id,
     room_id_from_create_event_id,
+    sign_and_identify,
     sign_event,
     sign_json,
     verify_event_signature,
@@ -402,3 +403,25 @@ def test_event_from_pdu():
     legacy = event_from_pdu(SYNAPSE_V1_EVENT, V["1"])
     assert legacy.event_id == "$yvN1b43rlmcOs5fY:localhost"
     assert legacy.prev_event_ids == ["$FqI6TVvWpcbcnJ97:localhost"]
+
+
+@pytest.mark.parametrize("version", sorted(V, key=lambda v: (len(v), v)))
+def test_sign_and_identify_is_sign_event_then_event_from_pdu(version, key):
+    # One encoding for the signature and the event id: the same results as the two steps.
+    def built() -> dict:
+        event = message_event()
+        event.pop("unsigned")
+        legacy = V[version].event_format is EventFormat.V1
+        event["prev_events"] = [["$a:domain", {}]] if legacy else ["$a"]
+        if legacy:
+            event["event_id"] = "$legacy:domain"
+        add_content_hash(event)
+        return event
+
+    two_steps = built()
+    sign_event(two_steps, V[version], SERVER, key)
+    expected = event_from_pdu(two_steps, V[version])
+    event = sign_and_identify(built(), V[version], SERVER, key)
+    assert event.json == two_steps
+    assert event.event_id == expected.event_id == compute_event_id(event.json, V[version])
+    verify_event_signature(event.json, V[version], SERVER, KEY_ID, key.verify_key)
