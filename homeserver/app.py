@@ -17,6 +17,7 @@ from homeserver.client import admin_users, login_token, refresh, rtc
 from homeserver.client import mutual_rooms, notifications, room_summary, room_upgrade
 from homeserver.client import search
 from homeserver.client import health
+from homeserver.client.base import add_client_routes
 from homeserver import admin as synapse_admin
 from homeserver.http import TRUSTED_PROXIES, matrix_middleware, trusted_networks
 from homeserver import metrics
@@ -44,7 +45,7 @@ def create_app(services: Services) -> web.Application:
     app[SERVICES] = services
     hierarchy.install(app)
     for module in CLIENT_ROUTE_MODULES:
-        app.router.add_routes(module.routes)
+        add_client_routes(app.router, module.routes)
     admin_register.install(app)
     tags.install(app)
     reports.install(app)

@@ -17,6 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from homeserver.client.base import route_pattern
 from homeserver.http import REQUEST_OBSERVER
 from homeserver.services.clock import now_ms
 from homeserver.services.container import Services
@@ -37,8 +38,7 @@ _PERSIST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 def endpoint_of(request: web.Request) -> str:
     """The route's pattern ("/_matrix/client/{version}/rooms/{room_id}/send/..."), never the raw
     path: no user or room ids in labels, and a 404 for any path is the one label "unmatched"."""
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else UNMATCHED
+    return route_pattern(request.match_info.route.resource) or UNMATCHED
 
 
 def _is_media(endpoint: str, word: str) -> bool:

@@ -14,7 +14,7 @@ import time
 
 from aiohttp import web
 
-from homeserver.client.base import Body, services
+from homeserver.client.base import Body, add_client_routes, services
 from homeserver.errors import MatrixError, forbidden
 from homeserver.http import client_ip, json_response, parse_model, read_json_object
 
@@ -37,7 +37,7 @@ class SharedSecretRegistration(Body):
 
 def install(app: web.Application) -> None:
     app[_NONCES] = {}
-    app.router.add_routes(routes)
+    add_client_routes(app.router, routes)
 
 
 def _nonces(request: web.Request) -> dict[str, float]:

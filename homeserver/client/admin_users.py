@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from homeserver.client.base import V1, V3, Body, access_token_of, requester, services
+from homeserver.client.base import V1, V3, Body, access_token_of, requester, route_pattern, services
 from homeserver.errors import MatrixError
 from homeserver.http import Handler, json_response, parse_model, read_json_object
 
@@ -65,7 +65,7 @@ async def put_locked(request: web.Request) -> web.Response:
 # What a suspended user may not do (MSC3823 leaves the list to the server; as Synapse:
 # no new messages, state, rooms, joins, knocks, invites or profile changes). Reading,
 # leaving, rejecting invites, redacting and key management stay open.
-_C = "/_matrix/client/{version}"  # aiohttp's canonical form of V3, without the regex
+_C = "/_matrix/client/{version}"  # the pattern of a V3 route (route_pattern)
 _SUSPENDED_FORBIDS = {
     ("PUT", _C + "/rooms/{room_id}/send/{event_type}/{txn_id}"),
     ("PUT", _C + "/rooms/{room_id}/state/{event_type}"),
@@ -86,9 +86,7 @@ async def suspension_middleware(request: web.Request, handler: Handler) -> web.S
     Kept at the edge so that the services stay unaware of admin holds; it runs
     after routing, inside the error middleware.
     """
-    route = request.match_info.route
-    resource = route.resource
-    if resource is not None and (request.method, resource.canonical) in _SUSPENDED_FORBIDS:
+    if (request.method, route_pattern(request.match_info.route.resource)) in _SUSPENDED_FORBIDS:
         is_redaction = request.match_info.get("event_type") == "m.room.redaction" and "txn_id" in request.match_info
         token = access_token_of(request)
         if token and not is_redaction:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from homeserver.appkeys import SERVICES
-from homeserver.client.base import V1, requester
+from homeserver.client.base import V1, add_client_routes, requester
 from homeserver.client.rooms import _room_id
 from homeserver.errors import invalid_param
 from homeserver.http import json_response, query_bool, query_int
@@ -21,7 +21,7 @@ routes = web.RouteTableDef()
 def install(app: web.Application) -> None:
     """The one HierarchyService of the app (federation/app.py gives it its remote hook)."""
     app[HIERARCHY] = app[SERVICES].hierarchy
-    app.router.add_routes(routes)
+    add_client_routes(app.router, routes)
 
 
 def _via(request: web.Request) -> list[str]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from homeserver.appkeys import SERVICES
-from homeserver.client.base import V3, Body, requester
+from homeserver.client.base import Body, V3, add_client_routes, requester
 from homeserver.client.rooms import _room_id
 from homeserver.errors import forbidden, invalid_param
 from homeserver.http import json_response, query_int, read_model
@@ -36,7 +36,7 @@ MAX_ADMIN_LIMIT = 1000
 def install(app: web.Application) -> None:
     # REPORTS stays for code that reads it; the service itself is wired in the container.
     app[REPORTS] = app[SERVICES].reports
-    app.router.add_routes(routes)
+    add_client_routes(app.router, routes)
 
 
 class EventReport(Body):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from homeserver.appkeys import SERVICES
-from homeserver.client.base import V3, requester, same_user
+from homeserver.client.base import V3, add_client_routes, requester, same_user
 from homeserver.client.rooms import _room_id
 from homeserver.http import json_response, read_json_object
 from homeserver.services.room_tags import RoomTags
@@ -21,7 +21,7 @@ TAGS = V3 + "/user/{user_id}/rooms/{room_id}/tags"
 
 def install(app: web.Application) -> None:
     app[ROOM_TAGS] = RoomTags(app[SERVICES].account_data)
-    app.router.add_routes(routes)
+    add_client_routes(app.router, routes)
 
 
 @routes.get(TAGS)
