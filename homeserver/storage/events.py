@@ -7,6 +7,7 @@ import json
 from typing import Any, Iterable, Sequence
 
 import asyncpg
+import orjson
 
 from homeserver.protocol.events import Event
 from homeserver.protocol.relations import relation_of
@@ -69,7 +70,8 @@ class EventStore:
                 missing,
             )
             for row in rows:
-                event = Event(json.loads(row["json"]), row["event_id"], KNOWN_ROOM_VERSIONS[row["room_version"]])
+                version = KNOWN_ROOM_VERSIONS[row["room_version"]]
+                event = Event(parse_event_text(row["json"], version), row["event_id"], version)
                 if row["internal_json"] != "{}":  # most events: no parse needed
                     event.internal.update(json.loads(row["internal_json"]))
                 event.internal["stream_ordering"] = row["stream_ordering"]
@@ -310,6 +312,15 @@ class EventStore:
     def forget_room(self, room_id: str) -> None:
         """The room was purged (storage/purge.py): its version is no longer known."""
         self._room_versions.pop(room_id, None)
+
+
+def parse_event_text(text: str, version: RoomVersion) -> dict[str, Any]:
+    """An event's stored text, parsed. From room version 6 on, an event holds no floats
+    and no integers beyond 2**53 (pdu_checks refuses them on the way in), which orjson
+    parses exactly, three times faster than the standard library: the cost of a first
+    /sync after a restart, which reads its events. Older rooms' events may hold floats
+    and larger integers, read by the standard library as their hashes were made."""
+    return orjson.loads(text) if version.strict_canonicaljson else json.loads(text)
 
 
 @dataclasses.dataclass(frozen=True)
