@@ -9,6 +9,7 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3sync
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any, Sequence
 
@@ -20,7 +21,7 @@ from homeserver.services.tokens import SyncToken, pagination_token
 from homeserver.storage.cache import LruCache
 from homeserver.storage.events import EventFilterSql, EventStore
 from homeserver.storage.state import StateStore
-from homeserver.storage.sync_queries import RoomWindow, SyncQueries
+from homeserver.storage.sync_queries import RoomReads, RoomWindow, SyncQueries
 
 DEFAULT_TIMELINE_LIMIT = 10
 MAX_TIMELINE_LIMIT = 1000
@@ -147,7 +148,9 @@ class SyncRooms:
             limit + 1, sql_filter,
             await self.notifications.unread_request(user_id, {j.room_id: j.up_to for j in jobs if j.currently_joined}))
         ids, at = reads.timelines, reads.state_groups
-        loaded = await self.events.get_events(i for room_ids in ids.values() for i in room_ids[:limit])
+        loaded, _ = await asyncio.gather(
+            self.events.get_events(i for room_ids in ids.values() for i in room_ids[:limit]),
+            self._prefetch_state(user_id, sync_filter, full_state, use_state_after, jobs, reads, limit))
         # The state at a window's end is that after its newest event when the timeline has
         # it (room_reads did not read it then).
         unknown = []
@@ -249,6 +252,43 @@ class SyncRooms:
                     sent_members[(room_id, event.state_key)] = event.event_id
             out[room_id] = section
         return out
+
+    async def _prefetch_state(
+        self, user_id: str, sync_filter: SyncFilter, full_state: bool, use_state_after: bool,
+        jobs: Sequence[RoomJob], reads: RoomReads, limit: int,
+    ) -> None:
+        """Read, beside the timelines' events, the state groups that ``_state_events`` (and
+        the visibility check before it) will most likely ask for, and the state events of
+        the sections that send the whole state; they are read again from the caches. The
+        first /sync after a restart otherwise finds none of them cached and reads them one
+        after another: the events, the visibility's groups and events, then the state's.
+        A guess (the state before the oldest event the timeline may show): when the
+        timeline's filters leave that event out, the state is read as before."""
+        room_filter = sync_filter.room
+        lazy = room_filter.state.lazy_load_members or room_filter.timeline.lazy_load_members
+        groups: list[int | None] = []
+        whole: list[int | None] = []
+        for job in jobs:
+            shown = reads.timelines.get(job.room_id, [])[:limit]
+            if shown and not use_state_after:
+                group = reads.groups_before[job.room_id][len(shown) - 1]
+            else:
+                group = reads.state_groups.get((job.room_id, job.up_to))
+            groups.append(group)
+            if job.since is None or full_state:
+                whole.append(group)
+            else:
+                groups.append(reads.state_groups.get((job.room_id, job.since.events)))
+        states = await self.state.get_states(groups)
+        wanted = []
+        for group in whole:
+            for key, event_id in states.get(group, {}).items() if group is not None else ():
+                # Lazy loading sends the members of the timeline's senders only: those are
+                # read later, the user's own membership (the visibility check's) now.
+                if not lazy or key[0] != MEMBER or key[1] == user_id:
+                    wanted.append(event_id)
+        if wanted:
+            await self.events.get_events(wanted)
 
     async def _state_events(
         self, user_id: str, sync_filter: SyncFilter, full_state: bool, use_state_after: bool,

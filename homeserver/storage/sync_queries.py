@@ -51,6 +51,8 @@ class UnreadRequest:
 class RoomReads:
     # room id -> its timeline's event ids, newest first.
     timelines: dict[str, list[str]]
+    # room id -> the state group before each of those events (known before they are read).
+    groups_before: dict[str, list[int | None]]
     # (room id, position) -> the state group there (None: no event, or no group); at a
     # window's end only when its timeline is empty or filtered (see room_reads).
     state_groups: dict[tuple[str, int], int | None]
@@ -157,7 +159,7 @@ class SyncQueries:
         state group after the timeline's newest event, the newest of the window; and with
         ``unread``, what counting the rooms' unread notifications needs."""
         if not windows:
-            return RoomReads({}, {}, {})
+            return RoomReads({}, {}, {}, {})
         f = event_filter or EventFilterSql()
         filtered = bool(f.types is not None or f.not_types or f.senders is not None or f.not_senders
                         or f.ignored_senders)
@@ -167,15 +169,17 @@ class SyncQueries:
             "  AS w (room_id, after, up_to, state_at_after)),"
             " unread_rooms AS (SELECT * FROM unnest($11::text[], $12::bigint[]) AS u (room_id, up_to)),"
             + unread_inputs_ctes(13) +
-            " SELECT w.room_id, w.after, w.up_to, t.timeline,"
+            " SELECT w.room_id, w.after, w.up_to, t.timeline, t.groups_before,"
             " CASE WHEN cardinality(t.timeline) = 0 OR $17::boolean"
             f"  THEN ({_STATE_GROUP_AT.format(position='w.up_to')}) END AS group_at_end,"
             f" CASE WHEN w.state_at_after THEN ({_STATE_GROUP_AT.format(position='w.after')}) END"
             "  AS group_at_after,"
             " u.room_id IS NOT NULL AS counted, u.member_event, u.joined_at, u.evaluated, u.event_ids,"
             " u.read_threads, u.read_positions, u.member_count, u.create_event, u.power_levels_event"
-            " FROM windows w CROSS JOIN LATERAL (SELECT ARRAY("
-            "  SELECT event_id FROM events"
+            " FROM windows w CROSS JOIN LATERAL (SELECT"
+            "  COALESCE(array_agg(x.event_id ORDER BY x.stream_ordering DESC), '{}') AS timeline,"
+            "  array_agg(x.state_group_before ORDER BY x.stream_ordering DESC) AS groups_before FROM ("
+            "  SELECT event_id, stream_ordering, state_group_before FROM events"
             "  WHERE room_id = w.room_id AND stream_ordering > w.after AND stream_ordering <= w.up_to"
             "  AND NOT outlier AND rejected_reason IS NULL"
             "  AND ($5::text[] IS NULL OR type LIKE ANY($5::text[]))"
@@ -183,7 +187,7 @@ class SyncQueries:
             "  AND ($7::text[] IS NULL OR sender = ANY($7::text[]))"
             "  AND NOT (sender = ANY($8::text[]))"
             "  AND NOT (state_key IS NULL AND sender = ANY($9::text[]))"
-            "  ORDER BY stream_ordering DESC LIMIT $4) AS timeline) t"
+            "  ORDER BY stream_ordering DESC LIMIT $4) x) t"
             " LEFT JOIN unread_inputs u ON u.room_id = w.room_id",
             [w.room_id for w in windows], [w.after for w in windows], [w.up_to for w in windows], limit,
             _like_patterns(f.types), _like_patterns(f.not_types) or [],
@@ -195,10 +199,11 @@ class SyncQueries:
                 unread.limit if unread is not None else 0),
             filtered,
         )
-        out = RoomReads({}, {}, {})
+        out = RoomReads({}, {}, {}, {})
         for r in rows:
             room_id = r["room_id"]
             out.timelines[room_id] = list(r["timeline"])
+            out.groups_before[room_id] = list(r["groups_before"] or ())
             if not r["timeline"] or filtered:
                 out.state_groups[(room_id, r["up_to"])] = r["group_at_end"]
             if r["group_at_after"] is not None:

@@ -254,3 +254,40 @@ async def test_a_sync_woken_by_one_message_costs_three_queries(api, services):
     r = await me.sync(since=r["next_batch"])
     assert r["rooms"]["join"] == {}
     assert counted["n"] == 1
+
+
+def record_statements(services: Any) -> list[str]:
+    """The text of every statement sent through the pool from now on."""
+    sent: list[str] = []
+    for name in ("fetch", "fetchrow", "fetchval", "execute"):
+        method = getattr(services.db, name)
+
+        async def recording(*args: Any, _method: Any = method) -> Any:
+            sent.append(" ".join(args[0].split()))
+            return await _method(*args)
+
+        setattr(services.db, name, recording)
+    return sent
+
+
+async def test_a_cold_initial_sync_reads_the_state_beside_the_timelines(api, services):
+    # After a restart nothing is cached: the state groups the state sections and the
+    # visibility check need are resolved once, read (with the state events) beside the
+    # timelines' events, not after them one step at a time (services/sync_rooms.py).
+    # (Timelines of messages only, "hello" and "hi": one state group before them all.)
+    me, other, room_ids = await populate(api, "cold", 5)
+    sent = record_statements(services)
+    for sync_filter, event_reads in (({"room": {"timeline": {"limit": 2}}}, 2), (LAZY, 3)):
+        cold(services)
+        sent.clear()
+        r = await me.sync(filter=json.dumps(sync_filter))
+        assert r.status == 200, r
+        chains = [s for s in sent if s.startswith("WITH RECURSIVE chain")]
+        events = [s for s in sent if s.startswith("SELECT e.event_id, e.json")]
+        assert len(chains) == 1, chains
+        # The timelines' events, and the state's beside them (with lazy loading, the
+        # senders' memberships after: only then is it known who they are).
+        assert len(events) == event_reads
+        for room in room_ids:
+            assert {e["type"] for e in state(r, room)} >= {"m.room.create", "m.room.topic"}
+            assert members(r, room) <= {me.user_id, other.user_id}
