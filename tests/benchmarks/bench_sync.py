@@ -4,8 +4,9 @@
 
 Starts the real server process on a fresh database in the given PostgreSQL and measures:
   - initial /sync of a user in --rooms rooms x --messages messages: the first one after
-    the bulk load, the first one after a restart of the server (cold caches), and the
-    best and median of 5 warm ones;
+    the bulk load, the best and median of 5 warm ones, and the median first one after a
+    restart of the server (cold caches) over 7 restarts, beside the median of the three
+    after each (warm again);
   - 20 concurrent since-token syncs (timeline limit 50) of 20 users in 5 rooms with
     1,000+ messages each: wall time and server CPU seconds (from /proc/PID/stat);
   - an incremental sync after 100 new events, and one with nothing new: server CPU ms
@@ -37,6 +38,7 @@ LIMIT_50 = json.dumps({"room": {"timeline": {"limit": 50}}})
 TICKS = os.sysconf("SC_CLK_TCK")
 # CPU time is read in clock ticks (10 ms): means over many runs.
 RUNS = 20
+RESTARTS = 7
 
 
 def cpu_seconds(pid: int) -> float:
@@ -81,17 +83,22 @@ async def initial_syncs(session: aiohttp.ClientSession, server: ServerProcess, r
 
     first = await timed()
     warm = [await timed() for _ in range(5)]
-    server.stop()
-    server.start(timeout=120)
-    await asyncio.sleep(0.5)
-    async with aiohttp.ClientSession() as fresh:  # the old connections died with the process
-        user.session = fresh
-        after_restart = await timed()
-        again = await timed()
+    # Several restarts: one first sync is one sample of a noisy machine.
+    after_restart, again = [], []
+    for _ in range(RESTARTS):
+        server.stop()
+        server.start(timeout=120)
+        await asyncio.sleep(0.5)
+        async with aiohttp.ClientSession() as fresh:  # the old connections died with the process
+            user.session = fresh
+            after_restart.append(await timed())
+            again.extend([await timed() for _ in range(3)])
     user.session = session
     print(f"initial /sync, {rooms} rooms x {per_room} messages: first after the load {first:.0f} ms, "
-          f"first after a restart {after_restart:.0f} ms (then {again:.0f} ms), warm best {min(warm):.0f} ms, "
-          f"median {statistics.median(warm):.0f} ms")
+          f"warm best {min(warm):.0f} ms, median {statistics.median(warm):.0f} ms; "
+          f"first after a restart, median of {RESTARTS}: {statistics.median(after_restart):.0f} ms "
+          f"(the next three: median {statistics.median(again):.0f} ms; "
+          f"ratio {statistics.median(after_restart) / statistics.median(again):.2f})")
 
 
 async def concurrent_syncs(session: aiohttp.ClientSession, server: ServerProcess, prefix: str,
