@@ -220,8 +220,12 @@ class SyncService:
             "device_lists": {"changed": [], "left": []},
             "device_one_time_keys_count": {},
         }
-        # The rooms, the encryption sections and presence do not depend on each other.
-        sections, encryption_news, presence = await asyncio.gather(
+        global_data = account_data.get(GLOBAL, {})
+        # Always in an initial sync (also before any change: clients need the defaults),
+        # and computed afresh, so that new server-default rules show up.
+        with_push_rules = since is None or PUSH_RULES_TYPE in global_data
+        # The rooms, the encryption sections, presence and the push rules do not depend on each other.
+        sections, encryption_news, presence, push_rules = await asyncio.gather(
             self.room_builder.build(
                 device, request.filter, request.full_state, request.use_state_after, jobs, ignored, lazy_cache,
                 sent_members),
@@ -229,6 +233,7 @@ class SyncService:
             self.presence.for_sync(
                 user_id, since.presence if since else None, now.presence, request.filter.presence,
                 (since.events, now.events) if since else None, members_moved=bool(member_reads.changes)),
+            self.push_rules.account_data_content(user_id) if with_push_rules else _nothing(None),
         )
         for room_id, section in sections.items():
             if room_id in left:
@@ -239,11 +244,8 @@ class SyncService:
             else:
                 join[room_id] = section
 
-        global_data = account_data.get(GLOBAL, {})
-        if since is None or PUSH_RULES_TYPE in global_data:
-            # Always in an initial sync (also before any change: clients need the defaults),
-            # and computed afresh, so that new server-default rules show up.
-            global_data[PUSH_RULES_TYPE] = await self.push_rules.account_data_content(user_id)
+        if with_push_rules:
+            global_data[PUSH_RULES_TYPE] = push_rules
         account_events = [
             {"type": t, "content": c} for t, c in global_data.items()
             if request.filter.account_data.allows_type(t)
