@@ -22,6 +22,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -66,9 +67,11 @@ class Client:
 
 
 async def throughput(session, bases: list[str], messages_per_client: int, prefix: str,
-                     rooms_apart: bool = False) -> float:
+                     rooms_apart: bool = False, around: Any = None) -> float:
     """Messages per second of 20 clients sending into 5 rooms (4 each), spread over ``bases``:
-    the clients of one room on different servers, or (``rooms_apart``) on the same one."""
+    the clients of one room on different servers, or (``rooms_apart``) on the same one.
+    ``around``: a context manager entered for the sending only (after the registrations and
+    joins), to measure it."""
     clients = [Client(session, bases[(i // 4 if rooms_apart else i) % len(bases)]) for i in range(20)]
     await asyncio.gather(*(c.register(f"tp{prefix}_{i}") for i, c in enumerate(clients)))
     rooms = []
@@ -83,9 +86,10 @@ async def throughput(session, bases: list[str], messages_per_client: int, prefix
         for n in range(messages_per_client):
             await c.send(rooms[i // 4], f"message {n}")
 
-    start = time.perf_counter()
-    await asyncio.gather(*(run(i, c) for i, c in enumerate(clients)))
-    elapsed = time.perf_counter() - start
+    with around if around is not None else contextlib.nullcontext():
+        start = time.perf_counter()
+        await asyncio.gather(*(run(i, c) for i, c in enumerate(clients)))
+        elapsed = time.perf_counter() - start
     return 20 * messages_per_client / elapsed
 
 

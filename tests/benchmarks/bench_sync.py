@@ -31,19 +31,13 @@ from typing import Any
 import aiohttp
 
 from tests.benchmarks.bench_messaging import Client
-from tests.benchmarks.harness import count_queries, fresh_database, in_process_server
+from tests.benchmarks.harness import count_queries, cpu_seconds, fresh_database, in_process_server
 from tests.e2e.server_process import ServerProcess
 
 LIMIT_50 = json.dumps({"room": {"timeline": {"limit": 50}}})
-TICKS = os.sysconf("SC_CLK_TCK")
 # CPU time is read in clock ticks (10 ms): means over many runs.
 RUNS = 20
 RESTARTS = 7
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
 async def sync(client: Client, since: str | None = None, filter_: str | None = None) -> dict[str, Any]:

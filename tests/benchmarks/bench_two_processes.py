@@ -8,7 +8,10 @@ For one and for two processes (same config, `run --port`), measures:
     clients spread over both: each room's four on both processes, where the
     processes take turns at every room's tip, and each room's on one process);
   - send -> long-poll wake latency p50/p99 (with two processes, the sender on one
-    process and the syncer on the other).
+    process and the syncer on the other);
+  - the CPU per message of the concurrent runs: each server process, every PostgreSQL
+    process of the machine, and the benchmark's clients (more telling than a rate on a
+    machine whose speed varies).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from pathlib import Path
 import aiohttp
 
 from tests.benchmarks.bench_messaging import Client, latency, throughput
-from tests.benchmarks.harness import fresh_database
+from tests.benchmarks.harness import CpuMeter, fresh_database
 from tests.e2e.server_process import ServerProcess
 
 
@@ -42,17 +45,20 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure(label: str, bases: list[str], messages: int) -> None:
+async def measure(label: str, bases: list[str], pids: list[int], messages: int) -> None:
     prefix = uuid.uuid4().hex[:6]
+    shared, apart_cpu = CpuMeter(pids), CpuMeter(pids)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
         seq = await sequential(session, bases, messages * 4, prefix)
-        rate = await throughput(session, bases, messages, prefix)
-        apart = await throughput(session, bases, messages, prefix + "r", rooms_apart=True)
+        rate = await throughput(session, bases, messages, prefix, around=shared)
+        apart = await throughput(session, bases, messages, prefix + "r", rooms_apart=True, around=apart_cpu)
         # The sender on the first process, the syncer on the last (the other, with two).
         samples = await latency(session, bases[0], bases[-1], 200, prefix)
     print(f"{label}: sequential send {seq:.0f} msg/s; 20 concurrent clients {rate:.0f} msg/s "
           f"({apart:.0f} msg/s with each room's clients on one process); "
           f"send->wake p50 {statistics.median(samples):.1f} ms, p99 {pct(samples, 0.99):.1f} ms")
+    print(f"  CPU per message, 20 clients: {shared.per_item_ms(20 * messages)}; "
+          f"each room's on one process: {apart_cpu.per_item_ms(20 * messages)}")
 
 
 async def main() -> None:
@@ -72,7 +78,7 @@ async def main() -> None:
                         second.start()
                         servers.append(second)
                     await measure(f"{processes} process{'es' if processes > 1 else ''}",
-                                  [s.base_url for s in servers], args.messages)
+                                  [s.base_url for s in servers], [s.process.pid for s in servers], args.messages)
                 finally:
                     for server in reversed(servers):
                         server.stop()
