@@ -76,6 +76,11 @@ class RoomFilter:
             return False
         return room_id not in self.not_rooms
 
+    @property
+    def lazy_load_members(self) -> bool:
+        """Lazy loading of members, asked in the state filter or the timeline's (as Synapse reads it)."""
+        return self.state.lazy_load_members or self.timeline.lazy_load_members
+
 
 @dataclasses.dataclass(frozen=True)
 class SyncFilter:

@@ -207,7 +207,7 @@ class SyncService:
                     knock[room_id] = {"knock_state": {"events": stripped}}
 
         device = (user_id, request.requester.device_id)
-        lazy = room_filter.state.lazy_load_members or room_filter.timeline.lazy_load_members
+        lazy = room_filter.lazy_load_members
         lazy_since = since.serialize() if since is not None and not request.full_state else None
         lazy_cache = self.room_builder.lazy.known(device, lazy_since) if lazy else None
         sent_members: dict[tuple[str, str], str] = {}

@@ -265,7 +265,7 @@ class SyncRooms:
         A guess (the state before the oldest event the timeline may show): when the
         timeline's filters leave that event out, the state is read as before."""
         room_filter = sync_filter.room
-        lazy = room_filter.state.lazy_load_members or room_filter.timeline.lazy_load_members
+        lazy = room_filter.lazy_load_members
         groups: list[int | None] = []
         whole: list[int | None] = []
         for job in jobs:
@@ -299,7 +299,7 @@ class SyncRooms:
         use_state_after up to its end (``state_after``): all of it, or what changed since
         the room's ``since``. ``at`` holds the state groups at each room's up_to and since."""
         room_filter = sync_filter.room
-        lazy = room_filter.state.lazy_load_members or room_filter.timeline.lazy_load_members
+        lazy = room_filter.lazy_load_members
         redundant = room_filter.state.include_redundant_members or room_filter.timeline.include_redundant_members
         targets: list[int | None] = []
         for room in rooms:
