@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -134,39 +134,57 @@ async def served(services: Any) -> AsyncIterator[Api]:
         await client.close()
 
 
-class _CountingConnection:
-    def __init__(self, conn: Any, counted: dict[str, int]):
+class _WatchedConnection:
+    def __init__(self, conn: Any, on_statement: Callable[[str], None]):
         self._conn = conn
-        self._counted = counted
+        self._on_statement = on_statement
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._conn, name)
         if name in ("fetch", "fetchrow", "fetchval", "execute", "executemany"):
-            async def counting(*args: Any, **kwargs: Any) -> Any:
-                self._counted["n"] += 1
+            async def watched(*args: Any, **kwargs: Any) -> Any:
+                self._on_statement(args[0])
                 return await value(*args, **kwargs)
-            return counting
+            return watched
         return value
+
+
+def watch_statements(db: Any, on_statement: Callable[[str], None]) -> None:
+    """Call ``on_statement(sql)``, from now on, for every statement sent through the
+    Database (homeserver/storage/db.py), those of its transactions too."""
+    for name in ("fetch", "fetchrow", "fetchval", "execute"):
+        method = getattr(db, name)
+
+        async def watched(*args: Any, _method: Any = method) -> Any:
+            on_statement(args[0])
+            return await _method(*args)
+
+        setattr(db, name, watched)
+    transaction = db.transaction
+
+    @contextlib.asynccontextmanager
+    async def watched_transaction() -> Any:
+        async with transaction() as conn:
+            yield _WatchedConnection(conn, on_statement)
+
+    db.transaction = watched_transaction
 
 
 def count_queries(db: Any) -> dict[str, int]:
     """Count in ``counted["n"]``, from now on, every statement sent through the Database
-    (homeserver/storage/db.py), those of its transactions too."""
+    (``watch_statements``)."""
     counted = {"n": 0}
-    for name in ("fetch", "fetchrow", "fetchval", "execute"):
-        method = getattr(db, name)
 
-        async def counting(*args: Any, _method: Any = method) -> Any:
-            counted["n"] += 1
-            return await _method(*args)
+    def count(_sql: str) -> None:
+        counted["n"] += 1
 
-        setattr(db, name, counting)
-    transaction = db.transaction
-
-    @contextlib.asynccontextmanager
-    async def counting_transaction() -> Any:
-        async with transaction() as conn:
-            yield _CountingConnection(conn, counted)
-
-    db.transaction = counting_transaction
+    watch_statements(db, count)
     return counted
+
+
+def record_statements(db: Any) -> list[str]:
+    """The text of every statement sent through the Database from now on, whitespace
+    folded (``watch_statements``)."""
+    sent: list[str] = []
+    watch_statements(db, lambda sql: sent.append(" ".join(sql.split())))
+    return sent

@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 from tests.client.sync_helpers import V3, ids, leave, send_state, state, timeline
-from tests.helpers import User, count_queries
+from tests.helpers import User, count_queries, record_statements
 
 LAZY = {"room": {"state": {"lazy_load_members": True}, "timeline": {"limit": 2}}}
 REDUNDANT = {"room": {"state": {"lazy_load_members": True, "include_redundant_members": True},
@@ -256,27 +256,13 @@ async def test_a_sync_woken_by_one_message_costs_three_queries(api, services):
     assert counted["n"] == 1
 
 
-def record_statements(services: Any) -> list[str]:
-    """The text of every statement sent through the pool from now on."""
-    sent: list[str] = []
-    for name in ("fetch", "fetchrow", "fetchval", "execute"):
-        method = getattr(services.db, name)
-
-        async def recording(*args: Any, _method: Any = method) -> Any:
-            sent.append(" ".join(args[0].split()))
-            return await _method(*args)
-
-        setattr(services.db, name, recording)
-    return sent
-
-
 async def test_a_cold_initial_sync_reads_the_state_beside_the_timelines(api, services):
     # After a restart nothing is cached: the state groups the state sections and the
     # visibility check need are resolved once, read (with the state events) beside the
     # timelines' events, not after them one step at a time (services/sync_rooms.py).
     # (Timelines of messages only, "hello" and "hi": one state group before them all.)
     me, other, room_ids = await populate(api, "cold", 5)
-    sent = record_statements(services)
+    sent = record_statements(services.db)
     for sync_filter, event_reads in (({"room": {"timeline": {"limit": 2}}}, 2), (LAZY, 3)):
         cold(services)
         sent.clear()
