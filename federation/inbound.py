@@ -13,8 +13,10 @@ local events take too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
-from typing import Any, Iterable
+from typing import Any, AsyncIterator, Iterable
 from urllib.parse import quote
 
 from homeserver.protocol import signing
@@ -35,10 +37,21 @@ MAX_MISSING_EVENTS = 20
 FETCH_CONCURRENCY = 10
 # Levels of missing auth events fetched one by one below the events asked for.
 MAX_AUTH_FETCH_ROUNDS = 10
+# PDUs of a room held while one of our users joins it; more are dropped (the join's
+# state and later events' /get_missing_events make up for them).
+MAX_HELD_PDUS = 100
 
 
 class PduRejected(Exception):
     """The PDU is dropped before the auth rules: bad format, signature, or unknown room."""
+
+
+@dataclasses.dataclass
+class _JoinInProgress:
+    """Our joins of one room under way, and the PDUs of the room that came meanwhile."""
+
+    joins: int = 0
+    held: list[tuple[str, Any]] = dataclasses.field(default_factory=list)
 
 
 class EventReceiver:
@@ -50,6 +63,7 @@ class EventReceiver:
         self.pipeline = services.pipeline
         # One PDU of a room at a time, across transactions and fetches.
         self._room_locks: dict[str, asyncio.Lock] = {}
+        self._joins: dict[str, _JoinInProgress] = {}
 
     def room_lock(self, room_id: str) -> asyncio.Lock:
         lock = self._room_locks.get(room_id)
@@ -112,7 +126,19 @@ class EventReceiver:
     # Whole PDUs
 
     async def receive_pdu(self, origin: str, pdu: Any) -> str | None:
-        """Handle one PDU of a transaction; an error text for the transaction's answer, or None."""
+        """Handle one PDU of a transaction; an error text for the transaction's answer, or None.
+
+        Only rooms we are joined to take PDUs (as Synapse). A room we know only by an
+        invite, or have left, would otherwise have its state seeded by whatever the
+        sender answers to /event_auth and /state_ids, not by the state a join returns.
+        """
+        room_id = pdu.get("room_id") if isinstance(pdu, dict) else None
+        in_progress = self._joins.get(room_id) if isinstance(room_id, str) else None
+        if in_progress is not None and not await self.we_are_joined(room_id):
+            # Sent by a server that has seen our join before we stored it: kept for after.
+            if len(in_progress.held) < MAX_HELD_PDUS:
+                in_progress.held.append((origin, pdu))
+            return None
         try:
             event = await self.parse_and_verify(pdu)
         except PduRejected as e:
@@ -120,10 +146,47 @@ class EventReceiver:
         if not await self.origin_allowed(event.room_id, origin):
             return f"{origin} is denied by the room's server ACL"
         async with self.room_lock(event.room_id):
+            if not await self.we_are_joined(event.room_id):
+                return f"{self.services.server_name} is not in the room"
             try:
                 return await self._receive_live(origin, event)
             except PduRejected as e:
                 return str(e)
+
+    async def we_are_joined(self, room_id: str) -> bool:
+        return self.services.server_name in await self.pipeline.joined_servers(room_id)
+
+    @contextlib.asynccontextmanager
+    async def joining(self, room_id: str) -> AsyncIterator[None]:
+        """Around a join of ours over federation: the room's PDUs that arrive meanwhile wait for it.
+
+        The resident server sends the room's new events to us as soon as it has
+        taken our join, before our send_join has returned and its state is stored.
+        Held in this process only: another process of ours drops them, and the next
+        event's prev events bring them back through /get_missing_events.
+        """
+        in_progress = self._joins.setdefault(room_id, _JoinInProgress())
+        in_progress.joins += 1
+        try:
+            yield
+        finally:
+            in_progress.joins -= 1
+            if in_progress.joins == 0:
+                del self._joins[room_id]
+                await self._receive_held(room_id, in_progress.held)
+
+    async def _receive_held(self, room_id: str, held: list[tuple[str, Any]]) -> None:
+        if held and not await self.we_are_joined(room_id):
+            log.info("join of %s failed: %d PDUs sent meanwhile dropped", room_id, len(held))
+            return
+        for origin, pdu in held:
+            try:
+                error = await self.receive_pdu(origin, pdu)
+            except Exception:  # one bad PDU must not fail the join that is already stored
+                log.exception("PDU held during the join of %s failed", room_id)
+                continue
+            if error:
+                log.info("PDU held during the join of %s not accepted: %s", room_id, error)
 
     async def _receive_live(self, origin: str, event: Event, fetch_missing: bool = True) -> str | None:
         known = await self.events.known_event_ids([event.event_id])

@@ -59,6 +59,11 @@ class RemoteMembership:
         candidates = [s for s in dict.fromkeys(servers) if s and s != self.server_name]
         if not candidates:
             raise MatrixError(404, "M_NOT_FOUND", "No server to join the room through: give one with 'via'")
+        async with self.fed.receiver.joining(room_id):
+            return await self._join_through_any(candidates, user_id, room_id, content)
+
+    async def _join_through_any(self, candidates: list[str], user_id: str, room_id: str,
+                                content: dict[str, Any]) -> Event:
         last_error: Exception | None = None
         for server in candidates:
             try:

@@ -6,7 +6,8 @@ certificate), named "127.0.0.1:<port>", with its own ed25519 key. It serves
 (`/event`, `/event_auth`, `/get_missing_events`, `/state_ids`), answering from
 the events it built, unless a test overrides an answer. It builds, hashes and
 signs events itself (`PeerRoom.build`), joins rooms through make_join/send_join,
-and sends X-Matrix signed transactions. Nothing here is our server's code
+invites our users to rooms of its own and lets them join those (it serves
+make_join/send_join too), and sends X-Matrix signed transactions. Nothing here is our server's code
 beyond the pure signing helpers of homeserver/protocol.
 """
 
@@ -16,7 +17,7 @@ import itertools
 import json
 import ssl
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 from urllib.parse import quote, urlencode
 
 import aiohttp
@@ -184,6 +185,8 @@ class FakePeer:
         self.event_auth_overrides: dict[str, Any] = {}
         self.state_ids_overrides: dict[str, Any] = {}
         self.missing_events_answer: Callable[[dict[str, Any]], Any] | None = None
+        # Awaited in send_join once the join is the room's tip, before the answer goes back.
+        self.on_send_join: Callable[[PeerRoom, dict[str, Any]], Awaitable[None]] | None = None
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
@@ -306,6 +309,41 @@ class FakePeer:
                 "pdu_ids": list(state.values()), "auth_chain_ids": [room.event_id(p) for p in chain],
             })
 
+        @routes.get(FED + "/make_join/{room_id}/{user_id}")
+        async def make_join(request: web.Request) -> web.Response:
+            room = self._room_of(request)
+            user_id = request.match_info["user_id"]
+            content = {"membership": "join"}
+            prevs = list(room.tip)
+            state = room.state_at(prevs)
+            keys = auth_types_for_event(room.version, "m.room.member", user_id, user_id, content)
+            auth = [state[k] for k in keys if k in state]
+            if room.version.event_format is EventFormat.V1:
+                prev_refs, auth_refs = [[p, {}] for p in prevs], [[a, {}] for a in auth]
+            else:
+                prev_refs, auth_refs = prevs, auth
+            template = {
+                "type": "m.room.member", "sender": user_id, "state_key": user_id, "content": content,
+                "room_id": room.room_id, "prev_events": prev_refs, "auth_events": auth_refs,
+                "depth": max(room.events[p]["depth"] for p in prevs) + 1, "origin_server_ts": now_ms(),
+            }
+            return web.json_response({"room_version": room.version.identifier, "event": template})
+
+        @routes.put(FED2 + "/send_join/{room_id}/{event_id}")
+        async def send_join(request: web.Request) -> web.Response:
+            room = self._room_of(request)
+            pdu = await request.json()
+            state = room.state_at(room._ids(pdu["prev_events"]))
+            room.tip = [room.remember(pdu)]
+            if self.on_send_join is not None:
+                await self.on_send_join(room, pdu)
+            return web.json_response({
+                "origin": self.server_name, "event": pdu, "members_omitted": False,
+                "state": [room.events[i] for i in state.values()],
+                "auth_chain": room.auth_chain(list(state.values()) + [room.event_id(pdu)]),
+                "servers_in_room": [self.server_name],
+            })
+
         @web.middleware
         async def log_requests(request: web.Request, handler):
             self.requests.append((request.method, request.path_qs))
@@ -350,6 +388,18 @@ class FakePeer:
         txn_id = txn_id or f"txn{next(_txn_ids)}"
         body = {"origin": self.server_name, "origin_server_ts": now_ms(), "pdus": list(pdus), "edus": list(edus)}
         return await self.request("PUT", f"{FED}/send/{quote(txn_id, safe='')}", body, **kwargs)
+
+    async def invite(self, room: PeerRoom, sender: str, user_id: str) -> dict[str, Any]:
+        """Invite one of our users to a room of the peer's through /v2/invite; the countersigned PDU."""
+        pdu = room.build(sender, "m.room.member", {"membership": "invite"}, state_key=user_id)
+        event_id = room.event_id(pdu)
+        answer = await self.request(
+            "PUT", f"{FED2}/invite/{quote(room.room_id, safe='')}/{quote(event_id, safe='')}",
+            {"room_version": room.version.identifier, "event": pdu, "invite_room_state": []})
+        assert answer.status == 200, answer
+        countersigned = answer["event"]
+        room.remember(countersigned)
+        return countersigned
 
     def new_room(self, creator: str, version: RoomVersion) -> PeerRoom:
         """A room of the peer's own: its create event, the creator's join, power levels."""

@@ -21,6 +21,7 @@ import pytest
 from federation.inbound import MAX_AUTH_FETCH_ROUNDS
 from homeserver.protocol import signing
 from homeserver.protocol.auth_rules import auth_types_for_event
+from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS
 from tests.federation.fake_peer import FakePeer, PeerRoom
 from tests.helpers import Api, User
 
@@ -502,6 +503,73 @@ async def test_a_gap_is_resolved_through_state_ids_and_event(setup: Setup, gap: 
     reply = room.message(setup.bob, "thanks")
     assert await setup.send(reply) == {setup.id(reply): {}}
     assert (await setup.timeline_ids())[-1] == setup.id(reply)
+
+
+# --- Rooms we are not in ------------------------------------------------------------------
+
+
+async def _invited_to_peer_room(api: Api, peer: FakePeer, room_version: str) -> tuple[User, PeerRoom, str]:
+    """A room of the peer's, bob's, to which alice (ours) is invited over /v2/invite."""
+    alice = await api.register("alice")
+    bob = peer.user("bob")
+    room = peer.new_room(bob, KNOWN_ROOM_VERSIONS[room_version])
+    await peer.invite(room, bob, alice.user_id)
+    return alice, room, bob
+
+
+async def _stored_ids(api: Api, room_id: str) -> set[str]:
+    rows = await api.services.db.fetch("SELECT event_id FROM events WHERE room_id = $1", room_id)
+    return {r["event_id"] for r in rows}
+
+
+@pytest.mark.parametrize("room_version", ["10", "12"])
+async def test_pdus_of_a_room_we_are_only_invited_to_are_dropped(api: Api, peer: FakePeer, room_version: str):
+    # The peer answers /event_auth, /get_missing_events and /state_ids for anyone: taking its
+    # events would seed the room's state from the peer's word instead of a join's answer.
+    alice, room, bob = await _invited_to_peer_room(api, peer, room_version)
+    invite_id = room.tip[0]
+    before = await _stored_ids(api, room.room_id)
+    assert before == {invite_id}
+    message = room.message(bob, "sent to a server not in the room")
+    r = await peer.send_transaction([room.events[invite_id], message])
+    assert r.status == 200, r
+    for event_id in (invite_id, room.event_id(message)):
+        assert "not in the room" in r["pdus"][event_id]["error"], r
+    assert await _stored_ids(api, room.room_id) == before
+    # The room's state here is still only the out-of-band invite.
+    current = await api.services.db.fetch("SELECT event_id FROM current_state WHERE room_id = $1", room.room_id)
+    assert [r["event_id"] for r in current] == [invite_id]
+    invites = (await alice.sync()).body["rooms"]["invite"]
+    assert list(invites) == [room.room_id]
+
+
+@pytest.mark.parametrize("room_version", ["10", "12"])
+async def test_events_sent_while_our_join_is_under_way_are_kept_for_after_it(
+        api: Api, peer: FakePeer, room_version: str):
+    alice, room, bob = await _invited_to_peer_room(api, peer, room_version)
+    sent_meanwhile: list[str] = []
+
+    async def send_before_answering(room: PeerRoom, join: dict[str, Any]) -> None:
+        # The resident server has taken the join and sends the room's next event to us
+        # before our send_join has its answer.
+        message = room.message(bob, "right after your join")
+        sent_meanwhile.append(room.event_id(message))
+        r = await peer.send_transaction([message])
+        assert r.status == 200 and r["pdus"] == {sent_meanwhile[0]: {}}, r
+
+    peer.on_send_join = send_before_answering
+    r = await alice.post(f"{V3}/join/{quote(room.room_id)}", {}, params={"server_name": peer.server_name})
+    assert r.status == 200, r
+    assert sent_meanwhile
+    messages = await alice.get(f"{V3}/rooms/{quote(room.room_id)}/messages", params={"dir": "b", "limit": "10"})
+    assert messages.status == 200, messages
+    newest = messages["chunk"][0]
+    assert (newest["event_id"], newest["content"]["body"]) == (sent_meanwhile[0], "right after your join")
+    assert messages["chunk"][1]["content"]["membership"] == "join"
+    # Taken as a live event of the room, from the state the join brought.
+    row = await api.services.db.fetchrow(
+        "SELECT outlier, rejected_reason FROM events WHERE event_id = $1", sent_meanwhile[0])
+    assert (row["outlier"], row["rejected_reason"]) == (False, None)
 
 
 # --- Two of our own servers ------------------------------------------------------------------
