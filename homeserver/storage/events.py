@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Any, Iterable, Sequence
 
 import asyncpg
@@ -59,21 +60,25 @@ class EventStore:
                 found[event_id] = event
         if missing:
             rows = await self.db.fetch(
-                "SELECT e.event_id, e.json, e.stream_ordering, e.state_group_before,"
+                # A redaction only applies to an event of its own room. The redactions of all
+                # the events are looked up together, not by a subquery per event.
+                "WITH redacted AS (SELECT red.redacts, r.room_id, min(red.event_id) AS redacted_by"
+                "  FROM redactions red JOIN events r ON r.event_id = red.event_id"
+                "  WHERE red.redacts = ANY($1::text[]) GROUP BY red.redacts, r.room_id)"
+                " SELECT e.event_id, e.json, e.stream_ordering, e.state_group_before,"
                 " e.state_group_after, e.rejected_reason, e.internal_json, r.room_version,"
-                # A redaction only applies to an event of its own room.
-                " (SELECT red.event_id FROM redactions red JOIN events r ON r.event_id = red.event_id"
-                "  WHERE red.redacts = e.event_id AND r.room_id = e.room_id"
-                "  ORDER BY red.event_id LIMIT 1) AS redacted_by,"
+                " redacted.redacted_by,"
                 " EXISTS (SELECT 1 FROM erased_users x WHERE x.user_id = e.sender) AS sender_erased"
-                " FROM events e JOIN rooms r USING (room_id) WHERE e.event_id = ANY($1::text[])",
+                " FROM events e JOIN rooms r USING (room_id)"
+                " LEFT JOIN redacted ON redacted.redacts = e.event_id AND redacted.room_id = e.room_id"
+                " WHERE e.event_id = ANY($1::text[])",
                 missing,
             )
             for row in rows:
                 version = KNOWN_ROOM_VERSIONS[row["room_version"]]
                 event = Event(parse_event_text(row["json"], version), row["event_id"], version)
-                if row["internal_json"] != "{}":  # most events: no parse needed
-                    event.internal.update(json.loads(row["internal_json"]))
+                if row["internal_json"] != "{}":  # none for most events of other servers
+                    event.internal.update(parse_internal_text(row["internal_json"]))
                 event.internal["stream_ordering"] = row["stream_ordering"]
                 event.internal["state_group_before"] = row["state_group_before"]
                 event.internal["state_group_after"] = row["state_group_after"]
@@ -312,6 +317,24 @@ class EventStore:
     def forget_room(self, room_id: str) -> None:
         """The room was purged (storage/purge.py): its version is no longer known."""
         self._room_versions.pop(room_id, None)
+
+
+# A run of digits that may be an integer beyond 64 bits, which orjson reads as a float.
+_LONG_DIGIT_RUN = re.compile(r"[0-9]{19}")
+
+
+def parse_internal_text(text: str) -> dict[str, Any]:
+    """An event's internal_json (what we keep beside it: the sender's txn id, an invite's
+    stripped state), parsed. Every event we send carries one, and the standard library
+    takes 2 us for even the smallest: orjson, four times faster, is exact unless an
+    integer exceeds 64 bits (a digit run that long, rare in these short texts, is left to
+    the standard library, as is what orjson refuses, such as NaN)."""
+    if _LONG_DIGIT_RUN.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
 
 
 def parse_event_text(text: str, version: RoomVersion) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import json
 
 from homeserver.protocol.canonical import event_json_text
 from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS
-from homeserver.storage.events import parse_event_text
+from homeserver.storage.events import parse_event_text, parse_internal_text
 
 
 def test_strict_room_versions_parse_as_the_standard_library_does():
@@ -25,3 +25,20 @@ def test_older_room_versions_keep_floats_and_large_integers_exactly():
     parsed = parse_event_text(text, KNOWN_ROOM_VERSIONS["5"])
     assert parsed == event
     assert type(parsed["content"]["big"]) is int and event_json_text(parsed) == text
+
+
+def test_internal_text_parses_as_the_standard_library_does():
+    cases = [
+        {"txn": ["DEVICE", "t1"]},
+        {"invite_room_state": [{"type": "m.room.name", "content": {"name": "é 😀", "n": 2**63 - 1}}]},
+        # Beyond 64 bits, orjson would read these as floats: the standard library keeps them.
+        {"big": 2**64, "neg": -(2**63) - 1, "long": 10**30},
+        {"pi": 3.141592653589793, "tiny": 5e-324},
+    ]
+    for internal in cases:
+        text = json.dumps(internal)
+        parsed = parse_internal_text(text)
+        assert parsed == internal and json.dumps(parsed) == text
+    # What orjson refuses, the standard library reads.
+    assert parse_internal_text('{"x": NaN}')["x"] != parse_internal_text('{"x": NaN}')["x"]
+    assert parse_internal_text('{"lone": "\\ud800"}') == {"lone": "\ud800"}
