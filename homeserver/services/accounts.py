@@ -188,7 +188,8 @@ class AccountService:
         """Remember when and from where a device was last used (shown in Element's session list)."""
         key = (requester.user_id, requester.device_id)
         now = now_ms()
-        previous = self._last_seen.get(key)
+        # Not yet written by this process: as stored (after a restart, written moments ago).
+        previous = self._last_seen.get(key) or requester.last_seen
         if previous is not None and previous[1] == ip and now - previous[0] < LAST_SEEN_INTERVAL_MS:
             return
         self._last_seen.set(key, (now, ip))

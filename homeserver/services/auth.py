@@ -31,6 +31,8 @@ class Requester:
     token_hash: bytes
     # Admin-suspended (spec v1.18): may read and leave, not send, join or invite.
     suspended: bool = False
+    # When and from where the device was last seen, as stored when its token was read.
+    last_seen: tuple[int, str] | None = None
 
 
 def hash_token(token: str) -> bytes:
@@ -123,7 +125,9 @@ class TokenAuthenticator:
             raise unknown_token("This account has been deactivated")
         if owner.locked and not allow_locked:
             raise MatrixError(401, "M_USER_LOCKED", "This account has been locked", soft_logout=True)
-        return Requester(owner.user_id, owner.device_id, owner.is_admin, token_hash, owner.suspended)
+        last_seen = ((owner.last_seen_ts, owner.last_seen_ip)
+                     if owner.last_seen_ts is not None and owner.last_seen_ip is not None else None)
+        return Requester(owner.user_id, owner.device_id, owner.is_admin, token_hash, owner.suspended, last_seen)
 
     @staticmethod
     def _expired(owner: TokenOwner) -> bool:

@@ -27,6 +27,10 @@ class TokenOwner:
     # Set only for tokens issued with a refresh token (refresh_tokens.py).
     expires_ts: int | None = None
     refresh_token_id: int | None = None
+    # The device's last use as stored (AccountService.record_seen writes it at most every
+    # few minutes): read with the token, so that a restart does not rewrite it at once.
+    last_seen_ts: int | None = None
+    last_seen_ip: str | None = None
 
 
 class DeviceStore:
@@ -73,8 +77,10 @@ class DeviceStore:
     async def get_token_owner(self, token_hash: bytes) -> TokenOwner | None:
         row = await self.db.fetchrow(
             "SELECT t.user_id, t.device_id, u.is_admin, u.deactivated, u.suspended, u.locked,"
-            " t.expires_ts, t.refresh_token_id"
-            " FROM access_tokens t JOIN users u USING (user_id) WHERE t.token_hash = $1",
+            " t.expires_ts, t.refresh_token_id, d.last_seen_ts, d.last_seen_ip"
+            " FROM access_tokens t JOIN users u USING (user_id)"
+            " LEFT JOIN devices d ON d.user_id = t.user_id AND d.device_id = t.device_id"
+            " WHERE t.token_hash = $1",
             token_hash,
         )
         return TokenOwner(**dict(row)) if row else None
