@@ -173,7 +173,10 @@ class EventReceiver:
             in_progress.joins -= 1
             if in_progress.joins == 0:
                 del self._joins[room_id]
-                await self._receive_held(room_id, in_progress.held)
+                try:
+                    await self._receive_held(room_id, in_progress.held)
+                except Exception:  # not to hide the join's own outcome
+                    log.exception("PDUs held during the join of %s were not taken", room_id)
 
     async def _receive_held(self, room_id: str, held: list[tuple[str, Any]]) -> None:
         if held and not await self.we_are_joined(room_id):
