@@ -12,7 +12,6 @@ Spec: https://github.com/matrix-org/matrix-spec-proposals/pull/4186
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import itertools
 import re
@@ -26,7 +25,7 @@ from homeserver.services.ignored_users import IgnoredUsers
 from homeserver.services.notifier import Notifier
 from homeserver.services.receipts import ReceiptsService
 from homeserver.services.sliding_sync_extensions import ExtensionsRequest, SlidingSyncExtensions, WindowRooms
-from homeserver.services.sliding_sync_rooms import RoomBuilder, RoomConfig, SentRoom
+from homeserver.services.sliding_sync_rooms import RoomBuilder, RoomConfig, RoomJob, SentRoom
 from homeserver.services.sync import SyncService
 from homeserver.services.tokens import SyncToken
 from homeserver.storage.account_data import GLOBAL, AccountDataStore
@@ -41,8 +40,6 @@ from homeserver.storage.streams import StreamChangeCache
 MAX_CONNECTIONS = 1000
 # Positions remembered per connection.
 KEPT_POSITIONS = 4
-# Rooms computed at once; bounded by the database pool.
-ROOM_CONCURRENCY = 8
 _POS = re.compile(r"([0-9a-f]{16})_([0-9]{1,18})")
 
 
@@ -117,7 +114,7 @@ class SlidingSyncService:
         return cls(
             SlidingSyncStore(db), sync.events, sync.rooms, sync.account_data, sync.ignored_users,
             sync.notifier, sync.room_changes, sync.current_token,
-            RoomBuilder(sync.events, sync.state, sync.views, sync.notifications),
+            RoomBuilder(sync.events, sync.state, sync.views, sync.notifications, sync.queries),
             SlidingSyncExtensions(sync.to_device, sync.e2e_keys, sync.account_data, sync.push_rules,
                                   sync.receipts, sync.typing),
             sync.receipts,
@@ -233,27 +230,21 @@ class SlidingSyncService:
         unread = await self.builder.notifications.unread_counts_many(
             user_id, {r: now.events for r in current if by_id[r].membership == "join"})
         rooms_out: dict[str, Any] = {}
-        semaphore = asyncio.Semaphore(ROOM_CONCURRENCY)
-
-        async def one_room(room_id: str, config: RoomConfig) -> None:
-            room = by_id[room_id]
-            sent = sent_before.get(room_id)
-            if room_id not in current:
+        jobs = []
+        for room_id, config in window.items():
+            if room_id in current:
+                jobs.append(RoomJob(by_id[room_id], bumps[room_id], config, sent_before.get(room_id)))
+            else:
                 # Nothing new since the connection last had it: not even a query.
-                assert sent is not None
+                sent = sent_before[room_id]
                 rooms_sent[room_id] = dataclasses.replace(sent, token=now)
-                return
-            async with semaphore:
-                section, new_sent = await self.builder.build(
-                    user_id, device_id, room, bumps[room_id], config, sent, since, now, ignored,
-                    current[room_id], unread.get(room_id))
+        built = await self.builder.build_many(user_id, device_id, jobs, since, now, ignored, current, unread)
+        for room_id, (section, new_sent) in built.items():
             rooms_sent[room_id] = new_sent
             if section is not None:
                 if room_id in direct:
                     section["is_dm"] = True
                 rooms_out[room_id] = section
-
-        await asyncio.gather(*(one_room(r, c) for r, c in window.items()))
         # Rooms the window dropped stay at the position they were sent at, so that when
         # they come back they get everything they missed.
         sent_at = {r: (sent_before[r].token if r in sent_before else None) for r in window}

@@ -113,23 +113,32 @@ class EventStore:
         event_filter: EventFilterSql | None = None,
     ) -> list[str]:
         """Ids of the room's events with after < stream_ordering <= up_to, in stream order."""
-        f = event_filter or EventFilterSql()
         rows = await self.db.fetch(
             "SELECT event_id FROM events"
             " WHERE room_id = $1 AND stream_ordering > $2 AND stream_ordering <= $3"
-            " AND NOT outlier AND rejected_reason IS NULL"
-            " AND ($5::text[] IS NULL OR type LIKE ANY($5::text[]))"
-            " AND NOT (type LIKE ANY($6::text[]))"
-            " AND ($7::text[] IS NULL OR sender = ANY($7::text[]))"
-            " AND NOT (sender = ANY($8::text[]))"
-            " AND NOT (state_key IS NULL AND sender = ANY($9::text[]))"
+            " AND NOT outlier AND rejected_reason IS NULL" + _FILTER_5_TO_9 +
             f" ORDER BY stream_ordering {'DESC' if newest_first else 'ASC'} LIMIT $4",
-            room_id, after, up_to, limit,
-            _like_patterns(f.types), _like_patterns(f.not_types) or [],
-            list(f.senders) if f.senders is not None else None, list(f.not_senders),
-            list(f.ignored_senders),
+            room_id, after, up_to, limit, *_filter_args(event_filter),
         )
         return [row["event_id"] for row in rows]
+
+    async def room_event_ids_many(
+        self, windows: Sequence[tuple[str, int, int, int]], event_filter: EventFilterSql | None = None,
+    ) -> dict[str, list[str]]:
+        """``room_event_ids`` (newest first) of several windows, (room id, after, up_to,
+        limit) each, in one statement: one index scan backwards per room."""
+        if not windows:
+            return {}
+        rows = await self.db.fetch(
+            "SELECT w.room_id, ARRAY(SELECT event_id FROM events"
+            "  WHERE room_id = w.room_id AND stream_ordering > w.after AND stream_ordering <= w.up_to"
+            "  AND NOT outlier AND rejected_reason IS NULL" + _FILTER_5_TO_9 +
+            "  ORDER BY stream_ordering DESC LIMIT w.lim) AS ids"
+            " FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[]) AS w (room_id, after, up_to, lim)",
+            [w[0] for w in windows], [w[1] for w in windows], [w[2] for w in windows], [w[3] for w in windows],
+            *_filter_args(event_filter),
+        )
+        return {row["room_id"]: list(row["ids"]) for row in rows}
 
     async def rooms_with_events_between(self, room_ids: list[str], after: int, up_to: int) -> set[str]:
         rows = await self.db.fetch(
@@ -317,6 +326,22 @@ class EventStore:
     def forget_room(self, room_id: str) -> None:
         """The room was purged (storage/purge.py): its version is no longer known."""
         self._room_versions.pop(room_id, None)
+
+
+# What an EventFilterSql keeps of a room's events, in parameters $5 to $9 (_filter_args).
+_FILTER_5_TO_9 = (
+    " AND ($5::text[] IS NULL OR type LIKE ANY($5::text[]))"
+    " AND NOT (type LIKE ANY($6::text[]))"
+    " AND ($7::text[] IS NULL OR sender = ANY($7::text[]))"
+    " AND NOT (sender = ANY($8::text[]))"
+    " AND NOT (state_key IS NULL AND sender = ANY($9::text[]))"
+)
+
+
+def _filter_args(event_filter: EventFilterSql | None) -> list:
+    f = event_filter or EventFilterSql()
+    return [_like_patterns(f.types), _like_patterns(f.not_types) or [],
+            list(f.senders) if f.senders is not None else None, list(f.not_senders), list(f.ignored_senders)]
 
 
 # A run of digits that may be an integer beyond 64 bits, which orjson reads as a float.

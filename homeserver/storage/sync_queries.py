@@ -9,7 +9,7 @@ import dataclasses
 from typing import Sequence
 
 from homeserver.storage.db import Database
-from homeserver.storage.events import EventFilterSql, _like_patterns
+from homeserver.storage.events import _FILTER_5_TO_9, EventFilterSql, _filter_args
 from homeserver.storage.push_actions import (
     UnreadInputs, unread_inputs_args, unread_inputs_ctes, unread_inputs_of,
 )
@@ -181,18 +181,11 @@ class SyncQueries:
             "  array_agg(x.state_group_before ORDER BY x.stream_ordering DESC) AS groups_before FROM ("
             "  SELECT event_id, stream_ordering, state_group_before FROM events"
             "  WHERE room_id = w.room_id AND stream_ordering > w.after AND stream_ordering <= w.up_to"
-            "  AND NOT outlier AND rejected_reason IS NULL"
-            "  AND ($5::text[] IS NULL OR type LIKE ANY($5::text[]))"
-            "  AND NOT (type LIKE ANY($6::text[]))"
-            "  AND ($7::text[] IS NULL OR sender = ANY($7::text[]))"
-            "  AND NOT (sender = ANY($8::text[]))"
-            "  AND NOT (state_key IS NULL AND sender = ANY($9::text[]))"
+            "  AND NOT outlier AND rejected_reason IS NULL" + _FILTER_5_TO_9 +
             "  ORDER BY stream_ordering DESC LIMIT $4) x) t"
             " LEFT JOIN unread_inputs u ON u.room_id = w.room_id",
             [w.room_id for w in windows], [w.after for w in windows], [w.up_to for w in windows], limit,
-            _like_patterns(f.types), _like_patterns(f.not_types) or [],
-            list(f.senders) if f.senders is not None else None, list(f.not_senders),
-            list(f.ignored_senders), [w.state_at_after for w in windows],
+            *_filter_args(f), [w.state_at_after for w in windows],
             unread_rooms, [unread.up_to[r] for r in unread_rooms] if unread is not None else [],
             *unread_inputs_args(
                 unread.user_id if unread is not None else "", unread.not_senders if unread is not None else (),

@@ -426,6 +426,50 @@ async def test_queries_are_bounded_by_the_window_not_the_number_of_rooms(api):
     assert few == many
 
 
+async def test_queries_do_not_grow_with_the_rooms_of_the_window(api):
+    """Windows of 3 and of 20 rooms (named and nameless, joined and left, invites), warm
+    and with the event caches emptied: the same number of queries (issue 7)."""
+    services = api.services
+    counted = count_queries(services.db)
+    me = await api.register("me")
+    other = await api.register("other")
+    for i in range(24):
+        room = await other.create_room(preset="public_chat", **({"name": f"room {i}"} if i % 2 else {}))
+        if i % 8 == 7:
+            await other.invite(room, me.user_id)  # an invite: its stripped state only
+            continue
+        await me.join(room)
+        await other.send_text(room, f"hello {i}")
+        await me.send_text(room, f"hi {i}")
+        if i % 8 == 5:
+            await me.post(f"/_matrix/client/v3/rooms/{room}/leave")
+
+    def body(end: int) -> dict[str, Any]:
+        return {"lists": {"all": all_rooms(end=end, timeline_limit=2,
+                                           required_state=[["m.room.member", "$LAZY"], ["m.room.name", ""]])},
+                "extensions": {"receipts": {"enabled": True}, "account_data": {"enabled": True}}}
+
+    async def queries_for(end: int, empty_caches: bool) -> tuple[int, Response]:
+        if empty_caches:
+            services.events._cache.clear()
+            services.state._groups.clear()
+        counted["n"] = 0
+        r = await ss(me, body(end))
+        return counted["n"], r
+
+    await ss(me, body(19))  # the caches every count below starts from
+    for empty_caches in (False, True):
+        few, r3 = await queries_for(2, empty_caches)
+        many, r20 = await queries_for(19, empty_caches)
+        assert (len(r3["rooms"]), len(r20["rooms"])) == (3, 20)
+        assert few == many, (empty_caches, few, many)
+    rooms = r20["rooms"].values()
+    assert sum("invite_state" in room for room in rooms) == 3
+    assert all(room.get("name", "").startswith("room ") or room.get("heroes") for room in rooms
+               if "invite_state" not in room)
+    assert all(len(room["timeline"]) == 2 for room in rooms if "invite_state" not in room)
+
+
 async def test_a_new_request_does_not_wait_for_an_abandoned_long_poll(api):
     alice = await api.register("alice")
     await alice.create_room()
