@@ -112,7 +112,7 @@ class SlidingSyncService:
     def beside(cls, sync: SyncService, db: Database) -> "SlidingSyncService":
         """Built on the stores and services that /sync v3 uses (one set, one notifier)."""
         return cls(
-            SlidingSyncStore(db), sync.events, sync.rooms, sync.account_data, sync.ignored_users,
+            SlidingSyncStore(db, sync.room_changes), sync.events, sync.rooms, sync.account_data, sync.ignored_users,
             sync.notifier, sync.room_changes, sync.current_token,
             RoomBuilder(sync.events, sync.state, sync.views, sync.notifications, sync.queries),
             SlidingSyncExtensions(sync.to_device, sync.e2e_keys, sync.account_data, sync.push_rules,

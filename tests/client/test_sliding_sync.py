@@ -470,6 +470,32 @@ async def test_queries_do_not_grow_with_the_rooms_of_the_window(api):
     assert all(len(room["timeline"]) == 2 for room in rooms if "invite_state" not in room)
 
 
+async def test_the_room_list_reads_again_only_the_rooms_whose_stream_moved(api):
+    from tests.helpers import watch_statements
+
+    alice = await api.register("alice")
+    rooms = [await alice.create_room(name=f"r{i}") for i in range(5)]
+    facts_reads: list[str] = []
+    watch_statements(api.services.db, lambda sql: facts_reads.append(sql) if "FROM unnest($1::text[]) AS r" in sql else None)
+    body = {"lists": {"all": all_rooms(end=9)}}
+    r = await ss(alice, body)
+    assert len(facts_reads) == 1  # nothing remembered yet: every room
+    facts_reads.clear()
+    r = await ss(alice, body, pos=r["pos"])
+    assert facts_reads == [] and r["rooms"] == {}
+    # A message in the oldest room bumps it to the top: only that room is read again.
+    await alice.send_text(rooms[0], "bump")
+    r = await ss(alice, body, pos=r["pos"])
+    assert len(facts_reads) == 1 and list(r["rooms"]) == [rooms[0]]
+    r = await ss(alice, body)  # a new connection: the rooms in bump order
+    assert list(r["rooms"])[0] == rooms[0] and r["lists"]["all"]["count"] == 5
+    # Encryption turned on is seen by the list's filter at once.
+    await alice.put(f"/_matrix/client/v3/rooms/{rooms[3]}/state/m.room.encryption/",
+                    {"algorithm": "m.megolm.v1.aes-sha2"})
+    encrypted = {"lists": {"enc": all_rooms(end=9, is_encrypted=True)}}
+    assert list((await ss(alice, encrypted))["rooms"]) == [rooms[3]]
+
+
 async def test_a_new_request_does_not_wait_for_an_abandoned_long_poll(api):
     alice = await api.register("alice")
     await alice.create_room()
