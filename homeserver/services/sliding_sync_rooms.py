@@ -198,57 +198,68 @@ class RoomBuilder:
 
         built: list[tuple[_Room, dict[str, Any], list[Event]]] = []
         for room in rooms:
-            job, sent = room.job, room.job.sent
-            name = _string(extra.get(room.state_ids.get(("m.room.name", ""), "")), "name")
-            avatar = _string(extra.get(room.state_ids.get(("m.room.avatar", ""), "")), "url")
-            counts = (0, 0)
-            if room.joined:
-                total = unread[room.room_id].total()
-                counts = (total["notification_count"], total["highlight_count"])
-            sent_state = dict(sent.state) if sent is not None and not room.initial else {}
-            sent_state.update(room.delta)
-            heroes = tuple(room.heroes)
-            new_sent = SentRoom(
-                now, job.room.membership, job.config.required_state, sent_state, name, avatar, heroes, counts)
-            changed_summary = room.initial or sent is None or (name, avatar, heroes) != (
-                sent.name, sent.avatar, sent.heroes)
-            if (not room.initial and not room.timeline and not room.delta and not changed_summary
-                    and counts == sent.counts):
-                out[room.room_id] = (None, new_sent)
-                continue
-            state_events = sorted((extra[i] for i in room.delta.values() if i in extra),
-                                  key=lambda e: e.internal["stream_ordering"])
-            members = room.memberships
-            timeline = room.timeline
-            section: dict[str, Any] = {
-                "prev_batch": pagination_token(
-                    timeline[0].internal["stream_ordering"] - 1 if timeline else room.up_to),
-                "limited": room.limited,
-                "num_live": sum(1 for e in timeline
-                                if since is not None and e.internal["stream_ordering"] > since.events),
-                "bump_stamp": job.bump_stamp,
-                "joined_count": sum(1 for m in members.values() if m == "join"),
-                "invited_count": sum(1 for m in members.values() if m == "invite"),
-                "notification_count": counts[0],
-                "highlight_count": counts[1],
-            }
-            if room.initial:
-                section["initial"] = True
-            if changed_summary:
-                if name is not None:
-                    section["name"] = name
-                if avatar is not None:
-                    section["avatar"] = avatar
-                if heroes:
-                    section["heroes"] = [
-                        _hero(h, extra.get(room.state_ids.get(("m.room.member", h), ""))) for h in heroes]
+            section, new_sent, state_events = self._section(room, extra, unread, since, now)
             out[room.room_id] = (section, new_sent)
-            built.append((room, section, state_events))
+            if section is not None:
+                built.append((room, section, state_events))
+        await self._serialize(built, (user_id, device_id))
+        return out
 
-        # The events in the client format, for all the rooms at once. As Synapse: without
-        # their room_id (the room's key says it). Aggregations are bundled in limited
-        # timelines only: otherwise the client holds every child event (as /sync v3).
-        device = (user_id, device_id)
+    def _section(
+        self, room: _Room, extra: dict[str, Event], unread: dict[str, UnreadCounts], since: SyncToken | None,
+        now: SyncToken,
+    ) -> tuple[dict[str, Any] | None, SentRoom, list[Event]]:
+        """A room's section but its events (``_serialize``), what is then sent of it, and
+        the state events it sends; no section when a room already sent has nothing new."""
+        job, sent = room.job, room.job.sent
+        name = _string(extra.get(room.state_ids.get(("m.room.name", ""), "")), "name")
+        avatar = _string(extra.get(room.state_ids.get(("m.room.avatar", ""), "")), "url")
+        counts = (0, 0)
+        if room.joined:
+            total = unread[room.room_id].total()
+            counts = (total["notification_count"], total["highlight_count"])
+        sent_state = dict(sent.state) if sent is not None and not room.initial else {}
+        sent_state.update(room.delta)
+        heroes = tuple(room.heroes)
+        new_sent = SentRoom(
+            now, job.room.membership, job.config.required_state, sent_state, name, avatar, heroes, counts)
+        changed_summary = room.initial or sent is None or (name, avatar, heroes) != (
+            sent.name, sent.avatar, sent.heroes)
+        if (not room.initial and not room.timeline and not room.delta and not changed_summary
+                and counts == sent.counts):
+            return None, new_sent, []
+        state_events = sorted((extra[i] for i in room.delta.values() if i in extra),
+                              key=lambda e: e.internal["stream_ordering"])
+        members = room.memberships
+        timeline = room.timeline
+        section: dict[str, Any] = {
+            "prev_batch": pagination_token(timeline[0].internal["stream_ordering"] - 1 if timeline else room.up_to),
+            "limited": room.limited,
+            "num_live": sum(1 for e in timeline if since is not None and e.internal["stream_ordering"] > since.events),
+            "bump_stamp": job.bump_stamp,
+            "joined_count": sum(1 for m in members.values() if m == "join"),
+            "invited_count": sum(1 for m in members.values() if m == "invite"),
+            "notification_count": counts[0],
+            "highlight_count": counts[1],
+        }
+        if room.initial:
+            section["initial"] = True
+        if changed_summary:
+            if name is not None:
+                section["name"] = name
+            if avatar is not None:
+                section["avatar"] = avatar
+            if heroes:
+                section["heroes"] = [
+                    _hero(h, extra.get(room.state_ids.get(("m.room.member", h), ""))) for h in heroes]
+        return section, new_sent, state_events
+
+    async def _serialize(self, built: list[tuple[_Room, dict[str, Any], list[Event]]],
+                         device: tuple[str, str]) -> None:
+        """The sections' timelines and required_state in the client format, for all the rooms
+        at once. As Synapse: without their room_id (the room's key says it). Aggregations are
+        bundled in limited timelines only: otherwise the client holds every child event (as
+        /sync v3)."""
         for bundle in (True, False):
             chosen = [(r, section) for r, section, _ in built if r.limited == bundle]
             serialized = iter(await self.views.serialize(
@@ -259,7 +270,6 @@ class RoomBuilder:
             [e for _, _, state_events in built for e in state_events], include_room_id=False))
         for _, section, state_events in built:
             section["required_state"] = [next(serialized) for _ in state_events]
-        return out
 
     async def _timelines(self, user_id: str, rooms: list[_Room], ignored: frozenset[str]) -> None:
         """Each room's timeline: its newest events up to its limit, those the user may see."""

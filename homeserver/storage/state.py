@@ -246,14 +246,3 @@ class StateStore:
             room_id, membership,
         )
         return {r["state_key"]: r["membership"] for r in rows}
-
-    async def get_member_ids_in_stream_order(self, room_id: str, exclude: str, limit: int) -> list[tuple[str, str]]:
-        """(user id, membership) of the room's current members but one, joined and invited
-        first, each group by the stream order of their membership event (for room summaries)."""
-        rows = await self.db.fetch(
-            "SELECT c.state_key, c.membership FROM current_state c JOIN events e ON e.event_id = c.event_id"
-            " WHERE c.room_id = $1 AND c.type = 'm.room.member' AND c.state_key <> $2"
-            " ORDER BY c.membership IN ('join', 'invite') DESC, e.stream_ordering LIMIT $3",
-            room_id, exclude, limit,
-        )
-        return [(r["state_key"], r["membership"]) for r in rows]
