@@ -186,9 +186,6 @@ class E2eKeyService:
         """A device's one-time key counts as /sync reports them (/sync reads them with the rooms)."""
         return {SIGNED_CURVE25519: 0, **counts}
 
-    async def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
-        return await self.store.unused_fallback_key_types(user_id, device_id)
-
     # POST /keys/query
 
     async def query(self, requester: str, wanted: dict[str, list[str]],

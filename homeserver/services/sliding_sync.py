@@ -35,6 +35,7 @@ from homeserver.storage.events import EventStore
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.sliding_sync import SlidingSyncStore, UserRoom
 from homeserver.storage.streams import StreamChangeCache
+from homeserver.storage.sync_queries import SyncQueries
 
 # Connections kept in memory; the oldest past this start again with M_UNKNOWN_POS.
 MAX_CONNECTIONS = 1000
@@ -90,9 +91,10 @@ class SlidingSyncService:
         self, store: SlidingSyncStore, events: EventStore, rooms: RoomStore, account_data: AccountDataStore,
         ignored_users: IgnoredUsers, notifier: Notifier, room_changes: StreamChangeCache,
         current_token: Callable[[], SyncToken], builder: RoomBuilder, extensions: SlidingSyncExtensions,
-        receipts: ReceiptsService,
+        receipts: ReceiptsService, queries: SyncQueries,
     ):
         self.receipts = receipts
+        self.queries = queries
         self.store = store
         self.events = events
         self.rooms = rooms
@@ -117,7 +119,7 @@ class SlidingSyncService:
             RoomBuilder(sync.events, sync.state, sync.views, sync.notifications, sync.queries),
             SlidingSyncExtensions(sync.to_device, sync.e2e_keys, sync.account_data, sync.push_rules,
                                   sync.receipts, sync.typing),
-            sync.receipts,
+            sync.receipts, sync.queries,
         )
 
     async def sync(self, request: SlidingSyncRequest) -> dict[str, Any]:
@@ -159,13 +161,14 @@ class SlidingSyncService:
         user_id, device_id = request.requester.user_id, request.requester.device_id
         now = self.current_token()
         since = previous.token.capped_at(now) if previous is not None else None
-        all_rooms = await self.store.rooms_for_user(user_id, now.events)
+        # The user's rooms, the window's membership events and the device's key counts, in
+        # one query (/sync v3's), for the lists and the e2ee extension alike.
+        member_reads = await self.queries.memberships(
+            user_id, device_id, since.events if since is not None else None, now.events, with_senders=True)
+        all_rooms = await self.store.user_rooms(member_reads, now.events)
         forgotten = await self.rooms.forgotten_rooms(user_id)
         ignored = await self.ignored_users.ignored_by(user_id)
-        changed_membership: set[str] = set()
-        if since is not None:
-            changed_membership = {r for r, _e, _p in await self.events.membership_changes(
-                user_id, since.events, now.events)}
+        changed_membership = set(member_reads.own_changes(user_id)) if since is not None else set()
         by_id = {r.room_id: r for r in all_rooms if r.room_id not in forgotten}
         listed = [r for r in by_id.values() if _listed(r, user_id, changed_membership)]
         direct = _direct_rooms(await self.account_data.get(user_id, GLOBAL, "m.direct"))
@@ -249,7 +252,8 @@ class SlidingSyncService:
         # they come back they get everything they missed.
         sent_at = {r: (sent_before[r].token if r in sent_before else None) for r in window}
         extensions, ext_news = await self.extensions.build(
-            request.extensions, user_id, device_id, since, now, WindowRooms(by_list, subscriptions, sent_at))
+            request.extensions, user_id, device_id, since, now, WindowRooms(by_list, subscriptions, sent_at),
+            member_reads)
         # Order of the rooms object follows the lists' order, most recent first.
         ordered = {r: rooms_out[r] for r in sorted(rooms_out, key=lambda r: (-bumps.get(r, 0), r))}
         result = {"lists": lists_out, "rooms": ordered, "extensions": extensions, "_token": now}

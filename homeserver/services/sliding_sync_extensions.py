@@ -19,6 +19,7 @@ from homeserver.services.to_device import ToDeviceService
 from homeserver.services.tokens import SyncToken
 from homeserver.services.typing import TypingService
 from homeserver.storage.account_data import GLOBAL, AccountDataStore
+from homeserver.storage.sync_queries import Memberships
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,9 +75,11 @@ class SlidingSyncExtensions:
 
     async def build(
         self, request: ExtensionsRequest, user_id: str, device_id: str, since: SyncToken | None, now: SyncToken,
-        window: WindowRooms,
+        window: WindowRooms, memberships: Memberships,
     ) -> tuple[dict[str, Any], bool]:
-        """The extensions section, and whether it carries anything new."""
+        """The extensions section, and whether it carries anything new. ``memberships``: the
+        user's rooms, the window's membership events and the device's key counts, as read
+        for the lists."""
         out: dict[str, Any] = {}
         news = False
         if request.to_device:
@@ -88,12 +91,12 @@ class SlidingSyncExtensions:
             e2ee: dict[str, Any] = {"device_lists": {"changed": [], "left": []}}
             if since is not None:
                 changes = await self.e2e_keys.device_list_changes(
-                    user_id, since.events, now.events, since.device_lists, now.device_lists)
+                    user_id, since.events, now.events, since.device_lists, now.device_lists,
+                    list(memberships.rooms), memberships.members_changed())
                 e2ee["device_lists"] = {"changed": changes.changed, "left": changes.left}
                 news |= bool(changes.changed or changes.left)
-            e2ee["device_one_time_keys_count"] = await self.e2e_keys.one_time_key_counts(user_id, device_id)
-            e2ee["device_unused_fallback_key_types"] = await self.e2e_keys.unused_fallback_key_types(
-                user_id, device_id)
+            e2ee["device_one_time_keys_count"] = self.e2e_keys.reported_key_counts(memberships.one_time_keys)
+            e2ee["device_unused_fallback_key_types"] = memberships.fallback_key_types
             out["e2ee"] = e2ee
         if request.account_data is not None:
             section, found = await self._account_data(request.account_data, user_id, since, now, window)

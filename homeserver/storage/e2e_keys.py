@@ -77,14 +77,6 @@ class E2eKeyStore:
                     user_id, device_id, algorithm, key_id, json.dumps(key),
                 )
 
-    async def unused_fallback_key_types(self, user_id: str, device_id: str) -> list[str]:
-        rows = await self.db.fetch(
-            "SELECT algorithm FROM e2e_fallback_keys WHERE user_id = $1 AND device_id = $2 AND NOT used"
-            " ORDER BY algorithm",
-            user_id, device_id,
-        )
-        return [r["algorithm"] for r in rows]
-
     async def claim_key(self, user_id: str, device_id: str, algorithm: str) -> tuple[str, JsonDict | str] | None:
         """Take one one-time key (deleted as it is handed out), else the fallback key (marked used)."""
         async with self.db.transaction() as conn:

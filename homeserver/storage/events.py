@@ -158,20 +158,6 @@ class EventStore:
         )
         return (row["event_id"], row["state_group_after"]) if row else None
 
-    async def membership_changes(self, user_id: str, after: int, up_to: int) -> list[tuple[str, str, int]]:
-        """(room id, event id, position) of the user's membership events in a stream window."""
-        rows = await self.db.fetch(
-            "SELECT room_id, event_id, stream_ordering FROM events"
-            " WHERE type = 'm.room.member' AND state_key = $1"
-            # Outliers too: an invite from another server is one (the room's state is unknown here).
-            " AND stream_ordering > $2 AND stream_ordering <= $3 AND rejected_reason IS NULL"
-            " ORDER BY stream_ordering",
-            user_id, after, up_to,
-        )
-        return [(r["room_id"], r["event_id"], r["stream_ordering"]) for r in rows]
-
-    # Writing (inside the pipeline's transaction)
-
     async def insert_event(
         self,
         conn: asyncpg.Connection | asyncpg.Pool,

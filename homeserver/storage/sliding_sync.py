@@ -3,7 +3,8 @@
 Every room the user has a membership in, with what the lists sort and filter on
 (bump stamp, room type, encryption), so that a request costs a fixed number of
 queries before the rooms of its window are computed. The memberships are read at
-every request; the rest is remembered per room and read again only for the rooms
+every request (SyncQueries.memberships, as /sync v3 reads them, with the device's
+key counts and the window's membership events); the rest is remembered per room and read again only for the rooms
 whose stream moved (an Element X long poll would otherwise read every room's
 latest event and create event each time: 11 ms for 500 rooms).
 """
@@ -16,6 +17,7 @@ import json
 from homeserver.storage.cache import LruCache
 from homeserver.storage.db import Database
 from homeserver.storage.streams import StreamChangeCache
+from homeserver.storage.sync_queries import Memberships
 
 # Synapse's DEFAULT_BUMP_EVENT_TYPES; the partial index of migration 0016 lists the same.
 BUMP_EVENT_TYPES = (
@@ -58,18 +60,16 @@ class SlidingSyncStore:
         self.room_changes = room_changes
         self._facts: LruCache[str, _RoomFacts] = LruCache(cache_size)
 
-    async def rooms_for_user(self, user_id: str, up_to: int) -> list[UserRoom]:
-        rows = await self.db.fetch(
-            "SELECT c.room_id, c.membership, c.event_id, m.sender, m.stream_ordering AS membership_position"
-            " FROM current_state c JOIN events m ON m.event_id = c.event_id"
-            " WHERE c.type = 'm.room.member' AND c.state_key = $1",
-            user_id,
-        )
-        facts = await self._facts_at([r["room_id"] for r in rows], up_to)
-        return [UserRoom(
-            r["room_id"], r["membership"], r["event_id"], r["sender"], r["membership_position"],
-            facts[r["room_id"]].bump, facts[r["room_id"]].room_type, facts[r["room_id"]].encrypted,
-        ) for r in rows]
+    async def user_rooms(self, memberships: Memberships, up_to: int) -> list[UserRoom]:
+        """Every room of the user's memberships (read ``with_senders``), with its facts at ``up_to``."""
+        facts = await self._facts_at(list(memberships.rooms), up_to)
+        out = []
+        for room_id, (membership, event_id) in memberships.rooms.items():
+            sender, position = memberships.membership_events[room_id]
+            known = facts[room_id]
+            out.append(UserRoom(
+                room_id, membership, event_id, sender, position, known.bump, known.room_type, known.encrypted))
+        return out
 
     async def _facts_at(self, room_ids: list[str], up_to: int) -> dict[str, _RoomFacts]:
         """Each room's facts at ``up_to``: remembered unless the room's stream moved since

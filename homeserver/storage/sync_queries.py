@@ -91,6 +91,8 @@ class Memberships:
     # The device's one-time key counts by algorithm, and its unused fallback key types.
     one_time_keys: dict[str, int]
     fallback_key_types: list[str]
+    # room id -> (sender, position) of the user's membership event, when asked for.
+    membership_events: dict[str, tuple[str, int]] = dataclasses.field(default_factory=dict)
 
     def own_changes(self, user_id: str) -> dict[str, int]:
         """room id -> the position of the user's last membership event in the window (those
@@ -106,16 +108,25 @@ class SyncQueries:
     def __init__(self, db: Database):
         self.db = db
 
-    async def memberships(self, user_id: str, device_id: str | None, after: int | None, up_to: int) -> Memberships:
+    async def memberships(self, user_id: str, device_id: str | None, after: int | None, up_to: int,
+                          with_senders: bool = False) -> Memberships:
         """The user's rooms, the device's key counts and, with ``after``, the membership
         events of those rooms in (after, up_to]: what the user's own, the device lists and
-        presence of a /sync ask of the window, in one round trip (rows told apart by kind)."""
+        presence of a /sync ask of the window, in one round trip (rows told apart by kind).
+        ``with_senders``: also the sender and position of the user's membership event in
+        each room (what sliding sync's lists need)."""
         window = after is not None and after < up_to
         rows = await self.db.fetch(
-            "WITH mine AS (SELECT room_id, membership, event_id FROM current_state"
-            "  WHERE type = 'm.room.member' AND state_key = $1)"
-            " SELECT 'room' AS kind, room_id, membership AS name, event_id, NULL AS state_key, NULL::bigint AS n,"
-            "  NULL::boolean AS outlier, NULL::boolean AS rejected FROM mine"
+            ("WITH mine AS (SELECT c.room_id, c.membership, c.event_id, m.sender, m.stream_ordering"
+             "  FROM current_state c JOIN events m ON m.event_id = c.event_id"
+             "  WHERE c.type = 'm.room.member' AND c.state_key = $1)"
+             " SELECT 'room' AS kind, room_id, membership AS name, event_id, sender AS state_key,"
+             "  stream_ordering AS n, NULL::boolean AS outlier, NULL::boolean AS rejected FROM mine"
+             if with_senders else
+             "WITH mine AS (SELECT room_id, membership, event_id FROM current_state"
+             "  WHERE type = 'm.room.member' AND state_key = $1)"
+             " SELECT 'room' AS kind, room_id, membership AS name, event_id, NULL AS state_key, NULL::bigint AS n,"
+             "  NULL::boolean AS outlier, NULL::boolean AS rejected FROM mine") +
             " UNION ALL"
             " SELECT 'key', NULL, algorithm, NULL, NULL, count(*), NULL, NULL FROM e2e_one_time_keys"
             "  WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm"
@@ -130,6 +141,7 @@ class SyncQueries:
             *((user_id, device_id, after, up_to) if window else (user_id, device_id)),
         )
         rooms: dict[str, tuple[str, str]] = {}
+        membership_events: dict[str, tuple[str, int]] = {}
         changes = []
         keys: dict[str, int] = {}
         fallback = []
@@ -137,6 +149,8 @@ class SyncQueries:
             kind = r["kind"]
             if kind == "room":
                 rooms[r["room_id"]] = (r["name"], r["event_id"])
+                if with_senders:
+                    membership_events[r["room_id"]] = (r["state_key"], r["n"])
             elif kind == "member":
                 changes.append(MemberEvent(
                     r["room_id"], r["state_key"], r["event_id"], r["n"], r["outlier"], r["rejected"]))
@@ -145,7 +159,7 @@ class SyncQueries:
             else:
                 fallback.append(r["name"])
         changes.sort(key=lambda e: e.stream_ordering)
-        return Memberships(rooms, changes, keys, sorted(fallback))
+        return Memberships(rooms, changes, keys, sorted(fallback), membership_events)
 
     async def room_reads(
         self, windows: Sequence[RoomWindow], limit: int, event_filter: EventFilterSql | None = None,

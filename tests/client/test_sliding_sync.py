@@ -314,15 +314,16 @@ async def test_extensions_to_device_and_e2ee(api):
     alice = await api.register("alice")
     bob = await api.register("bob")
     room = await alice.create_room(preset="public_chat")
-    r = await alice.post("/_matrix/client/v3/keys/upload", {"one_time_keys": {"signed_curve25519:AAAA": {
-        "key": "k", "signatures": {}}}})
-    # Whatever the key check says, the counts are reported.
+    r = await alice.post("/_matrix/client/v3/keys/upload", {
+        "one_time_keys": {f"signed_curve25519:AAA{i}": {"key": f"otk{i}"} for i in range(3)},
+        "fallback_keys": {"signed_curve25519:FB1": {"key": "fallback", "fallback": True}}})
+    assert r.status == 200 and r["one_time_key_counts"] == {"signed_curve25519": 3}, r
     body = {"extensions": {"to_device": {"enabled": True}, "e2ee": {"enabled": True}}}
     first = await ss(alice, body)
     e2ee = first["extensions"]["e2ee"]
     assert e2ee["device_lists"] == {"changed": [], "left": []}
-    assert isinstance(e2ee["device_one_time_keys_count"], dict)
-    assert isinstance(e2ee["device_unused_fallback_key_types"], list)
+    assert e2ee["device_one_time_keys_count"] == {"signed_curve25519": 3}
+    assert e2ee["device_unused_fallback_key_types"] == ["signed_curve25519"]
     to_device = first["extensions"]["to_device"]
     assert to_device["events"] == []
     r = await bob.put("/_matrix/client/v3/sendToDevice/m.test/txn1",
