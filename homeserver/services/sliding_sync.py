@@ -77,6 +77,8 @@ class SlidingSyncRequest:
 class _Position:
     token: SyncToken
     rooms: dict[str, SentRoom]
+    # The user's m.direct as read then: read again only once account data has moved.
+    m_direct: Any = None
 
 
 class _Connection:
@@ -151,7 +153,7 @@ class SlidingSyncService:
         # later ones; at most a few, should requests race on one connection.
         kept = sorted(s for s in connection.positions if previous_serial is not None and s >= previous_serial)
         connection.positions = {s: connection.positions[s] for s in kept[-(KEPT_POSITIONS - 1):]}
-        connection.positions[serial] = _Position(result.pop("_token"), rooms_sent)
+        connection.positions[serial] = _Position(result.pop("_token"), rooms_sent, result.pop("_m_direct"))
         result["pos"] = f"{self._instance}_{serial}"
         return result
 
@@ -166,12 +168,18 @@ class SlidingSyncService:
         member_reads = await self.queries.memberships(
             user_id, device_id, since.events if since is not None else None, now.events, with_senders=True)
         all_rooms = await self.store.user_rooms(member_reads, now.events)
-        forgotten = await self.rooms.forgotten_rooms(user_id)
+        # Only a room left can be forgotten.
+        forgotten = (await self.rooms.forgotten_rooms(user_id)
+                     if any(r.membership in ("leave", "ban") for r in all_rooms) else frozenset())
         ignored = await self.ignored_users.ignored_by(user_id)
         changed_membership = set(member_reads.own_changes(user_id)) if since is not None else set()
         by_id = {r.room_id: r for r in all_rooms if r.room_id not in forgotten}
         listed = [r for r in by_id.values() if _listed(r, user_id, changed_membership)]
-        direct = _direct_rooms(await self.account_data.get(user_id, GLOBAL, "m.direct"))
+        if previous is not None and since is not None and since.account_data >= now.account_data:
+            m_direct = previous.m_direct
+        else:
+            m_direct = await self.account_data.get(user_id, GLOBAL, "m.direct")
+        direct = _direct_rooms(m_direct)
         invite_ids = [r.membership_event_id for r in listed if r.membership == "invite"]
         # All invites in one query: few, and needed to filter the lists.
         invites = await self.events.get_events(invite_ids) if invite_ids else {}
@@ -256,7 +264,8 @@ class SlidingSyncService:
             member_reads)
         # Order of the rooms object follows the lists' order, most recent first.
         ordered = {r: rooms_out[r] for r in sorted(rooms_out, key=lambda r: (-bumps.get(r, 0), r))}
-        result = {"lists": lists_out, "rooms": ordered, "extensions": extensions, "_token": now}
+        result = {"lists": lists_out, "rooms": ordered, "extensions": extensions, "_token": now,
+                  "_m_direct": m_direct}
         return result, rooms_sent, bool(rooms_out) or ext_news
 
 

@@ -226,6 +226,52 @@ async def test_filters_is_dm_is_invite_and_room_types(api):
     assert all("room_id" not in e for e in r["rooms"][group]["timeline"] + r["rooms"][group]["required_state"])
 
 
+async def test_m_direct_is_read_again_only_once_account_data_moved(api):
+    alice = await api.register("alice")
+    room = await alice.create_room(name="soon a DM")
+    store = api.services.sliding_sync.account_data
+    reads: list[str] = []
+    read = store.get
+
+    async def counted_get(user_id: str, room_id: str, event_type: str) -> Any:
+        if event_type == "m.direct":
+            reads.append(user_id)
+        return await read(user_id, room_id, event_type)
+
+    store.get = counted_get
+    body = {"lists": {"dms": all_rooms(is_dm=True), "all": all_rooms()}}
+    r = await ss(alice, body)
+    assert (r["lists"]["dms"]["count"], len(reads)) == (0, 1)
+    await alice.send_text(room, "news")
+    r = await ss(alice, body, pos=r["pos"])
+    assert len(reads) == 1 and list(r["rooms"]) == [room]  # the same m.direct
+    put = await alice.put(f"/_matrix/client/v3/user/{alice.user_id}/account_data/m.direct",
+                          {"@bob:test.local": [room]})
+    assert put.status == 200
+    r = await ss(alice, body, pos=r["pos"])
+    assert len(reads) == 2 and r["lists"]["dms"]["count"] == 1
+    r = await ss(alice, body)  # a new connection reads it
+    assert len(reads) == 3 and r["rooms"][room]["is_dm"] is True
+
+
+async def test_a_forgotten_room_is_not_listed(api):
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    kept = await alice.create_room(name="kept")
+    left = await bob.create_room(name="left", preset="public_chat")
+    await alice.join(left)
+    body = {"lists": {"all": all_rooms()}}
+    assert (await ss(alice, body))["lists"]["all"]["count"] == 2
+    r = await bob.post(f"/_matrix/client/v3/rooms/{left}/kick", {"user_id": alice.user_id})
+    assert r.status == 200
+    # Kicked: still listed, until forgotten.
+    assert (await ss(alice, body))["lists"]["all"]["count"] == 2
+    r = await alice.post(f"/_matrix/client/v3/rooms/{left}/forget")
+    assert r.status == 200
+    r = await ss(alice, body)
+    assert r["lists"]["all"]["count"] == 1 and list(r["rooms"]) == [kept]
+
+
 async def test_spaces_filter(api):
     alice = await api.register("alice")
     space = await alice.create_room(creation_content={"type": "m.space"})
