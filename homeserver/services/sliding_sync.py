@@ -168,12 +168,13 @@ class SlidingSyncService:
         member_reads = await self.queries.memberships(
             user_id, device_id, since.events if since is not None else None, now.events, with_senders=True)
         all_rooms = await self.store.user_rooms(member_reads, now.events)
-        # Only a room left can be forgotten.
+        # Only a room left is forgotten (an invite or a join since brings it back, as in /sync v3).
         forgotten = (await self.rooms.forgotten_rooms(user_id)
                      if any(r.membership in ("leave", "ban") for r in all_rooms) else frozenset())
         ignored = await self.ignored_users.ignored_by(user_id)
         changed_membership = set(member_reads.own_changes(user_id)) if since is not None else set()
-        by_id = {r.room_id: r for r in all_rooms if r.room_id not in forgotten}
+        by_id = {r.room_id: r for r in all_rooms
+                 if not (r.room_id in forgotten and r.membership in ("leave", "ban"))}
         listed = [r for r in by_id.values() if _listed(r, user_id, changed_membership)]
         if previous is not None and since is not None and since.account_data >= now.account_data:
             m_direct = previous.m_direct

@@ -270,6 +270,15 @@ async def test_a_forgotten_room_is_not_listed(api):
     assert r.status == 200
     r = await ss(alice, body)
     assert r["lists"]["all"]["count"] == 1 and list(r["rooms"]) == [kept]
+    # Invited again, it is back (the forgetting was of the room as left), also while
+    # another room left makes the forgotten ones be read.
+    other = await bob.create_room(name="also left", preset="public_chat")
+    await alice.join(other)
+    r = await bob.post(f"/_matrix/client/v3/rooms/{other}/kick", {"user_id": alice.user_id})
+    assert r.status == 200
+    await bob.invite(left, alice.user_id)
+    r = await ss(alice, body)
+    assert r["lists"]["all"]["count"] == 3 and "invite_state" in r["rooms"][left]
 
 
 async def test_spaces_filter(api):
