@@ -114,6 +114,24 @@ class EventViews:
             out.append(client)
         return out
 
+    async def serialize_lists(
+        self,
+        lists: Sequence[Sequence[Event]],
+        for_device: tuple[str, str] | None = None,
+        include_room_id: bool = True,
+        bundle_aggregations: bool = True,
+    ) -> list[list[dict]]:
+        """``serialize`` of several lists (one room's timeline each, say) in one call, so
+        that their aggregations and redactions are looked up once: each list's events in
+        the client format, in the order given."""
+        flat = await self.serialize(
+            [e for events in lists for e in events], for_device, include_room_id, bundle_aggregations)
+        out, at = [], 0
+        for events in lists:
+            out.append(flat[at:at + len(events)])
+            at += len(events)
+        return out
+
 
 KNOWN_VISIBILITIES = ("world_readable", "shared", "invited", "joined")
 

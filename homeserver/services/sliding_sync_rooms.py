@@ -108,7 +108,6 @@ class _Room:
     up_to: int
     lower: int
     limit: int
-    timeline_ids: list[str] = dataclasses.field(default_factory=list)
     limited: bool = False
     timeline: list[Event] = dataclasses.field(default_factory=list)
     state_ids: dict[StateKey, str] = dataclasses.field(default_factory=dict)
@@ -262,27 +261,28 @@ class RoomBuilder:
         /sync v3)."""
         for bundle in (True, False):
             chosen = [(r, section) for r, section, _ in built if r.limited == bundle]
-            serialized = iter(await self.views.serialize(
-                [e for r, _ in chosen for e in r.timeline], device, include_room_id=False, bundle_aggregations=bundle))
-            for room, section in chosen:
-                section["timeline"] = [next(serialized) for _ in room.timeline]
-        serialized = iter(await self.views.serialize(
-            [e for _, _, state_events in built for e in state_events], include_room_id=False))
-        for _, section, state_events in built:
-            section["required_state"] = [next(serialized) for _ in state_events]
+            serialized = await self.views.serialize_lists(
+                [r.timeline for r, _ in chosen], device, include_room_id=False, bundle_aggregations=bundle)
+            for (_, section), events in zip(chosen, serialized):
+                section["timeline"] = events
+        serialized = await self.views.serialize_lists(
+            [state_events for _, _, state_events in built], include_room_id=False)
+        for (_, section, _), events in zip(built, serialized):
+            section["required_state"] = events
 
     async def _timelines(self, user_id: str, rooms: list[_Room], ignored: frozenset[str]) -> None:
         """Each room's timeline: its newest events up to its limit, those the user may see."""
         ids = await self.events.room_event_ids_many(
             [(r.room_id, r.lower, r.up_to, r.limit + 1) for r in rooms],
             EventFilterSql(ignored_senders=tuple(ignored)))
+        shown: list[list[str]] = []  # each room's, oldest first
         for room in rooms:
             newest_first = ids.get(room.room_id, [])
             room.limited = len(newest_first) > room.limit
-            room.timeline_ids = list(reversed(newest_first[:room.limit]))
-        loaded = await self.events.get_events([i for r in rooms for i in r.timeline_ids])
+            shown.append(list(reversed(newest_first[:room.limit])))
+        loaded = await self.events.get_events([i for room_ids in shown for i in room_ids])
         visible = await self.views.visible_to_many(
-            user_id, [([loaded[i] for i in r.timeline_ids if i in loaded], r.joined) for r in rooms])
+            user_id, [([loaded[i] for i in room_ids if i in loaded], r.joined) for r, room_ids in zip(rooms, shown)])
         for room, timeline in zip(rooms, visible):
             room.timeline = timeline
 

@@ -207,11 +207,11 @@ class SyncRooms:
         timelines: dict[str, list[dict[str, Any]]] = {}
         for bundle in (True, False):
             chosen = [r for r in kept if r.limited == bundle]
-            serialized = await self.views.serialize(
-                [e for r in chosen for e in r.timeline], device, include_room_id=False, bundle_aggregations=bundle)
-            timelines.update(_split(chosen, serialized, lambda r: len(r.timeline)))
-        serialized = await self.views.serialize([e for r in kept for e in r.state], include_room_id=False)
-        states = dict(_split(kept, serialized, lambda r: len(r.state)))
+            serialized = await self.views.serialize_lists(
+                [r.timeline for r in chosen], device, include_room_id=False, bundle_aggregations=bundle)
+            timelines.update((r.job.room_id, events) for r, events in zip(chosen, serialized))
+        serialized = await self.views.serialize_lists([r.state for r in kept], include_room_id=False)
+        states = {r.job.room_id: events for r, events in zip(kept, serialized)}
 
         out = {}
         for room in kept:
@@ -345,12 +345,3 @@ class SyncRooms:
             events = [loaded[i] for i in dict.fromkeys(ids) if i in loaded and room_filter.state.allows(loaded[i])]
             events.sort(key=lambda e: e.internal["stream_ordering"])
             room.state = events
-
-
-def _split(rooms: list[_Room], serialized: list[dict[str, Any]], size: Any) -> list[tuple[str, list[dict]]]:
-    out, at = [], 0
-    for room in rooms:
-        n = size(room)
-        out.append((room.job.room_id, serialized[at:at + n]))
-        at += n
-    return out
