@@ -4,9 +4,10 @@ Every room the user has a membership in, with what the lists sort and filter on
 (bump stamp, room type, encryption), so that a request costs a fixed number of
 queries before the rooms of its window are computed. The memberships are read at
 every request (SyncQueries.memberships, as /sync v3 reads them, with the device's
-key counts and the window's membership events); the rest is remembered per room and read again only for the rooms
-whose stream moved (an Element X long poll would otherwise read every room's
-latest event and create event each time: 11 ms for 500 rooms).
+key counts and the window's membership events); the rest is remembered per room
+and read again only for the rooms whose stream moved (an Element X long poll would
+otherwise read every room's latest event and create event each time: 11 ms for
+500 rooms).
 """
 
 from __future__ import annotations

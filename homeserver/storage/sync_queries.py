@@ -116,17 +116,16 @@ class SyncQueries:
         ``with_senders``: also the sender and position of the user's membership event in
         each room (what sliding sync's lists need)."""
         window = after is not None and after < up_to
+        if with_senders:  # a join with the membership events, which /sync v3 goes without
+            mine_from = ", m.sender, m.stream_ordering FROM current_state c JOIN events m ON m.event_id = c.event_id"
+            sender, position = "sender", "stream_ordering"
+        else:
+            mine_from, sender, position = " FROM current_state c", "NULL", "NULL::bigint"
         rows = await self.db.fetch(
-            ("WITH mine AS (SELECT c.room_id, c.membership, c.event_id, m.sender, m.stream_ordering"
-             "  FROM current_state c JOIN events m ON m.event_id = c.event_id"
-             "  WHERE c.type = 'm.room.member' AND c.state_key = $1)"
-             " SELECT 'room' AS kind, room_id, membership AS name, event_id, sender AS state_key,"
-             "  stream_ordering AS n, NULL::boolean AS outlier, NULL::boolean AS rejected FROM mine"
-             if with_senders else
-             "WITH mine AS (SELECT room_id, membership, event_id FROM current_state"
-             "  WHERE type = 'm.room.member' AND state_key = $1)"
-             " SELECT 'room' AS kind, room_id, membership AS name, event_id, NULL AS state_key, NULL::bigint AS n,"
-             "  NULL::boolean AS outlier, NULL::boolean AS rejected FROM mine") +
+            f"WITH mine AS (SELECT c.room_id, c.membership, c.event_id{mine_from}"
+            "  WHERE c.type = 'm.room.member' AND c.state_key = $1)"
+            f" SELECT 'room' AS kind, room_id, membership AS name, event_id, {sender} AS state_key, {position} AS n,"
+            "  NULL::boolean AS outlier, NULL::boolean AS rejected FROM mine"
             " UNION ALL"
             " SELECT 'key', NULL, algorithm, NULL, NULL, count(*), NULL, NULL FROM e2e_one_time_keys"
             "  WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm"
