@@ -6,6 +6,7 @@ without it an embedded PostgreSQL (pgserver) is started for the session.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import tempfile
@@ -101,11 +102,20 @@ class _DatabasePool:
     async def _empty(self, name: str) -> bool:
         conn = await asyncpg.connect(_with_database(self.admin_dsn, name))
         try:
-            # Connections a test left open could hold locks against the deletes.
+            # Connections a test left open could hold locks against the deletes, and
+            # session locks (the cluster's leader lock) against the next test. Terminating
+            # only signals a backend: wait until each has gone, and its locks with it.
             await conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
+            for _ in range(500):
+                if not await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND pid <> pg_backend_pid() AND backend_type = 'client backend')"
+                ):
+                    break
+                await asyncio.sleep(0.01)
             if await conn.fetchval(_SCHEMA_FINGERPRINT) != self.fingerprint:
                 return False
             tables = [r[0] for r in await conn.fetch(

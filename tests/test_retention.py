@@ -133,9 +133,13 @@ async def test_old_remote_media_cache_entries_are_deleted(api: Api):
 
 
 async def test_the_job_runs_with_the_app_when_enabled(api: Api):
-    # The app's own job (retention disabled in the test config) did not start; enabled, it does.
+    # The app's own job (retention disabled in the test config) did not start; enabled, it
+    # does, handed to the leader election as the app hands it (this process leads).
     assert api.services.retention._task is None
-    job = RetentionJob(RetentionConfig(enabled=True), RetentionStore(api.services.db), api.services.events)
+    cluster = api.services.cluster
+    assert cluster.leader
+    job = RetentionJob(RetentionConfig(enabled=True), RetentionStore(api.services.db), api.services.events,
+                       leader_gate=cluster)
     lifecycle = job.lifecycle(None)
     await lifecycle.__anext__()
     assert job._task is not None and not job._task.done()
@@ -144,3 +148,5 @@ async def test_the_job_runs_with_the_app_when_enabled(api: Api):
     except StopAsyncIteration:
         pass
     assert job._task is None
+    # Ended with the app: a later leadership would not start it again.
+    assert (job.start, job.stop) not in cluster._leader_jobs

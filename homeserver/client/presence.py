@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from typing import Literal
 
@@ -47,9 +45,11 @@ async def get_status(request: web.Request) -> web.Response:
 
 
 async def idle_sweeper(app: web.Application) -> AsyncIterator[None]:
-    """aiohttp cleanup context: the presence idle sweep runs while the app does."""
-    task = asyncio.create_task(app[SERVICES].presence.sweep_periodically())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    """aiohttp cleanup context: while the app runs, the presence idle sweep runs on the
+    cluster's leader (this process, unless others share the database)."""
+    presence, cluster = app[SERVICES].presence, app[SERVICES].cluster
+    await cluster.run_on_leader(presence.start_sweeping, presence.stop_sweeping)
+    try:
+        yield
+    finally:
+        await cluster.end_job(presence.start_sweeping, presence.stop_sweeping)

@@ -130,7 +130,6 @@ def wire_cluster(
     presence.row_written = lambda user_id: cluster.send(["pres", user_id])
     if erasure is not None:
         erasure.broadcast = lambda user_id: cluster.send(["erased", user_id])
-    presence.may_sweep = lambda: cluster.leader
 
     # Events of a dead process (or of a lost notification) are not in the change cache.
     event_stream.on_jump = room_changes.forget_before

@@ -20,6 +20,7 @@ those not offline every FEDERATION_PING_MS.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from typing import Any, Awaitable, Callable
@@ -73,9 +74,10 @@ class PresenceService:
         # user must not interleave.
         self._lock = asyncio.Lock()
         # Other processes sharing the database (services/cluster_hooks.py): told of each row
-        # written, so they drop their copy; the sweep runs where may_sweep says (the leader).
+        # written, so they drop their copy. The sweep runs on the cluster's leader only
+        # (client/presence.py hands start_sweeping and stop_sweeping to the election).
         self.row_written: Callable[[str], None] = lambda user_id: None
-        self.may_sweep: Callable[[], bool] = lambda: True
+        self._sweeping: asyncio.Task[None] | None = None
 
     def forget_cached(self, user_id: str) -> None:
         """Another process wrote the user's row."""
@@ -247,12 +249,23 @@ class PresenceService:
             if row is not None and row.state != OFFLINE:
                 await self._tell_listeners(row, now)
 
-    async def sweep_periodically(self) -> None:
-        """Sweep now and then every SWEEP_INTERVAL_S, until cancelled."""
+    async def start_sweeping(self) -> None:
+        """Sweep now, and then every SWEEP_INTERVAL_S until stop_sweeping. A process that
+        takes over the lead sweeps at once: users its predecessor left online go offline."""
+        if self._sweeping is None:
+            self._sweeping = asyncio.create_task(self._sweep_periodically(), name="presence sweep")
+
+    async def stop_sweeping(self) -> None:
+        task, self._sweeping = self._sweeping, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _sweep_periodically(self) -> None:
         while True:
             try:
-                if self.may_sweep():
-                    await self.sweep()
+                await self.sweep()
             except asyncio.CancelledError:
                 raise
             except Exception:

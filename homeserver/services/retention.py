@@ -63,7 +63,9 @@ class RemoteMediaPurger(Protocol):
 class LeaderGate(Protocol):
     """homeserver/services/cluster.py Cluster: runs a job on one process only."""
 
-    def run_on_leader(self, start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> None: ...
+    async def run_on_leader(self, start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> None: ...
+
+    async def end_job(self, start: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> None: ...
 
 
 @dataclasses.dataclass
@@ -161,10 +163,12 @@ class RetentionJob:
             yield
             return
         if self.leader_gate is not None:
-            self.leader_gate.run_on_leader(self.start, self.stop)
+            await self.leader_gate.run_on_leader(self.start, self.stop)
         else:
             await self.start()
         try:
             yield
         finally:
+            if self.leader_gate is not None:
+                await self.leader_gate.end_job(self.start, self.stop)
             await self.stop()

@@ -393,6 +393,7 @@ async def test_app_start_sweeps_stale_users_offline(api, services):
     long_ago = now_ms() - IDLE_MS - OFFLINE_MS - 60_000
     await services.presence.set_presence(alice.user_id, "online", "Back soon", now=long_ago)
     assert (await alice.get(status_path(alice.user_id)))["presence"] == "online"
+    await services.presence.stop_sweeping()  # the earlier run's sweeper, gone with it
     client = TestClient(TestServer(create_app(services)))
     await client.start_server()
     try:
@@ -405,3 +406,45 @@ async def test_app_start_sweeps_stale_users_offline(api, services):
         await client.close()
     r = await alice.get(status_path(alice.user_id))
     assert r["presence"] == "offline" and r["status_msg"] == "Back soon"
+
+
+async def test_the_sweep_runs_on_the_leader_and_at_once_on_taking_the_lead(api, services, database_dsn):
+    # Another process of the cluster holds the lead: this one does not sweep. Once that
+    # process is gone, this one takes the lead (its next try) and sweeps at once, without
+    # waiting for the sweep interval.
+    import asyncpg
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from homeserver.app import create_app
+    from homeserver.services.cluster import LEADER_LOCK_ID
+
+    cluster = services.cluster
+    await cluster._lose_leadership()
+    async with cluster._listener_lock:
+        assert await cluster._listener.fetchval("SELECT pg_advisory_unlock($1)", LEADER_LOCK_ID)
+    other_leader = await asyncpg.connect(database_dsn)
+    client = None
+    try:
+        assert await other_leader.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK_ID)
+        alice = await api.register("alice")
+        long_ago = now_ms() - IDLE_MS - OFFLINE_MS - 60_000
+        await services.presence.set_presence(alice.user_id, "online", None, now=long_ago)
+        client = TestClient(TestServer(create_app(services)))
+        await client.start_server()
+        await asyncio.sleep(0.3)
+        assert not cluster.leader
+        assert (await services.presence.get_presence(alice.user_id))["presence"] == "online"
+
+        await other_leader.close()
+
+        async def until_offline() -> None:
+            while (await services.presence.get_presence(alice.user_id))["presence"] != "offline":
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(until_offline(), 10)
+        assert cluster.leader
+    finally:
+        if not other_leader.is_closed():
+            await other_leader.close()
+        if client is not None:
+            await client.close()
