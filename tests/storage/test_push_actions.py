@@ -54,6 +54,28 @@ async def test_record_and_count_drops_what_was_read_and_counts_an_event_once(ser
     assert [(c.thread_id, c.notifications) for c in counts[ROOM]] == [("main", 1)]
 
 
+class _InTransaction:
+    """A Database stand-in whose statements run in one transaction of ``conn``."""
+
+    def __init__(self, conn):
+        self.fetch = conn.fetch
+
+
+async def test_recording_commits_without_waiting_for_the_wal_flush(services):
+    # Derived data, evaluated again if a crash loses it: the statement that records it
+    # turns synchronous_commit off for its own transaction (an fsync less per /sync wake).
+    async with services.db.transaction() as conn:
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+        await PushActionStore(_InTransaction(conn)).record_and_count(
+            "@u:test", {ROOM: 6}, {ROOM: {}}, {ROOM: ([PushAction(6, "main", False)], 6, 0)})
+        assert await conn.fetchval("SHOW synchronous_commit") == "off"
+    async with services.db.transaction() as conn:
+        # Counting alone writes nothing, and the next transaction is back to the default.
+        await PushActionStore(_InTransaction(conn)).record_and_count("@u:test", {ROOM: 6}, {ROOM: {}}, {})
+        assert await conn.fetchval("SHOW synchronous_commit") == "on"
+    assert await stored(services.db, "@u:test") == [(ROOM, 6, "main", False)]
+
+
 async def test_unread_inputs_start_after_the_receipt_the_join_and_the_evaluation(api, services):
     alice = await api.register("alice")
     bob = await api.register("bob")
