@@ -177,10 +177,16 @@ class SyncQueries:
         filtered = bool(f.types is not None or f.not_types or f.senders is not None or f.not_senders
                         or f.ignored_senders)
         unread_rooms = list(unread.up_to) if unread is not None else []
+        # The arrays are read through scalar subqueries, which hide their lengths from the
+        # planner: every plan then estimates the same number of rooms, so after its first
+        # runs PostgreSQL keeps the statement's generic plan (0.3 ms for a wake's one room)
+        # instead of planning it afresh each time (1.1 ms more). Seen with a literal array,
+        # a plan for one room always looks cheaper than the generic one.
         rows = await self.db.fetch(
-            "WITH windows AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $10::bool[])"
-            "  AS w (room_id, after, up_to, state_at_after)),"
-            " unread_rooms AS (SELECT * FROM unnest($11::text[], $12::bigint[]) AS u (room_id, up_to)),"
+            "WITH windows AS (SELECT * FROM unnest((SELECT $1::text[]), (SELECT $2::bigint[]),"
+            "  (SELECT $3::bigint[]), (SELECT $10::bool[])) AS w (room_id, after, up_to, state_at_after)),"
+            " unread_rooms AS (SELECT * FROM unnest((SELECT $11::text[]), (SELECT $12::bigint[]))"
+            "  AS u (room_id, up_to)),"
             + unread_inputs_ctes(13) +
             " SELECT w.room_id, w.after, w.up_to, t.timeline, t.groups_before,"
             " CASE WHEN cardinality(t.timeline) = 0 OR $17::boolean"
