@@ -79,6 +79,7 @@ async def open_services(config: Config) -> AsyncIterator[Services]:
         try:
             yield services
         finally:
+            await services.notifications.settle_all()
             await services.cluster.stop()
 
 

@@ -114,6 +114,9 @@ class Services:
     room_events: RoomEventsService
     views: EventViews
     sync: SyncService
+    # The unread counts of /sync, sliding sync and the notification list (one, so that
+    # each waits for the others' recordings).
+    notifications: NotificationCounter
     sliding_sync: SlidingSyncService
     account_data: AccountDataService
     receipts: ReceiptsService
@@ -199,6 +202,7 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
     push_rules = PushRulesService(db, PushRuleStore(db), account_data_store, account_data_stream, notifier)
     membership = MembershipService(server_name, pipeline, events, state, rooms, users)
     ignored_users = IgnoredUsers(account_data_store)
+    notifications = NotificationCounter(events, state, push_rules, PushActionStore(db), ignored_users)
     room_events = RoomEventsService(
         pipeline, events, state, rooms, views, membership, event_stream,
         relation_checks=RelationChecks(events, relation_store), ignored_users=ignored_users,
@@ -245,8 +249,9 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
             account_data_stream, room_changes, receipts=receipts, typing=typing,
             e2e_keys=e2e_keys, to_device=to_device,
             push_rules=push_rules, presence=presence, ignored_users=ignored_users,
-            notifications=NotificationCounter(events, state, push_rules, PushActionStore(db), ignored_users),
+            notifications=notifications,
         )),
+        notifications=notifications,
         sliding_sync=SlidingSyncService.beside(sync, db),
         account_data=account_data,
         receipts=receipts,
@@ -269,8 +274,7 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
         room_summary=RoomSummaryService(membership, rooms, events, state, EventGraphStore(db, state)),
         notification_list=NotificationList(
             NotificationListStore(db),
-            NotificationCounter(events, state, push_rules, PushActionStore(db), ignored_users),
-            events, state, views, event_stream,
+            notifications, events, state, views, event_stream,
         ),
         search=SearchService(SearchStore(db), events, state, views, event_stream, ignored_users),
         erasure=erasure,

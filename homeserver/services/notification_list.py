@@ -33,6 +33,7 @@ class NotificationList:
         for room_id, (membership, _) in rooms.items():
             if membership == "join":
                 await self.counter.unread_counts(user_id, room_id, up_to)
+        await self.counter.settled(user_id)  # the page reads the actions those counts found
         found = await self.store.page(user_id, before, limit, only_highlight)
         loaded = await self.events.get_events([n.event_id for n in found])
         shown = [n for n in found if n.event_id in loaded]

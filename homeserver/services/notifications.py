@@ -3,13 +3,17 @@
 Events are evaluated when a sync first needs them (each once per user, the result
 kept in event_push_actions), against the room as it is then: its member count,
 the user's display name and the power levels. The counts are read afresh on
-each sync, so a new read receipt lowers them at once.
+each sync, so a new read receipt lowers them at once. What an evaluation found
+is written after the response has its counts (the write is derived data, not
+waited for): the user's next read of them waits for it (``settled``).
 Spec: https://spec.matrix.org/v1.19/client-server-api/#receiving-notifications
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 from typing import Any
 
 from homeserver.protocol import power_levels, push_rules
@@ -17,9 +21,11 @@ from homeserver.protocol.events import Event
 from homeserver.services.ignored_users import IgnoredUsers
 from homeserver.services.push_rules import PushRulesService
 from homeserver.storage.events import EventStore
-from homeserver.storage.push_actions import PushAction, PushActionStore, UnreadInputs
+from homeserver.storage.push_actions import PushAction, PushActionStore, UnreadCount, UnreadInputs
 from homeserver.storage.state import StateStore
 from homeserver.storage.sync_queries import UnreadRequest
+
+log = logging.getLogger(__name__)
 
 MAIN_THREAD = "main"
 # The newest events of a room evaluated at once: a room never read for a long
@@ -55,6 +61,8 @@ class NotificationCounter:
         self.state = state
         self.push_rules = push_rules_
         self.store = store
+        # user id -> the recording of their last evaluation, while it is under way.
+        self._recording: dict[str, asyncio.Task[None]] = {}
 
     async def unread_counts(self, user_id: str, room_id: str, up_to: int) -> UnreadCounts:
         """The user's unread counts in a room they are joined to, at stream position ``up_to``."""
@@ -63,7 +71,8 @@ class NotificationCounter:
     async def unread_request(self, user_id: str, up_to: dict[str, int]) -> UnreadRequest:
         """What to read of some rooms (room id -> position) for their counts, for a caller
         that reads it with its own reads (/sync: with its timelines) and hands it to
-        ``unread_counts_many``."""
+        ``unread_counts_many``. Returned once the user's last evaluation is recorded."""
+        await self.settled(user_id)
         # Nothing an ignored user sends notifies (spec: "Ignoring Users"), and homeservers
         # MUST NOT notify users of their own events: those are left out in SQL, not loaded.
         ignored = await self.ignored_users.ignored_by(user_id) if self.ignored_users is not None else frozenset()
@@ -73,9 +82,11 @@ class NotificationCounter:
         self, user_id: str, up_to: dict[str, int], inputs: dict[str, UnreadInputs] | None = None,
     ) -> dict[str, UnreadCounts]:
         """``unread_counts`` of many rooms (room id -> position), with a fixed number of
-        queries whatever the number of rooms: one read of what evaluation needs (unless the
-        caller read ``inputs`` of these rooms at these positions, see ``unread_request``),
-        and one statement that records what it found and counts."""
+        queries whatever the number of rooms: one read of what evaluation and the counts
+        need (unless the caller read ``inputs`` of these rooms at these positions, as
+        ``unread_request`` says), and one statement that records what
+        evaluation found. The counts do not wait for that write (``settled`` does): they
+        are the stored actions the read found and the new ones."""
         room_ids = list(up_to)
         if not room_ids:
             return {}
@@ -97,19 +108,44 @@ class NotificationCounter:
         if pending:
             for room_id, actions in (await self._evaluate(user_id, pending)).items():
                 found[room_id][0].extend(actions)
-        rows = await self.store.record_and_count(user_id, up_to, reads, found)
-        out = {}
-        for room_id in room_ids:
-            main = _counts()
-            threads: dict[str, dict[str, int]] = {}
-            for count in rows[room_id]:
-                counts = _counts(count.notifications, count.highlights)
-                if count.thread_id == MAIN_THREAD:
-                    main = counts
-                else:
-                    threads[count.thread_id] = counts
-            out[room_id] = UnreadCounts(main, threads)
-        return out
+        self._record(user_id, found)
+        return {room_id: _unread_counts(inputs[room_id].stored, found.get(room_id, ([], 0, 0))[0], reads[room_id])
+                for room_id in room_ids}
+
+    async def settled(self, user_id: str) -> None:
+        """Until what the user's last evaluation found is recorded: a read after this sees
+        it (else it would evaluate the same events again)."""
+        task = self._recording.get(user_id)
+        if task is not None:
+            await asyncio.wait([task])
+
+    async def settle_all(self) -> None:
+        """Until every recording under way is done (an orderly stop)."""
+        if self._recording:
+            await asyncio.wait(list(self._recording.values()))
+
+    def _record(self, user_id: str, found: dict[str, tuple[list[PushAction], int, int]]) -> None:
+        """Record ``found`` in the background, after the user's recording under way."""
+        if not found:
+            return
+        task = asyncio.create_task(self._record_after(self._recording.get(user_id), user_id, found))
+        self._recording[user_id] = task
+
+        def done(_task: asyncio.Task[None]) -> None:
+            if self._recording.get(user_id) is task:
+                del self._recording[user_id]
+
+        task.add_done_callback(done)
+
+    async def _record_after(self, previous: asyncio.Task[None] | None, user_id: str,
+                            found: dict[str, tuple[list[PushAction], int, int]]) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
+        try:
+            await self.store.record(user_id, found)
+        except Exception:
+            # Nothing is lost: the next count evaluates these events again.
+            log.exception("recording the push actions of %s failed", user_id)
 
     async def _evaluate(self, user_id: str, rooms: dict[str, UnreadInputs]) -> dict[str, list[PushAction]]:
         """The notifying events among each room's events to evaluate, oldest first."""
@@ -141,6 +177,20 @@ class NotificationCounter:
                 if outcome.notify:
                     found.append(PushAction(event.internal["stream_ordering"], _thread_of(event), outcome.highlight))
         return out
+
+
+def _unread_counts(stored: list[UnreadCount], new: list[PushAction], read: dict[str, int]) -> UnreadCounts:
+    """The counts of a room: the stored actions after the read positions (the read
+    counted them so) and the new ones after them too, the unthreaded receipt's and
+    their thread's."""
+    totals = {c.thread_id: [c.notifications, c.highlights] for c in stored}
+    for action in new:
+        if action.stream_ordering > max(read[""], read.get(action.thread_id, 0)):
+            counted = totals.setdefault(action.thread_id, [0, 0])
+            counted[0] += 1
+            counted[1] += action.highlight
+    main = _counts(*totals.pop(MAIN_THREAD, (0, 0)))
+    return UnreadCounts(main, {thread: _counts(*c) for thread, c in totals.items()})
 
 
 def _room_facts(room: UnreadInputs, loaded: dict[str, Event]) -> _RoomFacts:

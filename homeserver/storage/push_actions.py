@@ -37,6 +37,9 @@ class UnreadInputs:
     create_event: str | None
     power_levels_event: str | None
     member_event: str | None
+    # The counts of the actions already stored, per thread, in the window the counts
+    # cover: after the read positions (and the join) and up to the position asked for.
+    stored: list[UnreadCount] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +82,27 @@ def unread_inputs_ctes(first: int) -> str:
                 AND NOT e.outlier AND e.rejected_reason IS NULL AND NOT (e.sender = ANY({not_senders}::text[]))
                 ORDER BY e.stream_ordering DESC LIMIT {limit}
             ) AS event_ids FROM unread_positions r
+        ), unread_stored AS (
+            -- The stored actions the counts take: those after the unthreaded receipt and
+            -- the join, and after the receipt of their thread. They are all at or before
+            -- the evaluated position, and the events to evaluate after it, so in this
+            -- snapshot no event is in both.
+            SELECT a.room_id, a.thread_id, count(*) AS notifications,
+                count(*) FILTER (WHERE a.highlight) AS highlights
+            FROM unread_positions p
+            JOIN event_push_actions a ON a.user_id = {user} AND a.room_id = p.room_id
+                AND a.stream_ordering <= p.up_to AND a.stream_ordering > GREATEST(p.unthreaded, p.joined_at)
+            WHERE a.stream_ordering > COALESCE((SELECT r.position FROM unread_reads r
+                WHERE r.room_id = a.room_id AND r.thread_id = a.thread_id), 0)
+            GROUP BY a.room_id, a.thread_id
         ), unread_inputs AS (
             SELECT p.room_id, p.member_event, p.joined_at, p.evaluated, p.event_ids,
+                (SELECT array_agg(s.thread_id ORDER BY s.thread_id) FROM unread_stored s
+                 WHERE s.room_id = p.room_id) AS stored_threads,
+                (SELECT array_agg(s.notifications ORDER BY s.thread_id) FROM unread_stored s
+                 WHERE s.room_id = p.room_id) AS stored_notifications,
+                (SELECT array_agg(s.highlights ORDER BY s.thread_id) FROM unread_stored s
+                 WHERE s.room_id = p.room_id) AS stored_highlights,
                 (SELECT array_agg(r.thread_id ORDER BY r.thread_id) FROM unread_reads r WHERE r.room_id = p.room_id)
                     AS read_threads,
                 (SELECT array_agg(r.position ORDER BY r.thread_id) FROM unread_reads r WHERE r.room_id = p.room_id)
@@ -110,6 +132,8 @@ def unread_inputs_of(row: Mapping[str, Any]) -> UnreadInputs:
         joined_at=row["joined_at"], evaluated_up_to=row["evaluated"], event_ids=list(row["event_ids"]),
         member_count=row["member_count"] or 0, create_event=row["create_event"],
         power_levels_event=row["power_levels_event"], member_event=row["member_event"],
+        stored=[UnreadCount(*c) for c in zip(
+            row["stored_threads"] or (), row["stored_notifications"] or (), row["stored_highlights"] or ())],
     )
 
 
@@ -133,25 +157,8 @@ class PushActionStore:
         )
         return {r["thread_id"]: r["position"] for r in rows}
 
-    async def unread_counts(
-        self, user_id: str, room_id: str, up_to: int, read_positions: dict[str, int],
-    ) -> list[UnreadCount]:
-        """Per thread, the notifying and highlighting events after what the user has read:
-        after their unthreaded receipt and after their receipt for that thread."""
-        threads = [t for t in read_positions if t]
-        rows = await self.db.fetch(
-            "SELECT a.thread_id, count(*) AS notifications, count(*) FILTER (WHERE a.highlight) AS highlights"
-            " FROM event_push_actions a"
-            " LEFT JOIN unnest($4::text[], $5::bigint[]) AS r(thread_id, position) ON r.thread_id = a.thread_id"
-            " WHERE a.user_id = $1 AND a.room_id = $2 AND a.stream_ordering <= $3"
-            " AND a.stream_ordering > $6 AND a.stream_ordering > COALESCE(r.position, 0)"
-            " GROUP BY a.thread_id",
-            user_id, room_id, up_to, threads, [read_positions[t] for t in threads], read_positions.get("", 0),
-        )
-        return [UnreadCount(r["thread_id"], r["notifications"], r["highlights"]) for r in rows]
-
-    # The same for many rooms of one user at once (a /sync response): two round trips, one
-    # to read what evaluation needs, one to record what it found and count.
+    # For many rooms of one user at once (a /sync response): one statement reads what
+    # evaluation and the counts need, another records what evaluation found.
 
     async def unread_inputs(
         self, user_id: str, up_to: dict[str, int], not_senders: Sequence[str], limit: int,
@@ -171,89 +178,38 @@ class PushActionStore:
         )
         return {r["room_id"]: unread_inputs_of(r) for r in rows}
 
-    async def record_and_count(
-        self, user_id: str, up_to: dict[str, int], read_positions: dict[str, dict[str, int]],
-        found: dict[str, tuple[list[PushAction], int, int]],
-    ) -> dict[str, list[UnreadCount]]:
-        """``unread_counts`` of many rooms: room id -> its counts per thread; first, in the
-        same statement, record what an evaluation found in some of them (room id ->
-        (actions, evaluated up to, read up to)): store the actions, move the evaluated
-        position forward, and drop the rows the unthreaded receipt has made read.
+    async def record(self, user_id: str, found: dict[str, tuple[list[PushAction], int, int]]) -> None:
+        """Store what an evaluation found in some rooms (room id -> (actions, evaluated up
+        to, read up to)): the actions after the read position, the evaluated positions
+        moved forward, and the rows the unthreaded receipt has made read dropped. One
+        statement: atomic, and one round trip.
 
-        One statement: atomic, and one round trip. Its parts see one snapshot, so neither
-        the DELETE nor the count can see the INSERT's rows: actions already read are left
-        out of the INSERT, and the count takes the new actions as well as the stored ones
-        (a stored one first: a concurrent evaluation may have recorded the same event)."""
-        room_ids = list(up_to)
-        written = list(found)
+        What it writes is derived from durable events and receipts: lost in a crash, it
+        is lost together with the evaluated position, and the next count evaluates again.
+        So the commit need not wait for the WAL flush (an fsync on every /sync wake)."""
+        if not found:
+            return
+        rooms = list(found)
         actions = [(room_id, a.stream_ordering, a.thread_id, a.highlight)
                    for room_id, (room_actions, _, read_up_to) in found.items() for a in room_actions
                    if a.stream_ordering > read_up_to]
-        thread_rows = [(r, t, p) for r in room_ids for t, p in read_positions.get(r, {}).items() if t]
-        args: list = [
-            user_id, room_ids, [up_to[r] for r in room_ids],
-            [read_positions.get(r, {}).get("", 0) for r in room_ids],
-            [t[0] for t in thread_rows], [t[1] for t in thread_rows], [t[2] for t in thread_rows],
-        ]
-        # The stored actions in each room's window (after its unthreaded receipt, up to up_to).
-        stored = (
-            "SELECT a.room_id, a.stream_ordering, a.thread_id, a.highlight FROM event_push_actions a"
-            " JOIN windows w ON w.room_id = a.room_id"
-            " WHERE a.user_id = $1 AND a.stream_ordering <= w.up_to AND a.stream_ordering > w.unthreaded"
+        await self.db.execute(
+            "WITH new_actions AS ("
+            "  INSERT INTO event_push_actions (user_id, room_id, stream_ordering, thread_id, highlight)"
+            "  SELECT $1, a.room_id, a.stream_ordering, a.thread_id, a.highlight"
+            "  FROM unnest($2::text[], $3::bigint[], $4::text[], $5::bool[])"
+            "    AS a (room_id, stream_ordering, thread_id, highlight)"
+            "  ON CONFLICT DO NOTHING),"
+            " evaluated AS ("
+            "  INSERT INTO push_actions_evaluated (user_id, room_id, stream_ordering)"
+            "  SELECT $1, room_id, position FROM unnest($6::text[], $7::bigint[]) AS r (room_id, position)"
+            # For this statement's transaction (evaluated here since found is not empty).
+            "  WHERE set_config('synchronous_commit', 'off', true) = 'off'"
+            "  ON CONFLICT (user_id, room_id) DO UPDATE"
+            "  SET stream_ordering = GREATEST(push_actions_evaluated.stream_ordering, EXCLUDED.stream_ordering))"
+            # Its snapshot does not see the INSERT's rows: the actions already read were left out.
+            " DELETE FROM event_push_actions a USING unnest($6::text[], $8::bigint[]) AS r (room_id, position)"
+            " WHERE a.user_id = $1 AND a.room_id = r.room_id AND a.stream_ordering <= r.position",
+            user_id, [a[0] for a in actions], [a[1] for a in actions], [a[2] for a in actions],
+            [a[3] for a in actions], rooms, [found[r][1] for r in rooms], [found[r][2] for r in rooms],
         )
-        if found:
-            args += [
-                [a[0] for a in actions], [a[1] for a in actions], [a[2] for a in actions], [a[3] for a in actions],
-                written, [found[r][1] for r in written], [found[r][2] for r in written],
-            ]
-            writes = (
-                " new_actions AS ("
-                "  INSERT INTO event_push_actions (user_id, room_id, stream_ordering, thread_id, highlight)"
-                "  SELECT $1, a.room_id, a.stream_ordering, a.thread_id, a.highlight"
-                "  FROM unnest($8::text[], $9::bigint[], $10::text[], $11::bool[])"
-                "    AS a (room_id, stream_ordering, thread_id, highlight)"
-                "  ON CONFLICT DO NOTHING),"
-                " evaluated AS ("
-                "  INSERT INTO push_actions_evaluated (user_id, room_id, stream_ordering)"
-                "  SELECT $1, room_id, position FROM unnest($12::text[], $13::bigint[]) AS r (room_id, position)"
-                # Derived from durable events and receipts: lost in a crash, they are lost
-                # together with the evaluated position, and the next /sync evaluates again.
-                # So the commit need not wait for the WAL flush (an fsync on every wake).
-                "  WHERE set_config('synchronous_commit', 'off', true) = 'off'"
-                "  ON CONFLICT (user_id, room_id) DO UPDATE"
-                "  SET stream_ordering = GREATEST(push_actions_evaluated.stream_ordering, EXCLUDED.stream_ordering)),"
-                " read AS ("
-                "  DELETE FROM event_push_actions a USING unnest($12::text[], $14::bigint[]) AS r (room_id, position)"
-                "  WHERE a.user_id = $1 AND a.room_id = r.room_id AND a.stream_ordering <= r.position),"
-            )
-            # With the new actions, but those of an event already stored (this statement's
-            # snapshot, without its INSERT, is what NOT EXISTS reads).
-            stored += (
-                " UNION ALL"
-                " SELECT n.room_id, n.stream_ordering, n.thread_id, n.highlight"
-                " FROM unnest($8::text[], $9::bigint[], $10::text[], $11::bool[])"
-                "  AS n (room_id, stream_ordering, thread_id, highlight)"
-                " WHERE NOT EXISTS (SELECT 1 FROM event_push_actions x"
-                "  WHERE x.user_id = $1 AND x.room_id = n.room_id AND x.stream_ordering = n.stream_ordering)"
-            )
-        else:
-            writes = ""
-        rows = await self.db.fetch(
-            "WITH windows AS ("
-            " SELECT * FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS w (room_id, up_to, unthreaded)),"
-            + writes
-            + f" stored AS ({stored})"
-            " SELECT a.room_id, a.thread_id, count(*) AS notifications,"
-            " count(*) FILTER (WHERE a.highlight) AS highlights"
-            " FROM stored a JOIN windows w ON w.room_id = a.room_id"
-            " LEFT JOIN unnest($5::text[], $6::text[], $7::bigint[]) AS r (room_id, thread_id, position)"
-            " ON r.room_id = a.room_id AND r.thread_id = a.thread_id"
-            " WHERE a.stream_ordering <= w.up_to"
-            " AND a.stream_ordering > w.unthreaded AND a.stream_ordering > COALESCE(r.position, 0)"
-            " GROUP BY a.room_id, a.thread_id",
-            *args,
-        )
-        out: dict[str, list[UnreadCount]] = {r: [] for r in room_ids}
-        for r in rows:
-            out[r["room_id"]].append(UnreadCount(r["thread_id"], r["notifications"], r["highlights"]))
-        return out

@@ -5,6 +5,7 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#receiving-notifications
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from tests.client.sync_helpers import send_event
@@ -192,3 +193,26 @@ async def test_left_rooms_carry_no_counts(api):
     assert r.status == 200
     left = (await bob.sync(since))["rooms"]["leave"][room_id]
     assert "unread_notifications" not in left
+
+
+async def test_the_counts_do_not_wait_for_recording_what_evaluation_found(api, services):
+    # The recording is derived data, written after the response: a sync answers while it
+    # cannot be written, and the user's next count waits for it rather than evaluate again.
+    alice, (bob,), room_id = await group_room(api, "bob")
+    since = (await bob.sync())["next_batch"]
+    await alice.send_text(room_id, "one")
+    async with services.db.transaction() as blocker:
+        await blocker.execute("LOCK TABLE push_actions_evaluated IN EXCLUSIVE MODE")
+        # The sync would hang here (until the lock goes, below) if it waited for the write.
+        r = await asyncio.wait_for(bob.sync(since), 30)
+        assert r["rooms"]["join"][room_id]["unread_notifications"] == {"notification_count": 1, "highlight_count": 0}
+        next_count = asyncio.create_task(services.notifications.unread_counts(
+            bob.user_id, room_id, services.sync.current_token().events))
+        await asyncio.sleep(0.2)
+        assert not next_count.done()  # it waits for the recording under way
+    counted = await asyncio.wait_for(next_count, 30)
+    assert counted.main == {"notification_count": 1, "highlight_count": 0}
+    assert await services.notifications.store.evaluated_up_to(bob.user_id, room_id) == \
+        services.sync.current_token().events
+    await alice.send_text(room_id, "two")
+    assert await counts(bob, room_id, r["next_batch"]) == {"notification_count": 2, "highlight_count": 0}

@@ -1,5 +1,5 @@
-"""PushActionStore's two statements of a /sync's unread counts: what evaluation needs,
-and recording what it found together with the count."""
+"""PushActionStore's two statements of a /sync's unread counts: what evaluation and the
+counts need, and recording what evaluation found."""
 
 from __future__ import annotations
 
@@ -17,48 +17,47 @@ async def stored(db, user_id: str) -> list[tuple[str, int, str, bool]]:
     return [tuple(r) for r in rows]
 
 
-async def test_record_and_count_counts_what_it_records(services):
+def counts(inputs, room: str) -> list[tuple[str, int, int]]:
+    return sorted((c.thread_id, c.notifications, c.highlights) for c in inputs[room].stored)
+
+
+async def test_record_stores_what_evaluation_found_and_the_read_counts_it(services):
     store = PushActionStore(services.db)
-    found = {
+    await store.record("@u:test", {
         ROOM: ([PushAction(5, "main", False), PushAction(6, "main", True), PushAction(7, "$root", False),
                 PushAction(2, "main", False)], 7, 3),
         OTHER_ROOM: ([], 9, 0),
-    }
-    counts = await store.record_and_count(
-        "@u:test", {ROOM: 7, OTHER_ROOM: 9}, {ROOM: {"": 3}, OTHER_ROOM: {}}, found)
-    assert sorted((c.thread_id, c.notifications, c.highlights) for c in counts[ROOM]) == [
-        ("$root", 1, 0), ("main", 2, 1)]
-    assert counts[OTHER_ROOM] == []
+    })
     # The action already read (2 <= 3) is not stored; the evaluated positions move.
     assert await stored(services.db, "@u:test") == [
         (ROOM, 5, "main", False), (ROOM, 6, "main", True), (ROOM, 7, "$root", False)]
     assert await store.evaluated_up_to("@u:test", ROOM) == 7
     assert await store.evaluated_up_to("@u:test", OTHER_ROOM) == 9
+    inputs = await store.unread_inputs("@u:test", {ROOM: 7, OTHER_ROOM: 9}, ("@u:test",), 1000)
+    assert counts(inputs, ROOM) == [("$root", 1, 0), ("main", 2, 1)]
+    assert counts(inputs, OTHER_ROOM) == []
+    # Only those up to the position asked for.
+    assert counts(await store.unread_inputs("@u:test", {ROOM: 6}, (), 1000), ROOM) == [("main", 2, 1)]
 
 
-async def test_record_and_count_drops_what_was_read_and_counts_an_event_once(services):
+async def test_record_drops_what_was_read_and_keeps_an_event_once(services):
     store = PushActionStore(services.db)
-    await store.record_and_count("@u:test", {ROOM: 6}, {ROOM: {}}, {
-        ROOM: ([PushAction(4, "main", False), PushAction(6, "main", True)], 6, 0)})
+    await store.record("@u:test", {ROOM: ([PushAction(4, "main", False), PushAction(6, "main", True)], 6, 0)})
     # A second evaluation (another device's sync) finds event 6 again, differently, and
-    # event 8; the unthreaded receipt is at 4 and the thread's at 8.
-    counts = await store.record_and_count("@u:test", {ROOM: 8}, {ROOM: {"": 4, "$root": 8}}, {
-        ROOM: ([PushAction(6, "main", False), PushAction(8, "$root", False)], 8, 4)})
-    assert [(c.thread_id, c.notifications, c.highlights) for c in counts[ROOM]] == [("main", 1, 1)]
+    # event 8; the unthreaded receipt is at 4.
+    await store.record("@u:test", {ROOM: ([PushAction(6, "main", False), PushAction(8, "$root", False)], 8, 4)})
     assert await stored(services.db, "@u:test") == [(ROOM, 6, "main", True), (ROOM, 8, "$root", False)]
-    # Counting alone, without anything to record.
-    counts = await store.record_and_count("@u:test", {ROOM: 8}, {ROOM: {"": 4}}, {})
-    assert sorted((c.thread_id, c.notifications, c.highlights) for c in counts[ROOM]) == [
-        ("$root", 1, 0), ("main", 1, 1)]
-    counts = await store.record_and_count("@u:test", {ROOM: 7}, {ROOM: {"": 4}}, {})
-    assert [(c.thread_id, c.notifications) for c in counts[ROOM]] == [("main", 1)]
+    assert await store.evaluated_up_to("@u:test", ROOM) == 8
+    # An older evaluation recorded late moves nothing back.
+    await store.record("@u:test", {ROOM: ([], 7, 0)})
+    assert await store.evaluated_up_to("@u:test", ROOM) == 8
 
 
 class _InTransaction:
     """A Database stand-in whose statements run in one transaction of ``conn``."""
 
     def __init__(self, conn):
-        self.fetch = conn.fetch
+        self.execute = conn.execute
 
 
 async def test_recording_commits_without_waiting_for_the_wal_flush(services):
@@ -66,12 +65,10 @@ async def test_recording_commits_without_waiting_for_the_wal_flush(services):
     # turns synchronous_commit off for its own transaction (an fsync less per /sync wake).
     async with services.db.transaction() as conn:
         assert await conn.fetchval("SHOW synchronous_commit") == "on"
-        await PushActionStore(_InTransaction(conn)).record_and_count(
-            "@u:test", {ROOM: 6}, {ROOM: {}}, {ROOM: ([PushAction(6, "main", False)], 6, 0)})
+        await PushActionStore(_InTransaction(conn)).record("@u:test", {ROOM: ([PushAction(6, "main", False)], 6, 0)})
         assert await conn.fetchval("SHOW synchronous_commit") == "off"
     async with services.db.transaction() as conn:
-        # Counting alone writes nothing, and the next transaction is back to the default.
-        await PushActionStore(_InTransaction(conn)).record_and_count("@u:test", {ROOM: 6}, {ROOM: {}}, {})
+        # The next transaction is back to the default.
         assert await conn.fetchval("SHOW synchronous_commit") == "on"
     assert await stored(services.db, "@u:test") == [(ROOM, 6, "main", False)]
 
@@ -104,6 +101,13 @@ async def test_unread_inputs_start_after_the_receipt_the_join_and_the_evaluation
     assert inputs[room].event_ids == [second]
     assert inputs[room].read_positions == {"": (await services.events.get_event(first)).internal["stream_ordering"]}
     assert (await store.unread_inputs(bob.user_id, up_to, (bob.user_id,), 1))[room].event_ids == [second]
-    await store.record_and_count(bob.user_id, {room: position}, {room: {}}, {room: ([], position, 0)})
+    await store.record(bob.user_id, {room: ([PushAction(position, "main", False)], position, 0)})
     inputs = await store.unread_inputs(bob.user_id, up_to, (bob.user_id,), 1000)
     assert inputs[room].event_ids == [] and inputs[room].evaluated_up_to == position
+    assert counts(inputs, room) == [("main", 1, 0)]
+    # A receipt of the thread reads the stored actions of that thread, not the others'.
+    await store.record(bob.user_id, {room: ([PushAction(position - 1, "$root", True)], position, 0)})
+    assert counts(await store.unread_inputs(bob.user_id, up_to, (), 1000), room) == [("$root", 1, 1), ("main", 1, 0)]
+    r = await bob.post(f"{V3}/rooms/{room}/receipt/m.read/{second}", {"thread_id": "main"})
+    assert r.status == 200, r
+    assert counts(await store.unread_inputs(bob.user_id, up_to, (), 1000), room) == [("$root", 1, 1)]
