@@ -30,9 +30,9 @@ class NotificationList:
     async def page(self, user_id: str, before: int | None, limit: int, only_highlight: bool) -> dict[str, Any]:
         up_to = self.event_stream.current()
         rooms = await self.state.get_rooms_for_user(user_id)
-        for room_id, (membership, _) in rooms.items():
-            if membership == "join":
-                await self.counter.unread_counts(user_id, room_id, up_to)
+        # The joined rooms' events evaluated (together), so that the page lists them.
+        await self.counter.unread_counts_many(
+            user_id, {room_id: up_to for room_id, (membership, _) in rooms.items() if membership == "join"})
         await self.counter.settled(user_id)  # the page reads the actions those counts found
         found = await self.store.page(user_id, before, limit, only_highlight)
         loaded = await self.events.get_events([n.event_id for n in found])

@@ -64,10 +64,6 @@ class NotificationCounter:
         # user id -> the recording of their last evaluation, while it is under way.
         self._recording: dict[str, asyncio.Task[None]] = {}
 
-    async def unread_counts(self, user_id: str, room_id: str, up_to: int) -> UnreadCounts:
-        """The user's unread counts in a room they are joined to, at stream position ``up_to``."""
-        return (await self.unread_counts_many(user_id, {room_id: up_to}))[room_id]
-
     async def unread_request(self, user_id: str, up_to: dict[str, int]) -> UnreadRequest:
         """What to read of some rooms (room id -> position) for their counts, for a caller
         that reads it with its own reads (/sync: with its timelines) and hands it to
@@ -81,12 +77,12 @@ class NotificationCounter:
     async def unread_counts_many(
         self, user_id: str, up_to: dict[str, int], inputs: dict[str, UnreadInputs] | None = None,
     ) -> dict[str, UnreadCounts]:
-        """``unread_counts`` of many rooms (room id -> position), with a fixed number of
-        queries whatever the number of rooms: one read of what evaluation and the counts
-        need (unless the caller read ``inputs`` of these rooms at these positions, as
-        ``unread_request`` says), and one statement that records what
-        evaluation found. The counts do not wait for that write (``settled`` does): they
-        are the stored actions the read found and the new ones."""
+        """The user's unread counts in rooms they are joined to (room id -> stream
+        position), with a fixed number of queries whatever the number of rooms: one read
+        of what evaluation and the counts need (unless the caller read ``inputs`` of these
+        rooms at these positions, as ``unread_request`` says), and one statement that
+        records what evaluation found. The counts do not wait for that write (``settled``
+        does): they are the stored actions the read found and the new ones."""
         room_ids = list(up_to)
         if not room_ids:
             return {}

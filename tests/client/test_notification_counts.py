@@ -206,12 +206,12 @@ async def test_the_counts_do_not_wait_for_recording_what_evaluation_found(api, s
         # The sync would hang here (until the lock goes, below) if it waited for the write.
         r = await asyncio.wait_for(bob.sync(since), 30)
         assert r["rooms"]["join"][room_id]["unread_notifications"] == {"notification_count": 1, "highlight_count": 0}
-        next_count = asyncio.create_task(services.notifications.unread_counts(
-            bob.user_id, room_id, services.sync.current_token().events))
+        next_count = asyncio.create_task(services.notifications.unread_counts_many(
+            bob.user_id, {room_id: services.sync.current_token().events}))
         await asyncio.sleep(0.2)
         assert not next_count.done()  # it waits for the recording under way
     counted = await asyncio.wait_for(next_count, 30)
-    assert counted.main == {"notification_count": 1, "highlight_count": 0}
+    assert counted[room_id].main == {"notification_count": 1, "highlight_count": 0}
     assert await services.notifications.store.evaluated_up_to(bob.user_id, room_id) == \
         services.sync.current_token().events
     await alice.send_text(room_id, "two")
