@@ -31,13 +31,15 @@ from homeserver.services.to_device import ToDeviceService
 from homeserver.services.tokens import SyncToken
 from homeserver.services.typing import TypingService
 from homeserver.storage.account_data import GLOBAL, AccountDataStore
+from homeserver.storage.cache import LruCache
 from homeserver.storage.events import EventStore
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
 from homeserver.storage.streams import StreamChangeCache, StreamIdGenerator
 from homeserver.storage.sync_queries import Memberships, SyncQueries
 
-
+# Devices whose joined rooms are remembered for guessing the rooms of their next sync.
+LAST_JOINED_DEVICES = 10_000
 
 @dataclasses.dataclass(frozen=True)
 class SyncRequest:
@@ -81,6 +83,8 @@ class SyncService:
         self.e2e_keys = e2e_keys
         self.to_device = to_device
         self.presence = presence
+        # Each device's joined rooms at its last sync (read_ahead's guess).
+        self._last_joined: LruCache[tuple[str, str], tuple[str, ...]] = LruCache(LAST_JOINED_DEVICES)
 
     def current_token(self) -> SyncToken:
         return SyncToken(
@@ -121,6 +125,17 @@ class SyncService:
         since = request.since
         now = self.current_token()
         room_filter = request.filter.room
+        device = (user_id, request.requester.device_id)
+        # The rooms whose streams moved among those of the device's last sync: most likely
+        # the rooms to send, whose reads can start now (a wrong guess costs a read).
+        ahead = None
+        if since is not None and not request.full_state:
+            guessed = [r for r in self._last_joined.get(device) or ()
+                       if self.room_changes.maybe_changed_since(r, since.events)]
+            if guessed:
+                ahead = self.room_builder.read_ahead(
+                    user_id, request.filter, since.events, now.events, guessed,
+                    self.ignored_users.ignored_by(user_id))
         # Independent reads, together; a stream that has not moved since the token is not asked.
         # The user's rooms come with the membership events of the window in them (the user's
         # own, and those the device lists and presence look for) and the device's key
@@ -137,6 +152,7 @@ class SyncService:
         # A changed ignore list may have hidden invites now to be shown: they are all sent again.
         ignore_list_changed = IGNORED_USER_LIST in account_data.get(GLOBAL, {})
         joined = [r for r, (m, _) in memberships.items() if m == "join" and room_filter.allows_room(r)]
+        self._last_joined.set(device, tuple(joined))
         receipts = await self.receipts.for_sync(user_id, joined, since.receipts if since else 0, now.receipts)
         typing = self.typing.for_sync(joined, since.typing if since else None)
 
@@ -206,7 +222,6 @@ class SyncService:
                 else:
                     knock[room_id] = {"knock_state": {"events": stripped}}
 
-        device = (user_id, request.requester.device_id)
         lazy = room_filter.lazy_load_members
         lazy_since = since.serialize() if since is not None and not request.full_state else None
         lazy_cache = self.room_builder.lazy.known(device, lazy_since) if lazy else None
@@ -228,7 +243,7 @@ class SyncService:
         sections, encryption_news, presence, push_rules = await asyncio.gather(
             self.room_builder.build(
                 device, request.filter, request.full_state, request.use_state_after, jobs, ignored, lazy_cache,
-                sent_members),
+                sent_members, ahead),
             self._encryption_sections(request, now, response, member_reads),
             self.presence.for_sync(
                 user_id, since.presence if since else None, now.presence, request.filter.presence,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Awaitable, Sequence
 
 from homeserver.protocol.events import Event, StateKey
 from homeserver.protocol.filters import SyncFilter
@@ -21,7 +21,7 @@ from homeserver.services.tokens import SyncToken, pagination_token
 from homeserver.storage.cache import LruCache
 from homeserver.storage.events import EventFilterSql, EventStore
 from homeserver.storage.state import StateStore
-from homeserver.storage.sync_queries import RoomReads, RoomWindow, SyncQueries
+from homeserver.storage.sync_queries import RoomReads, RoomWindow, SyncQueries, UnreadRequest
 
 DEFAULT_TIMELINE_LIMIT = 10
 MAX_TIMELINE_LIMIT = 1000
@@ -88,6 +88,32 @@ class LazyMembers:
         self._devices.set(device, (tokens, entries))
 
 
+@dataclasses.dataclass(frozen=True)
+class _ReadAheadResult:
+    windows: dict[str, RoomWindow]
+    limit: int
+    sql_filter: EventFilterSql
+    request: UnreadRequest
+    reads: RoomReads
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadAhead:
+    """Room reads started before the rooms of a /sync were known (SyncRooms.read_ahead)."""
+
+    task: asyncio.Future[_ReadAheadResult | None]
+
+
+def _timeline_read(sync_filter: SyncFilter, ignored: frozenset[str]) -> tuple[int, EventFilterSql]:
+    """The timeline limit and the filter a /sync reads its timelines with."""
+    timeline_filter = sync_filter.room.timeline
+    return min(timeline_filter.limit or DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT), EventFilterSql(
+        types=timeline_filter.types, not_types=timeline_filter.not_types,
+        senders=timeline_filter.senders, not_senders=timeline_filter.not_senders,
+        ignored_senders=tuple(ignored),
+    )
+
+
 @dataclasses.dataclass
 class _Room:
     job: RoomJob
@@ -121,32 +147,29 @@ class SyncRooms:
     async def build(
         self, device: Device, sync_filter: SyncFilter, full_state: bool, use_state_after: bool,
         jobs: Sequence[RoomJob], ignored: frozenset[str], lazy_cache: LruCache[tuple[str, str], str] | None,
-        sent_members: dict[tuple[str, str], str],
+        sent_members: dict[tuple[str, str], str], ahead: ReadAhead | None = None,
     ) -> dict[str, dict[str, Any]]:
         """room id -> its section, for the rooms that have something to send.
 
         ``lazy_cache`` holds the members the device already has (lazy loading of an
-        incremental sync); the members sent now are added to ``sent_members``."""
+        incremental sync); the members sent now are added to ``sent_members``. What
+        ``ahead`` read of these rooms (``read_ahead``) is not read again."""
         if not jobs:
             return {}
         user_id = device[0]
         room_filter = sync_filter.room
         timeline_filter = room_filter.timeline
-        limit = min(timeline_filter.limit or DEFAULT_TIMELINE_LIMIT, MAX_TIMELINE_LIMIT)
-        sql_filter = EventFilterSql(
-            types=timeline_filter.types, not_types=timeline_filter.not_types,
-            senders=timeline_filter.senders, not_senders=timeline_filter.not_senders,
-            ignored_senders=tuple(ignored),
-        )
+        limit, sql_filter = _timeline_read(sync_filter, ignored)
         # With the timelines, in one statement: the state groups the state sections start
         # from (_state_events), at the end of each window (for a room without a timeline, or
         # with use_state_after) and at each since token; and what the unread counts of the
         # joined rooms need (those sent, below).
-        reads = await self.queries.room_reads(
+        reads = await self._room_reads(
             [RoomWindow(j.room_id, j.since.events if j.since else 0, j.up_to,
                         state_at_after=j.since is not None and not full_state) for j in jobs],
             limit + 1, sql_filter,
-            await self.notifications.unread_request(user_id, {j.room_id: j.up_to for j in jobs if j.currently_joined}))
+            await self.notifications.unread_request(user_id, {j.room_id: j.up_to for j in jobs if j.currently_joined}),
+            ahead)
         ids, at = reads.timelines, reads.state_groups
         loaded, _ = await asyncio.gather(
             self.events.get_events(i for room_ids in ids.values() for i in room_ids[:limit]),
@@ -251,6 +274,56 @@ class SyncRooms:
                 if event.type == MEMBER and event.state_key is not None:
                     sent_members[(room_id, event.state_key)] = event.event_id
             out[room_id] = section
+        return out
+
+    def read_ahead(
+        self, user_id: str, sync_filter: SyncFilter, since: int, up_to: int, room_ids: Sequence[str],
+        ignored: Awaitable[frozenset[str]],
+    ) -> ReadAhead:
+        """Start the room reads of an incremental sync (no full state) in rooms the user
+        is guessed to be joined to, before the rooms are known: ``build`` takes from it
+        the windows it guessed right and reads the others. On the wake of a long poll,
+        the guess is the rooms of the last sync whose streams moved, and the reads run
+        beside the memberships read instead of after it."""
+        windows = {r: RoomWindow(r, since, up_to, state_at_after=True) for r in room_ids}
+
+        async def read() -> _ReadAheadResult | None:
+            try:
+                limit, sql_filter = _timeline_read(sync_filter, await ignored)
+                request = await self.notifications.unread_request(user_id, dict.fromkeys(windows, up_to))
+                reads = await self.queries.room_reads(list(windows.values()), limit + 1, sql_filter, request)
+            except Exception:  # a guess: build reads again what it needs, and tells of a failure
+                return None
+            return _ReadAheadResult(windows, limit + 1, sql_filter, request, reads)
+
+        return ReadAhead(asyncio.ensure_future(read()))
+
+    async def _room_reads(
+        self, windows: list[RoomWindow], limit: int, sql_filter: EventFilterSql, request: UnreadRequest,
+        ahead: ReadAhead | None,
+    ) -> RoomReads:
+        """``SyncQueries.room_reads``, less what ``ahead`` read already of the same windows."""
+        early = await ahead.task if ahead is not None else None
+        if (early is None or early.limit != limit or early.sql_filter != sql_filter
+                or early.request.not_senders != request.not_senders or early.request.limit != request.limit):
+            return await self.queries.room_reads(windows, limit, sql_filter, request)
+        known = early.reads
+        reused = [w for w in windows if early.windows.get(w.room_id) == w
+                  and (w.room_id not in request.up_to or w.room_id in known.unread)]
+        taken = {w.room_id for w in reused}
+        missing = [w for w in windows if w.room_id not in taken]
+        out = await self.queries.room_reads(
+            missing, limit, sql_filter,
+            dataclasses.replace(request, up_to={r: u for r, u in request.up_to.items() if r not in taken}),
+        ) if missing else RoomReads({}, {}, {}, {})
+        for w in reused:
+            out.timelines[w.room_id] = known.timelines[w.room_id]
+            out.groups_before[w.room_id] = known.groups_before[w.room_id]
+            for key in ((w.room_id, w.after), (w.room_id, w.up_to)):
+                if key in known.state_groups:
+                    out.state_groups[key] = known.state_groups[key]
+            if w.room_id in request.up_to:
+                out.unread[w.room_id] = known.unread[w.room_id]
         return out
 
     async def _prefetch_state(

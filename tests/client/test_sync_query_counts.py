@@ -6,6 +6,7 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3sync
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -257,6 +258,52 @@ async def test_a_sync_woken_by_one_message_costs_three_queries(api, services):
     assert r["rooms"]["join"] == {}
     await services.notifications.settle_all()
     assert counted["n"] == 1
+
+
+async def test_a_wake_reads_the_rooms_of_the_last_sync_beside_the_memberships(api, services):
+    """The rooms whose streams moved among those of the device's last sync are read
+    before the memberships read answers: with that read held up by a lock, the
+    timelines are read all the same, and the response is whole once it answers."""
+    sent = record_statements(services.db)
+    me, other, room_ids = await populate(api, "ahead", 3)
+    since = (await me.sync())["next_batch"]
+    said = await other.send_text(room_ids[1], "news")
+    sent.clear()
+    async with services.db.transaction() as blocker:
+        # The memberships read counts the device's fallback keys; nothing else here does.
+        await blocker.execute("LOCK TABLE e2e_fallback_keys IN ACCESS EXCLUSIVE MODE")
+        syncing = asyncio.create_task(me.sync(since=since))
+        for _ in range(300):
+            if any(s.startswith("WITH windows AS") for s in sent):
+                break
+            await asyncio.sleep(0.01)
+        assert any(s.startswith("WITH windows AS") for s in sent), sent
+        assert not syncing.done()
+    r = await asyncio.wait_for(syncing, 30)
+    assert list(r["rooms"]["join"]) == [room_ids[1]] and ids(timeline(r, room_ids[1])) == [said]
+    assert r["rooms"]["join"][room_ids[1]]["unread_notifications"]["notification_count"] == 2
+    assert sum(s.startswith("WITH windows AS") for s in sent) == 1
+
+
+async def test_a_wrong_guess_of_the_rooms_is_read_again(api, services):
+    """A room of the last sync the user has left since, and one joined since, are sent
+    as without the guess: left with its leave, joined with all of it."""
+    me, other, room_ids = await populate(api, "guess", 2)
+    since = (await me.sync())["next_batch"]
+    kept, gone = room_ids
+    # World-readable: what is sent after the leave is left out by the window alone.
+    await send_state(me, gone, "m.room.history_visibility", {"history_visibility": "world_readable"})
+    await leave(me, gone)
+    await other.send_text(gone, "after the leave")
+    joined = await other.create_room(preset="public_chat", name="new")
+    await me.join(joined)
+    said = await other.send_text(kept, "still here")
+    r = await me.sync(since=since)
+    assert ids(timeline(r, kept)) == [said]
+    events = timeline(r, gone, section="leave")
+    assert events[-1]["state_key"] == me.user_id and events[-1]["content"]["membership"] == "leave"
+    assert events[-2]["type"] == "m.room.history_visibility"
+    assert "m.room.create" in {e["type"] for e in state(r, joined) + timeline(r, joined)}
 
 
 async def test_a_cold_initial_sync_reads_the_state_beside_the_timelines(api, services):
