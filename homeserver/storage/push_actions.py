@@ -186,7 +186,11 @@ class PushActionStore:
 
         What it writes is derived from durable events and receipts: lost in a crash, it
         is lost together with the evaluated position, and the next count evaluates again.
-        So the commit need not wait for the WAL flush (an fsync on every /sync wake)."""
+        So the commit need not wait for the WAL flush (an fsync on every /sync wake).
+
+        Nothing is written for a deactivated account: a recording written after the
+        response of a /sync may come after an erasure emptied these tables (on any
+        process), and would leave the user's rows behind."""
         if not found:
             return
         rooms = list(found)
@@ -199,12 +203,14 @@ class PushActionStore:
             "  SELECT $1, a.room_id, a.stream_ordering, a.thread_id, a.highlight"
             "  FROM unnest($2::text[], $3::bigint[], $4::text[], $5::bool[])"
             "    AS a (room_id, stream_ordering, thread_id, highlight)"
+            "  WHERE NOT EXISTS (SELECT 1 FROM users WHERE user_id = $1 AND deactivated)"
             "  ON CONFLICT DO NOTHING),"
             " evaluated AS ("
             "  INSERT INTO push_actions_evaluated (user_id, room_id, stream_ordering)"
             "  SELECT $1, room_id, position FROM unnest($6::text[], $7::bigint[]) AS r (room_id, position)"
             # For this statement's transaction (evaluated here since found is not empty).
             "  WHERE set_config('synchronous_commit', 'off', true) = 'off'"
+            "  AND NOT EXISTS (SELECT 1 FROM users WHERE user_id = $1 AND deactivated)"
             "  ON CONFLICT (user_id, room_id) DO UPDATE"
             "  SET stream_ordering = GREATEST(push_actions_evaluated.stream_ordering, EXCLUDED.stream_ordering))"
             # Its snapshot does not see the INSERT's rows: the actions already read were left out.

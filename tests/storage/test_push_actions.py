@@ -111,3 +111,16 @@ async def test_unread_inputs_start_after_the_receipt_the_join_and_the_evaluation
     r = await bob.post(f"{V3}/rooms/{room}/receipt/m.read/{second}", {"thread_id": "main"})
     assert r.status == 200, r
     assert counts(await store.unread_inputs(bob.user_id, up_to, (), 1000), room) == [("$root", 1, 1)]
+
+
+async def test_a_recording_after_an_erasure_writes_nothing(api, services):
+    # The recording of a /sync is written after its response: one still to come when the
+    # account is erased must not put the user's rows back after the erasure emptied them.
+    bob = await api.register("bob")
+    store = PushActionStore(services.db)
+    await store.record(bob.user_id, {ROOM: ([PushAction(5, "main", False)], 5, 0)})
+    await services.erasure.erase_user(bob.user_id)
+    assert await stored(services.db, bob.user_id) == []
+    await store.record(bob.user_id, {ROOM: ([PushAction(6, "main", False)], 6, 0)})
+    assert await stored(services.db, bob.user_id) == []
+    assert await store.evaluated_up_to(bob.user_id, ROOM) is None
