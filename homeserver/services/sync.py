@@ -38,8 +38,9 @@ from homeserver.storage.state import StateStore
 from homeserver.storage.streams import StreamChangeCache, StreamIdGenerator
 from homeserver.storage.sync_queries import Memberships, SyncQueries
 
-# Devices whose joined rooms are remembered for guessing the rooms of their next sync.
-LAST_JOINED_DEVICES = 10_000
+# Devices whose joined rooms are remembered for guessing the rooms of their next sync
+# (as many as LazyMembers remembers; a device beyond them is merely not guessed for).
+LAST_JOINED_DEVICES = 1000
 
 @dataclasses.dataclass(frozen=True)
 class SyncRequest:

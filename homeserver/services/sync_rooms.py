@@ -292,7 +292,7 @@ class SyncRooms:
                 limit, sql_filter = _timeline_read(sync_filter, await ignored)
                 request = await self.notifications.unread_request(user_id, dict.fromkeys(windows, up_to))
                 reads = await self.queries.room_reads(list(windows.values()), limit + 1, sql_filter, request)
-            except Exception:  # a guess: build reads again what it needs, and tells of a failure
+            except Exception:  # only a guess: build then reads it all, and its read tells of a failure
                 return None
             return _ReadAheadResult(windows, limit + 1, sql_filter, request, reads)
 
