@@ -120,8 +120,8 @@ class SlidingSyncExtensions:
         # Rooms new to the connection (or back after leaving the window) get all their data.
         stale = [r for r in room_ids if window.sent_at.get(r) is None or (
             since is not None and window.sent_at[r].account_data < since.account_data)]
-        everything = changed if since is None or not stale else await self.account_data.changed_since(
-            user_id, 0, now.account_data)
+        everything = changed if since is None or not stale else await self.account_data.of_rooms(
+            user_id, stale, now.account_data)
         global_data = dict(changed.get(GLOBAL, {}))
         if since is None or PUSH_RULES_TYPE in global_data:
             # As in /sync v3: computed afresh, so that new server-default rules show up.
