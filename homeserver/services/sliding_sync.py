@@ -238,9 +238,6 @@ class SlidingSyncService:
             sent_before.get(r), by_id[r], window[r], r in changed_membership or r in read_again, self.room_changes)]
         # The window's current state (with memberships, for the counts) in one query.
         current = await self.store.current_state_of(to_build) if to_build else {}
-        # And the unread counts of its joined rooms, as /sync v3 reads them (sync_rooms.py).
-        unread = await self.builder.notifications.unread_counts_many(
-            user_id, {r: now.events for r in current if by_id[r].membership == "join"})
         rooms_out: dict[str, Any] = {}
         jobs = []
         for room_id, config in window.items():
@@ -250,7 +247,7 @@ class SlidingSyncService:
                 # Nothing new since the connection last had it: not even a query.
                 sent = sent_before[room_id]
                 rooms_sent[room_id] = dataclasses.replace(sent, token=now)
-        built = await self.builder.build_many(user_id, device_id, jobs, since, now, ignored, current, unread)
+        built = await self.builder.build_many(user_id, device_id, jobs, since, now, ignored, current)
         for room_id, (section, new_sent) in built.items():
             rooms_sent[room_id] = new_sent
             if section is not None:

@@ -8,6 +8,7 @@ Spec: https://github.com/matrix-org/matrix-spec-proposals/pull/4186
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import Any, Iterable
 
@@ -132,12 +133,11 @@ class RoomBuilder:
     async def build_many(
         self, user_id: str, device_id: str, jobs: list[RoomJob], since: SyncToken | None, now: SyncToken,
         ignored: frozenset[str], current: dict[str, dict[StateKey, tuple[str, str | None]]],
-        unread: dict[str, UnreadCounts],
     ) -> dict[str, tuple[dict[str, Any] | None, SentRoom]]:
         """Each room's section (None when a room already sent has nothing new) and what is
-        then sent. ``current`` is each room's current state with memberships, ``unread`` the
-        unread counts of the joined ones. Every read is made for all the rooms together, as
-        /sync v3 does (sync_rooms.py): a window of 20 rooms costs the queries of one."""
+        then sent. ``current`` is each room's current state with memberships. Every read is
+        made for all the rooms together, as /sync v3 does (sync_rooms.py): a window of 20
+        rooms costs the queries of one."""
         out: dict[str, tuple[dict[str, Any] | None, SentRoom]] = {}
         rooms: list[_Room] = []
         invites: list[RoomJob] = []
@@ -163,10 +163,10 @@ class RoomBuilder:
         if not rooms:
             return out
 
-        missing = {r.room_id: r.up_to for r in rooms if r.joined and r.room_id not in unread}
-        if missing:
-            unread = {**unread, **await self.notifications.unread_counts_many(user_id, missing)}
-        await self._timelines(user_id, rooms, ignored)
+        # The joined rooms' unread counts (as /sync v3 reads them) beside the timelines.
+        unread, _ = await asyncio.gather(
+            self.notifications.unread_counts_many(user_id, {r.room_id: r.up_to for r in rooms if r.joined}),
+            self._timelines(user_id, rooms, ignored))
         for room in rooms:
             room_current = current.get(room.room_id, {})
             room.memberships = {k[1]: m for k, (_, m) in room_current.items() if k[0] == "m.room.member" and m}

@@ -9,7 +9,7 @@ import asyncio
 from typing import Any
 
 from tests.client.sync_helpers import V3, send_event, send_state, until_waiting
-from tests.helpers import Response, User, count_queries
+from tests.helpers import Response, User, count_queries, record_statements
 
 SS = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
 
@@ -363,6 +363,63 @@ async def test_extensions_typing_receipts_account_data(api):
     assert again["extensions"]["receipts"]["rooms"] == {}
     assert again["extensions"]["typing"]["rooms"] == {}
     assert again["extensions"]["account_data"]["global"] == []
+
+
+async def test_a_room_entering_the_window_gets_its_account_data_read_alone(api):
+    """A room new to the window gets all its account data, read for it alone; a request
+    with no account data written since reads none."""
+    alice = await api.register("alice")
+    old, other, newest = [await alice.create_room(name=f"room {i}") for i in range(3)]
+    for room, value in ((old, 1), (other, 2)):
+        r = await alice.put(f"{V3}/user/{alice.user_id}/rooms/{room}/account_data/org.example", {"k": value})
+        assert r.status == 200
+    await alice.send_text(newest, "newest")
+    body = {"lists": {"all": all_rooms(end=0)},
+            "extensions": {"account_data": {"enabled": True, "lists": ["*"], "rooms": ["*"]}}}
+    first = await ss(alice, body)
+    assert list(first["rooms"]) == [newest]
+    assert first["extensions"]["account_data"]["rooms"] == {}
+    sent = record_statements(api.services.db)
+    await alice.send_text(old, "back on top")
+    r = await ss(alice, body, pos=first["pos"])
+    assert list(r["rooms"]) == [old]
+    assert r["extensions"]["account_data"]["rooms"] == {old: [{"type": "org.example", "content": {"k": 1}}]}
+    reads = [s for s in sent if "FROM account_data" in s]
+    assert len(reads) == 1 and "room_id = ANY" in reads[0], reads
+    sent.clear()
+    await alice.send_text(old, "again")
+    r = await ss(alice, body, pos=r["pos"])
+    assert list(r["rooms"]) == [old] and r["extensions"]["account_data"]["rooms"] == {}
+    assert not [s for s in sent if "FROM account_data" in s], sent
+
+
+async def test_the_unread_counts_are_read_beside_the_timelines(api):
+    """An incremental response reads its rooms' timelines while the read of their unread
+    counts waits (here on a lock), and answers with both once it is free."""
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    room = await alice.create_room(preset="public_chat")
+    await bob.join(room)
+    body = {"lists": {"all": all_rooms(timeline_limit=5)}}
+    first = await ss(alice, body)
+    said = await bob.send_text(room, "news")
+    await api.services.notifications.settle_all()
+    sent = record_statements(api.services.db)
+    async with api.services.db.transaction() as blocker:
+        await blocker.execute("LOCK TABLE push_actions_evaluated IN ACCESS EXCLUSIVE MODE")
+        syncing = asyncio.create_task(ss(alice, body, pos=first["pos"]))
+        def timelines_read() -> bool:
+            return any(s.startswith("SELECT w.room_id, ARRAY(SELECT event_id FROM events") for s in sent)
+        for _ in range(300):
+            if timelines_read():
+                break
+            await asyncio.sleep(0.01)
+        assert timelines_read(), sent
+        assert not syncing.done()
+    r = await asyncio.wait_for(syncing, 30)
+    section = r["rooms"][room]
+    assert [e["event_id"] for e in section["timeline"]] == [said]
+    assert section["notification_count"] == 1
 
 
 async def test_extensions_to_device_and_e2ee(api):
