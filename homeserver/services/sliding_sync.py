@@ -12,12 +12,13 @@ Spec: https://github.com/matrix-org/matrix-spec-proposals/pull/4186
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import re
 import secrets
 import time
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 from homeserver.errors import MatrixError
 from homeserver.services.auth import Requester
@@ -79,6 +80,10 @@ class _Position:
     rooms: dict[str, SentRoom]
     # The user's m.direct as read then: read again only once account data has moved.
     m_direct: Any = None
+    # The user's rooms then, and those of the window: the next request's guesses of the
+    # rooms whose facts and current state it reads beside the memberships (_ahead).
+    room_ids: tuple[str, ...] = ()
+    window: tuple[str, ...] = ()
 
 
 class _Connection:
@@ -153,7 +158,8 @@ class SlidingSyncService:
         # later ones; at most a few, should requests race on one connection.
         kept = sorted(s for s in connection.positions if previous_serial is not None and s >= previous_serial)
         connection.positions = {s: connection.positions[s] for s in kept[-(KEPT_POSITIONS - 1):]}
-        connection.positions[serial] = _Position(result.pop("_token"), rooms_sent, result.pop("_m_direct"))
+        connection.positions[serial] = _Position(
+            result.pop("_token"), rooms_sent, result.pop("_m_direct"), result.pop("_room_ids"), result.pop("_window"))
         result["pos"] = f"{self._instance}_{serial}"
         return result
 
@@ -163,10 +169,13 @@ class SlidingSyncService:
         user_id, device_id = request.requester.user_id, request.requester.device_id
         now = self.current_token()
         since = previous.token.capped_at(now) if previous is not None else None
+        facts_ahead, state_ahead = self._ahead(previous, now)
         # The user's rooms, the window's membership events and the device's key counts, in
         # one query (/sync v3's), for the lists and the e2ee extension alike.
         member_reads = await self.queries.memberships(
             user_id, device_id, since.events if since is not None else None, now.events, with_senders=True)
+        if facts_ahead is not None:
+            await facts_ahead
         all_rooms = await self.store.user_rooms(member_reads, now.events)
         # Only a room left is forgotten (an invite or a join since brings it back, as in /sync v3).
         forgotten = (await self.rooms.forgotten_rooms(user_id)
@@ -237,7 +246,7 @@ class SlidingSyncService:
         to_build = [r for r in window if _needs_build(
             sent_before.get(r), by_id[r], window[r], r in changed_membership or r in read_again, self.room_changes)]
         # The window's current state (with memberships, for the counts) in one query.
-        current = await self.store.current_state_of(to_build) if to_build else {}
+        current = await self._current_state(to_build, state_ahead)
         rooms_out: dict[str, Any] = {}
         jobs = []
         for room_id, config in window.items():
@@ -263,8 +272,44 @@ class SlidingSyncService:
         # Order of the rooms object follows the lists' order, most recent first.
         ordered = {r: rooms_out[r] for r in sorted(rooms_out, key=lambda r: (-bumps.get(r, 0), r))}
         result = {"lists": lists_out, "rooms": ordered, "extensions": extensions, "_token": now,
-                  "_m_direct": m_direct}
+                  "_m_direct": m_direct, "_room_ids": tuple(by_id), "_window": tuple(window)}
         return result, rooms_sent, bool(rooms_out) or ext_news
+
+    def _ahead(
+        self, previous: _Position | None, now: SyncToken,
+    ) -> tuple[asyncio.Future[Any] | None, asyncio.Future[Any] | None]:
+        """Reads started before the memberships answer, on the guess that the rooms are
+        those of the previous response: the facts of the user's rooms whose streams moved
+        (remembered by the store, found there by user_rooms), and the current state of the
+        window's joined rooms whose streams moved, the rooms most likely to be built. On the
+        wake of a long poll these are the reads that would otherwise come one after the
+        other; a wrong guess costs a read, and what it missed is read after."""
+        if previous is None:
+            return None, None
+        facts = self.store.facts_ahead(previous.room_ids, now.events)
+        guessed = [r for r in previous.window if r in previous.rooms and previous.rooms[r].membership == "join"
+                   and self.room_changes.maybe_changed_since(r, previous.rooms[r].token.events)]
+        state = asyncio.ensure_future(_or_none(self.store.current_state_of(guessed))) if guessed else None
+        return facts, state
+
+    async def _current_state(
+        self, room_ids: list[str], ahead: asyncio.Future[Any] | None,
+    ) -> dict[str, dict[tuple[str, str], tuple[str, str | None]]]:
+        """The current state of these rooms: what ``_ahead`` read of them, and the rest."""
+        early = (await ahead if ahead is not None else None) or {}
+        out = {r: early[r] for r in room_ids if r in early}
+        missing = [r for r in room_ids if r not in early]
+        if missing:
+            out.update(await self.store.current_state_of(missing))
+        return out
+
+
+async def _or_none(read: Awaitable[Any]) -> Any:
+    """A read ahead's result, or None if it failed (the guess is then read again, as if missed)."""
+    try:
+        return await read
+    except Exception:
+        return None
 
 
 def _needs_build(

@@ -12,8 +12,10 @@ otherwise read every room's latest event and create event each time: 11 ms for
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+from typing import Sequence
 
 from homeserver.storage.cache import LruCache
 from homeserver.storage.db import Database
@@ -72,16 +74,34 @@ class SlidingSyncStore:
                 room_id, membership, event_id, sender, position, known.bump, known.room_type, known.encrypted))
         return out
 
+    def facts_ahead(self, room_ids: Sequence[str], up_to: int) -> asyncio.Future[None] | None:
+        """Read now, in the background, the facts at ``up_to`` of those of these rooms not
+        remembered as they are there, so that ``user_rooms`` then finds them remembered
+        (the caller awaits the future first). None when there is nothing to read."""
+        stale = [r for r in room_ids if not self._knows(r, up_to)]
+        if not stale:
+            return None
+
+        async def read() -> None:
+            try:
+                await self._facts_at(stale, up_to)
+            except Exception:  # only ahead: user_rooms reads them again, and tells of a failure
+                pass
+        return asyncio.ensure_future(read())
+
+    def _knows(self, room_id: str, up_to: int) -> bool:
+        known = self._facts.get(room_id)
+        return (known is not None and known.position <= up_to
+                and not self.room_changes.maybe_changed_since(room_id, known.position))
+
     async def _facts_at(self, room_ids: list[str], up_to: int) -> dict[str, _RoomFacts]:
         """Each room's facts at ``up_to``: remembered unless the room's stream moved since
         (an event bumps it, a state event sets its encryption); read for the others at once."""
         out: dict[str, _RoomFacts] = {}
         stale = []
         for room_id in room_ids:
-            known = self._facts.get(room_id)
-            if (known is not None and known.position <= up_to
-                    and not self.room_changes.maybe_changed_since(room_id, known.position)):
-                out[room_id] = known
+            if self._knows(room_id, up_to):
+                out[room_id] = self._facts.get(room_id)
             else:
                 stale.append(room_id)
         if not stale:

@@ -422,6 +422,64 @@ async def test_the_unread_counts_are_read_beside_the_timelines(api):
     assert section["notification_count"] == 1
 
 
+async def test_a_wake_reads_the_facts_and_state_of_the_last_window_beside_the_memberships(api):
+    """The rooms of the previous response whose streams moved get their facts (for the
+    lists) and current state read before the memberships read answers: with that read
+    held up by a lock, both are read all the same, and the response is whole once it
+    answers."""
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    rooms = []
+    for i in range(3):
+        rooms.append(await alice.create_room(preset="public_chat", name=f"room {i}"))
+        await bob.join(rooms[-1])
+    body = {"lists": {"all": all_rooms(timeline_limit=5, required_state=[["m.room.name", ""]])}}
+    first = await ss(alice, body)
+    said = await bob.send_text(rooms[1], "news")
+    await api.services.notifications.settle_all()
+    sent = record_statements(api.services.db)
+
+    def read_ahead() -> bool:
+        return (any(s.startswith("SELECT r.room_id, (SELECT b.stream_ordering") for s in sent)
+                and any("FROM current_state WHERE room_id = ANY" in s for s in sent))
+    async with api.services.db.transaction() as blocker:
+        # The memberships read counts the device's fallback keys; nothing else here does.
+        await blocker.execute("LOCK TABLE e2e_fallback_keys IN ACCESS EXCLUSIVE MODE")
+        syncing = asyncio.create_task(ss(alice, body, pos=first["pos"]))
+        for _ in range(300):
+            if read_ahead():
+                break
+            await asyncio.sleep(0.01)
+        assert read_ahead(), sent
+        assert not syncing.done()
+    r = await asyncio.wait_for(syncing, 30)
+    assert list(r["rooms"]) == [rooms[1]]
+    assert [e["event_id"] for e in r["rooms"][rooms[1]]["timeline"]] == [said]
+    assert r["lists"]["all"]["count"] == 3
+
+
+async def test_rooms_the_guess_missed_are_read_after(api):
+    """A room that enters the window and a room joined since the previous response are
+    built as without the guess; a room left since goes out with its leave."""
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    outside, inside, gone = [await alice.create_room(preset="public_chat", name=f"r{i}") for i in range(3)]
+    for room in (outside, inside, gone):
+        await bob.join(room)
+    body = {"lists": {"all": all_rooms(end=1, timeline_limit=5, required_state=[["m.room.name", ""]])}}
+    first = await ss(bob, body)
+    assert set(first["rooms"]) == {inside, gone}
+    await bob.post(f"{V3}/rooms/{gone}/leave", {})
+    joined = await alice.create_room(preset="public_chat", name="new")
+    await bob.join(joined)
+    said = await alice.send_text(outside, "back on top")
+    r = await ss(bob, body, pos=first["pos"])
+    assert set(r["rooms"]) == {outside, joined}, list(r["rooms"])
+    assert said in [e["event_id"] for e in r["rooms"][outside]["timeline"]]
+    assert r["rooms"][outside]["name"] == "r0" and r["rooms"][joined]["name"] == "new"
+    assert r["lists"]["all"]["count"] == 4
+
+
 async def test_extensions_to_device_and_e2ee(api):
     alice = await api.register("alice")
     bob = await api.register("bob")
