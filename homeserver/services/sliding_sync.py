@@ -255,7 +255,7 @@ class SlidingSyncService:
             else:
                 # Nothing new since the connection last had it: not even a query.
                 sent = sent_before[room_id]
-                rooms_sent[room_id] = dataclasses.replace(sent, token=now)
+                rooms_sent[room_id] = sent.at(now)
         built = await self.builder.build_many(user_id, device_id, jobs, since, now, ignored, current)
         for room_id, (section, new_sent) in built.items():
             rooms_sent[room_id] = new_sent
