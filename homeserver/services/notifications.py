@@ -74,6 +74,12 @@ class NotificationCounter:
         ignored = await self.ignored_users.ignored_by(user_id) if self.ignored_users is not None else frozenset()
         return UnreadRequest(user_id, up_to, (user_id, *ignored), MAX_EVALUATED)
 
+    async def read_inputs(self, user_id: str, up_to: dict[str, int]) -> dict[str, UnreadInputs]:
+        """What ``unread_counts_many`` reads of these rooms (room id -> position), read
+        for it (a caller that reads it beside other reads hands it over as ``inputs``)."""
+        request = await self.unread_request(user_id, up_to)
+        return await self.store.unread_inputs(user_id, up_to, request.not_senders, request.limit)
+
     async def unread_counts_many(
         self, user_id: str, up_to: dict[str, int], inputs: dict[str, UnreadInputs] | None = None,
     ) -> dict[str, UnreadCounts]:
@@ -87,8 +93,7 @@ class NotificationCounter:
         if not room_ids:
             return {}
         if inputs is None:
-            request = await self.unread_request(user_id, up_to)
-            inputs = await self.store.unread_inputs(user_id, up_to, request.not_senders, request.limit)
+            inputs = await self.read_inputs(user_id, up_to)
         reads: dict[str, dict[str, int]] = {}
         found: dict[str, tuple[list[PushAction], int, int]] = {}
         pending: dict[str, UnreadInputs] = {}

@@ -26,7 +26,9 @@ from homeserver.services.ignored_users import IgnoredUsers
 from homeserver.services.notifier import Notifier
 from homeserver.services.receipts import ReceiptsService
 from homeserver.services.sliding_sync_extensions import ExtensionsRequest, SlidingSyncExtensions, WindowRooms
-from homeserver.services.sliding_sync_rooms import RoomBuilder, RoomConfig, RoomJob, SentRoom
+from homeserver.services.sliding_sync_rooms import (
+    MAX_TIMELINE_LIMIT, ReadsAhead, RoomBuilder, RoomConfig, RoomJob, SentRoom,
+)
 from homeserver.services.sync import SyncService
 from homeserver.services.tokens import SyncToken
 from homeserver.storage.account_data import GLOBAL, AccountDataStore
@@ -169,7 +171,7 @@ class SlidingSyncService:
         user_id, device_id = request.requester.user_id, request.requester.device_id
         now = self.current_token()
         since = previous.token.capped_at(now) if previous is not None else None
-        facts_ahead, state_ahead = self._ahead(previous, now)
+        facts_ahead, state_ahead, rooms_ahead = self._ahead(request, previous, now)
         # The user's rooms, the window's membership events and the device's key counts, in
         # one query (/sync v3's), for the lists and the e2ee extension alike.
         member_reads = await self.queries.memberships(
@@ -256,7 +258,7 @@ class SlidingSyncService:
                 # Nothing new since the connection last had it: not even a query.
                 sent = sent_before[room_id]
                 rooms_sent[room_id] = sent.at(now)
-        built = await self.builder.build_many(user_id, device_id, jobs, since, now, ignored, current)
+        built = await self.builder.build_many(user_id, device_id, jobs, since, now, ignored, current, rooms_ahead)
         for room_id, (section, new_sent) in built.items():
             rooms_sent[room_id] = new_sent
             if section is not None:
@@ -276,21 +278,35 @@ class SlidingSyncService:
         return result, rooms_sent, bool(rooms_out) or ext_news
 
     def _ahead(
-        self, previous: _Position | None, now: SyncToken,
-    ) -> tuple[asyncio.Future[Any] | None, asyncio.Future[Any] | None]:
+        self, request: SlidingSyncRequest, previous: _Position | None, now: SyncToken,
+    ) -> tuple[asyncio.Future[Any] | None, asyncio.Future[Any] | None, ReadsAhead | None]:
         """Reads started before the memberships answer, on the guess that the rooms are
         those of the previous response: the facts of the user's rooms whose streams moved
-        (remembered by the store, found there by user_rooms), and the current state of the
-        window's joined rooms whose streams moved, the rooms most likely to be built. On the
-        wake of a long poll these are the reads that would otherwise come one after the
-        other; a wrong guess costs a read, and what it missed is read after."""
+        (remembered by the store, found there by user_rooms), and for the window's joined
+        rooms whose streams moved, the rooms most likely to be built, their current state,
+        timelines and unread counts. On the wake of a long poll these are the reads that
+        would otherwise come one after the other; a wrong guess costs a read, and what it
+        missed is read after."""
         if previous is None:
-            return None, None
+            return None, None, None
         facts = self.store.facts_ahead(previous.room_ids, now.events)
         guessed = [r for r in previous.window if r in previous.rooms and previous.rooms[r].membership == "join"
                    and self.room_changes.maybe_changed_since(r, previous.rooms[r].token.events)]
-        state = asyncio.ensure_future(_or_none(self.store.current_state_of(guessed))) if guessed else None
-        return facts, state
+        if not guessed:
+            return facts, None, None
+        state = asyncio.ensure_future(_or_none(self.store.current_state_of(guessed)))
+        # Each room's timeline limit as build_many will ask it if the room is where it was:
+        # the lists' (a room is in one list mostly) or its subscription's, whichever is more.
+        in_lists = max((w.config.timeline_limit for w in request.lists.values()), default=0)
+        windows = []
+        for room_id in guessed:
+            subscribed = request.room_subscriptions.get(room_id)
+            limit = max(in_lists, subscribed.timeline_limit if subscribed is not None else 0)
+            windows.append((room_id, previous.rooms[room_id].token.events, now.events,
+                            min(limit, MAX_TIMELINE_LIMIT) + 1))
+        rooms = self.builder.read_ahead(
+            request.requester.user_id, windows, now.events, self.ignored_users.ignored_by(request.requester.user_id))
+        return facts, state, rooms
 
     async def _current_state(
         self, room_ids: list[str], ahead: asyncio.Future[Any] | None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any, Iterable
+from typing import Any, Awaitable, Iterable
 
 from homeserver.protocol.client_format import stripped_state_event
 from homeserver.protocol.events import Event, StateKey
@@ -18,6 +18,7 @@ from homeserver.services.event_views import EventViews
 from homeserver.services.notifications import NotificationCounter, UnreadCounts
 from homeserver.services.tokens import SyncToken, pagination_token
 from homeserver.storage.events import EventFilterSql, EventStore
+from homeserver.storage.push_actions import UnreadInputs
 from homeserver.storage.sliding_sync import UserRoom
 from homeserver.storage.state import StateStore
 from homeserver.storage.sync_queries import SyncQueries
@@ -108,6 +109,21 @@ class RoomJob:
     sent: SentRoom | None
 
 
+# A timeline read: (room id, after, up to, limit), as EventStore.room_event_ids_many takes it.
+TimelineWindow = tuple[str, int, int, int]
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadsAhead:
+    """Reads of build_many started before the rooms to build were known (RoomBuilder.read_ahead)."""
+
+    # -> (the ignored users read with, {window: its event ids, newest first}), None if it failed.
+    timelines: asyncio.Future[tuple[tuple[str, ...], dict[TimelineWindow, list[str]]] | None]
+    # -> the unread inputs of the rooms at ``up_to``, None if it failed.
+    inputs: asyncio.Future[dict[str, UnreadInputs] | None]
+    up_to: int
+
+
 @dataclasses.dataclass
 class _Room:
     """A room being built, filled step by step (each step reads for every room at once)."""
@@ -142,11 +158,13 @@ class RoomBuilder:
     async def build_many(
         self, user_id: str, device_id: str, jobs: list[RoomJob], since: SyncToken | None, now: SyncToken,
         ignored: frozenset[str], current: dict[str, dict[StateKey, tuple[str, str | None]]],
+        ahead: ReadsAhead | None = None,
     ) -> dict[str, tuple[dict[str, Any] | None, SentRoom]]:
         """Each room's section (None when a room already sent has nothing new) and what is
         then sent. ``current`` is each room's current state with memberships. Every read is
         made for all the rooms together, as /sync v3 does (sync_rooms.py): a window of 20
-        rooms costs the queries of one."""
+        rooms costs the queries of one. What ``ahead`` read of the same rooms and windows
+        is not read again."""
         out: dict[str, tuple[dict[str, Any] | None, SentRoom]] = {}
         rooms: list[_Room] = []
         invites: list[RoomJob] = []
@@ -174,8 +192,8 @@ class RoomBuilder:
 
         # The joined rooms' unread counts (as /sync v3 reads them) beside the timelines.
         unread, _ = await asyncio.gather(
-            self.notifications.unread_counts_many(user_id, {r.room_id: r.up_to for r in rooms if r.joined}),
-            self._timelines(user_id, rooms, ignored))
+            self._unread_counts(user_id, {r.room_id: r.up_to for r in rooms if r.joined}, ahead),
+            self._timelines(user_id, rooms, ignored, ahead))
         for room in rooms:
             room_current = current.get(room.room_id, {})
             room.memberships = {k[1]: m for k, (_, m) in room_current.items() if k[0] == "m.room.member" and m}
@@ -279,11 +297,50 @@ class RoomBuilder:
         for (_, section, _), events in zip(built, serialized):
             section["required_state"] = events
 
-    async def _timelines(self, user_id: str, rooms: list[_Room], ignored: frozenset[str]) -> None:
+    def read_ahead(
+        self, user_id: str, windows: list[TimelineWindow], up_to: int, ignored: Awaitable[frozenset[str]],
+    ) -> ReadsAhead:
+        """Start the timeline and unread count reads of ``build_many`` for rooms guessed to
+        be built (joined ones, ``windows`` of timelines ending at ``up_to``), before the
+        rooms are known: build_many takes what was guessed right and reads the rest."""
+
+        async def timelines() -> tuple[tuple[str, ...], dict[TimelineWindow, list[str]]] | None:
+            try:
+                senders = tuple(await ignored)
+                ids = await self.events.room_event_ids_many(windows, EventFilterSql(ignored_senders=senders))
+            except Exception:  # only ahead: build_many reads them again, and tells of a failure
+                return None
+            return senders, {w: ids.get(w[0], []) for w in windows}
+
+        async def inputs() -> dict[str, UnreadInputs] | None:
+            try:
+                return await self.notifications.read_inputs(user_id, {w[0]: up_to for w in windows})
+            except Exception:  # (as above)
+                return None
+
+        return ReadsAhead(asyncio.ensure_future(timelines()), asyncio.ensure_future(inputs()), up_to)
+
+    async def _unread_counts(
+        self, user_id: str, up_to: dict[str, int], ahead: ReadsAhead | None,
+    ) -> dict[str, UnreadCounts]:
+        early = (await ahead.inputs if ahead is not None else None) or {}
+        inputs = {r: early[r] for r, u in up_to.items() if r in early and u == ahead.up_to}
+        missing = {r: u for r, u in up_to.items() if r not in inputs}
+        if missing:
+            inputs.update(await self.notifications.read_inputs(user_id, missing))
+        return await self.notifications.unread_counts_many(user_id, up_to, inputs)
+
+    async def _timelines(
+        self, user_id: str, rooms: list[_Room], ignored: frozenset[str], ahead: ReadsAhead | None,
+    ) -> None:
         """Each room's timeline: its newest events up to its limit, those the user may see."""
-        ids = await self.events.room_event_ids_many(
-            [(r.room_id, r.lower, r.up_to, r.limit + 1) for r in rooms],
-            EventFilterSql(ignored_senders=tuple(ignored)))
+        windows = [(r.room_id, r.lower, r.up_to, r.limit + 1) for r in rooms]
+        early = await ahead.timelines if ahead is not None else None
+        known = early[1] if early is not None and early[0] == tuple(ignored) else {}
+        ids = {w[0]: known[w] for w in windows if w in known}
+        missing = [w for w in windows if w not in known]
+        if missing:
+            ids.update(await self.events.room_event_ids_many(missing, EventFilterSql(ignored_senders=tuple(ignored))))
         shown: list[list[str]] = []  # each room's, oldest first
         for room in rooms:
             newest_first = ids.get(room.room_id, [])

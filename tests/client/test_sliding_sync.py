@@ -422,11 +422,17 @@ async def test_the_unread_counts_are_read_beside_the_timelines(api):
     assert section["notification_count"] == 1
 
 
-async def test_a_wake_reads_the_facts_and_state_of_the_last_window_beside_the_memberships(api):
+AHEAD_READS = ("SELECT r.room_id, (SELECT b.stream_ordering",  # the rooms' facts
+               "SELECT room_id, type, state_key, event_id, membership FROM current_state WHERE room_id = ANY",
+               "SELECT w.room_id, ARRAY(SELECT event_id FROM events",  # the timelines
+               "WITH unread_rooms AS")  # what the unread counts need
+
+
+async def test_a_wake_reads_the_rooms_of_the_last_window_beside_the_memberships(api):
     """The rooms of the previous response whose streams moved get their facts (for the
-    lists) and current state read before the memberships read answers: with that read
-    held up by a lock, both are read all the same, and the response is whole once it
-    answers."""
+    lists), current state, timelines and unread counts read before the memberships read
+    answers: with that read held up by a lock, all are read all the same, each once, and
+    the response is whole once it answers."""
     alice = await api.register("alice")
     bob = await api.register("bob")
     rooms = []
@@ -440,8 +446,7 @@ async def test_a_wake_reads_the_facts_and_state_of_the_last_window_beside_the_me
     sent = record_statements(api.services.db)
 
     def read_ahead() -> bool:
-        return (any(s.startswith("SELECT r.room_id, (SELECT b.stream_ordering") for s in sent)
-                and any("FROM current_state WHERE room_id = ANY" in s for s in sent))
+        return all(any(s.startswith(read) for s in sent) for read in AHEAD_READS)
     async with api.services.db.transaction() as blocker:
         # The memberships read counts the device's fallback keys; nothing else here does.
         await blocker.execute("LOCK TABLE e2e_fallback_keys IN ACCESS EXCLUSIVE MODE")
@@ -455,7 +460,9 @@ async def test_a_wake_reads_the_facts_and_state_of_the_last_window_beside_the_me
     r = await asyncio.wait_for(syncing, 30)
     assert list(r["rooms"]) == [rooms[1]]
     assert [e["event_id"] for e in r["rooms"][rooms[1]]["timeline"]] == [said]
+    assert r["rooms"][rooms[1]]["notification_count"] == 1
     assert r["lists"]["all"]["count"] == 3
+    assert [sum(s.startswith(read) for s in sent) for read in AHEAD_READS] == [1, 1, 1, 1]
 
 
 async def test_rooms_the_guess_missed_are_read_after(api):
@@ -478,6 +485,28 @@ async def test_rooms_the_guess_missed_are_read_after(api):
     assert said in [e["event_id"] for e in r["rooms"][outside]["timeline"]]
     assert r["rooms"][outside]["name"] == "r0" and r["rooms"][joined]["name"] == "new"
     assert r["lists"]["all"]["count"] == 4
+
+
+async def test_a_room_of_the_window_left_since_ends_at_the_leave(api):
+    """A room the guess reads ahead (in the window, joined, its stream moved) but which
+    the user left meanwhile is shown up to the leave, as without the guess."""
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    room = await alice.create_room(preset="public_chat", name="left")
+    # World-readable: what is sent after the leave is left out by the window alone.
+    await send_state(alice, room, "m.room.history_visibility", {"history_visibility": "world_readable"})
+    await bob.join(room)
+    body = {"lists": {"all": all_rooms(timeline_limit=5, required_state=[["m.room.name", ""]])}}
+    first = await ss(bob, body)
+    assert list(first["rooms"]) == [room]
+    await alice.send_text(room, "before the leave")
+    await bob.post(f"{V3}/rooms/{room}/leave", {})
+    await alice.send_text(room, "after the leave")
+    r = await ss(bob, body, pos=first["pos"])
+    timeline = r["rooms"][room]["timeline"]
+    assert timeline[-1]["type"] == "m.room.member" and timeline[-1]["content"]["membership"] == "leave"
+    assert "after the leave" not in bodies(timeline)
+    assert "before the leave" in bodies(timeline)
 
 
 async def test_extensions_to_device_and_e2ee(api):
