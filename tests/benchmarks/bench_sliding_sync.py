@@ -8,7 +8,8 @@ the first response of a new simplified sliding sync connection (Element X's room
 list: window of --window rooms, timeline_limit 1, its required_state), an
 incremental response after one new message, an incremental response with nothing new,
 and beside them /sync v3 initial and incremental for the same user; with the number of
-database queries of each.
+database queries of each. Then the send -> wake latency (p50, p90 of 200) of another
+user's long poll, sliding sync (the same request) beside /sync v3.
 """
 
 from __future__ import annotations
@@ -88,10 +89,54 @@ async def measure(api: Api, services: Any, rooms: int, window: int) -> None:
         state["since"] = r["next_batch"]
 
     await timed("sliding sync, first response of a connection", counted, first)
+    wake_room = room_ids[-1]  # the newest: in the window
     await timed("sliding sync, incremental after one message", counted, after_message)
     await timed("sliding sync, incremental with nothing new", counted, nothing_new)
     await timed("/sync v3 initial", counted, v3_initial)
     await timed("/sync v3 incremental after one message", counted, v3_incremental)
+    await wake_latency(api, alice, wake_room, body)
+
+
+async def wake_latency(api: Api, alice: Any, room_id: str, body: dict[str, Any], samples: int = 200) -> None:
+    """Milliseconds from alice's send to the answer of bob's long poll carrying it."""
+    bob = await api.register("bob")
+    r = await alice.post(f"/_matrix/client/v3/rooms/{room_id}/invite", {"user_id": bob.user_id})
+    assert r.status == 200, r
+    r = await bob.post(f"/_matrix/client/v3/rooms/{room_id}/join", {})
+    assert r.status == 200, r
+
+    async def sliding(pos: str | None) -> tuple[Any, str]:
+        params = {"timeout": "30000"} if pos else {"timeout": "0"}
+        if pos:
+            params["pos"] = pos
+        r = await bob.request("POST", SS, body, params=params)
+        assert r.status == 200, r
+        events = r["rooms"].get(room_id, {}).get("timeline", [])
+        return [e["event_id"] for e in events], r["pos"]
+
+    async def v3(since: str | None) -> tuple[Any, str]:
+        r = await bob.sync(since=since, timeout=30000) if since else await bob.sync()
+        events = r["rooms"]["join"].get(room_id, {}).get("timeline", {}).get("events", [])
+        return [e["event_id"] for e in events], r["next_batch"]
+
+    for label, poll in (("sliding sync", sliding), ("/sync v3", v3)):
+        _, position = await poll(None)
+        times = []
+        for n in range(samples + 20):
+            waiting = asyncio.ensure_future(poll(position))
+            await asyncio.sleep(0.005)  # the long poll reaches the server and waits
+            started = time.perf_counter()
+            event_id = await alice.send_text(room_id, f"ping {n}")
+            while True:
+                ids, position = await waiting
+                if event_id in ids:
+                    break
+                waiting = asyncio.ensure_future(poll(position))
+            if n >= 20:  # the first ones warm the caches
+                times.append((time.perf_counter() - started) * 1000)
+        times.sort()
+        print(f"  {label + ', send -> long-poll wake':52} p50 {statistics.median(times):8.1f} ms  "
+              f"p90 {times[int(0.9 * len(times))]:8.1f} ms")
 
 
 def main() -> None:
