@@ -83,7 +83,7 @@ class _Position:
     # The user's m.direct as read then: read again only once account data has moved.
     m_direct: Any = None
     # The user's rooms then, and those of the window: the next request's guesses of the
-    # rooms whose facts and current state it reads beside the memberships (_ahead).
+    # rooms it reads beside the memberships (SlidingSyncService._ahead).
     room_ids: tuple[str, ...] = ()
     window: tuple[str, ...] = ()
 
