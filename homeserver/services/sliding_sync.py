@@ -82,9 +82,10 @@ class _Position:
     rooms: dict[str, SentRoom]
     # The user's m.direct as read then: read again only once account data has moved.
     m_direct: Any = None
-    # The user's rooms then, and those of the window: the next request's guesses of the
-    # rooms it reads beside the memberships (SlidingSyncService._ahead).
-    room_ids: tuple[str, ...] = ()
+    # The user's rooms then (each as user_rooms handed it out, handed out again while
+    # unchanged), and those of the window: the next request's guesses of the rooms it
+    # reads beside the memberships (SlidingSyncService._ahead).
+    user_rooms: dict[str, UserRoom] = dataclasses.field(default_factory=dict)
     window: tuple[str, ...] = ()
 
 
@@ -161,7 +162,7 @@ class SlidingSyncService:
         kept = sorted(s for s in connection.positions if previous_serial is not None and s >= previous_serial)
         connection.positions = {s: connection.positions[s] for s in kept[-(KEPT_POSITIONS - 1):]}
         connection.positions[serial] = _Position(
-            result.pop("_token"), rooms_sent, result.pop("_m_direct"), result.pop("_room_ids"), result.pop("_window"))
+            result.pop("_token"), rooms_sent, result.pop("_m_direct"), result.pop("_user_rooms"), result.pop("_window"))
         result["pos"] = f"{self._instance}_{serial}"
         return result
 
@@ -176,9 +177,8 @@ class SlidingSyncService:
         # one query (/sync v3's), for the lists and the e2ee extension alike.
         member_reads = await self.queries.memberships(
             user_id, device_id, since.events if since is not None else None, now.events, with_senders=True)
-        if facts_ahead is not None:
-            await facts_ahead
-        all_rooms = await self.store.user_rooms(member_reads, now.events)
+        all_rooms = await self.store.user_rooms(
+            member_reads, now.events, facts_ahead, previous.user_rooms if previous is not None else None)
         # Only a room left is forgotten (an invite or a join since brings it back, as in /sync v3).
         forgotten = (await self.rooms.forgotten_rooms(user_id)
                      if any(r.membership in ("leave", "ban") for r in all_rooms) else frozenset())
@@ -274,7 +274,7 @@ class SlidingSyncService:
         # Order of the rooms object follows the lists' order, most recent first.
         ordered = {r: rooms_out[r] for r in sorted(rooms_out, key=lambda r: (-bumps.get(r, 0), r))}
         result = {"lists": lists_out, "rooms": ordered, "extensions": extensions, "_token": now,
-                  "_m_direct": m_direct, "_room_ids": tuple(by_id), "_window": tuple(window)}
+                  "_m_direct": m_direct, "_user_rooms": {r.room_id: r for r in all_rooms}, "_window": tuple(window)}
         return result, rooms_sent, bool(rooms_out) or ext_news
 
     def _ahead(
@@ -289,7 +289,7 @@ class SlidingSyncService:
         missed is read after."""
         if previous is None:
             return None, None, None
-        facts = self.store.facts_ahead(previous.room_ids, now.events)
+        facts = self.store.facts_ahead(list(previous.user_rooms), now.events)
         guessed = [r for r in previous.window if r in previous.rooms and previous.rooms[r].membership == "join"
                    and self.room_changes.maybe_changed_since(r, previous.rooms[r].token.events)]
         if not guessed:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from typing import Sequence
+from typing import Awaitable, Sequence
 
 from homeserver.storage.cache import LruCache
 from homeserver.storage.db import Database
@@ -63,30 +63,42 @@ class SlidingSyncStore:
         self.room_changes = room_changes
         self._facts: LruCache[str, _RoomFacts] = LruCache(cache_size)
 
-    async def user_rooms(self, memberships: Memberships, up_to: int) -> list[UserRoom]:
-        """Every room of the user's memberships (read ``with_senders``), with its facts at ``up_to``."""
-        facts = await self._facts_at(list(memberships.rooms), up_to)
+    async def user_rooms(
+        self, memberships: Memberships, up_to: int, ahead: Awaitable[dict[str, _RoomFacts]] | None = None,
+        previous: dict[str, UserRoom] | None = None,
+    ) -> list[UserRoom]:
+        """Every room of the user's memberships (read ``with_senders``), with its facts at
+        ``up_to``: those ``ahead`` (``facts_ahead``) found, and the others. A room of
+        ``previous`` (the rows handed out last time) with the same membership event and
+        facts is handed out again as it was."""
+        facts = dict(await ahead) if ahead is not None else {}
+        unknown = [r for r in memberships.rooms if r not in facts]
+        if unknown:
+            facts.update(await self._facts_at(unknown, up_to))
+        previous = previous or {}
         out = []
         for room_id, (membership, event_id) in memberships.rooms.items():
-            sender, position = memberships.membership_events[room_id]
             known = facts[room_id]
+            before = previous.get(room_id)
+            if (before is not None and before.membership_event_id == event_id and before.membership == membership
+                    and (before.bump_stamp, before.room_type, before.encrypted) == (
+                        known.bump, known.room_type, known.encrypted)):
+                out.append(before)
+                continue
+            sender, position = memberships.membership_events[room_id]
             out.append(UserRoom(
                 room_id, membership, event_id, sender, position, known.bump, known.room_type, known.encrypted))
         return out
 
-    def facts_ahead(self, room_ids: Sequence[str], up_to: int) -> asyncio.Future[None] | None:
-        """Read now, in the background, the facts at ``up_to`` of those of these rooms not
-        remembered as they are there, so that ``user_rooms`` then finds them remembered
-        (the caller awaits the future first). None when there is nothing to read."""
-        stale = [r for r in room_ids if not self._knows(r, up_to)]
-        if not stale:
-            return None
+    def facts_ahead(self, room_ids: Sequence[str], up_to: int) -> asyncio.Future[dict[str, _RoomFacts]]:
+        """Start the reading of these rooms' facts at ``up_to`` (those not remembered as they
+        are there), for ``user_rooms`` to take (as ``ahead``) beside another read."""
 
-        async def read() -> None:
+        async def read() -> dict[str, _RoomFacts]:
             try:
-                await self._facts_at(stale, up_to)
+                return await self._facts_at(list(room_ids), up_to)
             except Exception:  # only ahead: user_rooms reads them again, and tells of a failure
-                pass
+                return {}
         return asyncio.ensure_future(read())
 
     def _knows(self, room_id: str, up_to: int) -> bool:

@@ -509,6 +509,24 @@ async def test_a_room_of_the_window_left_since_ends_at_the_leave(api):
     assert "before the leave" in bodies(timeline)
 
 
+async def test_a_room_joined_again_is_sorted_by_its_new_join(api):
+    """A room left and joined again between two requests has the same membership but a
+    new membership event: it is sorted by the new join, not by the row of last time."""
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    older = await alice.create_room(preset="public_chat", name="older")
+    await bob.join(older)
+    newer = await alice.create_room(preset="public_chat", name="newer")
+    await bob.join(newer)
+    body = {"lists": {"all": all_rooms(end=0)}}
+    first = await ss(bob, body)
+    assert list(first["rooms"]) == [newer]
+    await bob.post(f"{V3}/rooms/{older}/leave", {})
+    await bob.join(older)
+    r = await ss(bob, body, pos=first["pos"])
+    assert list(r["rooms"]) == [older]
+
+
 async def test_extensions_to_device_and_e2ee(api):
     alice = await api.register("alice")
     bob = await api.register("bob")
