@@ -160,7 +160,8 @@ class SlidingSyncService:
         # Kept: the position the client just used (its retry after a lost response) and
         # later ones; at most a few, should requests race on one connection.
         kept = sorted(s for s in connection.positions if previous_serial is not None and s >= previous_serial)
-        connection.positions = {s: connection.positions[s] for s in kept[-(KEPT_POSITIONS - 1):]}
+        # Only the newest keeps the rows of the user's rooms (a retry merely does without them).
+        connection.positions = {s: _without_rows(connection.positions[s]) for s in kept[-(KEPT_POSITIONS - 1):]}
         connection.positions[serial] = _Position(
             result.pop("_token"), rooms_sent, result.pop("_m_direct"), result.pop("_user_rooms"), result.pop("_window"))
         result["pos"] = f"{self._instance}_{serial}"
@@ -318,6 +319,10 @@ class SlidingSyncService:
         if missing:
             out.update(await self.store.current_state_of(missing))
         return out
+
+
+def _without_rows(position: _Position) -> _Position:
+    return dataclasses.replace(position, user_rooms={}) if position.user_rooms else position
 
 
 async def _or_none(read: Awaitable[Any]) -> Any:
