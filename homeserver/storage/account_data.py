@@ -40,27 +40,19 @@ class AccountDataStore:
         """room id ('' for global) -> type -> content, for data changed in the window."""
         if after >= up_to:
             return {}
-        rows = await self.db.fetch(
-            "SELECT room_id, type, content FROM account_data"
-            " WHERE user_id = $1 AND stream_id > $2 AND stream_id <= $3",
-            user_id, after, up_to,
-        )
-        return _by_room(rows)
+        return await self._by_room("stream_id > $2 AND stream_id <= $3", user_id, after, up_to)
 
     async def of_rooms(self, user_id: str, room_ids: list[str], up_to: int) -> dict[str, dict[str, dict[str, Any]]]:
         """room id -> type -> content, for all the data of these rooms written up to ``up_to``."""
         if not room_ids:
             return {}
+        return await self._by_room("room_id = ANY($2::text[]) AND stream_id <= $3", user_id, room_ids, up_to)
+
+    async def _by_room(self, condition: str, user_id: str, *args: Any) -> dict[str, dict[str, dict[str, Any]]]:
+        """The user's items that meet ``condition`` (on $2 and after), by room and type."""
         rows = await self.db.fetch(
-            "SELECT room_id, type, content FROM account_data"
-            " WHERE user_id = $1 AND room_id = ANY($2::text[]) AND stream_id <= $3",
-            user_id, room_ids, up_to,
-        )
-        return _by_room(rows)
-
-
-def _by_room(rows: Any) -> dict[str, dict[str, dict[str, Any]]]:
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for row in rows:
-        out.setdefault(row["room_id"], {})[row["type"]] = json.loads(row["content"])
-    return out
+            "SELECT room_id, type, content FROM account_data WHERE user_id = $1 AND " + condition, user_id, *args)
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for row in rows:
+            out.setdefault(row["room_id"], {})[row["type"]] = json.loads(row["content"])
+        return out

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from tests.helpers import Response, User
 
@@ -66,3 +66,20 @@ async def until_waiting(services: Any, count: int = 1) -> None:
     """Wait until `count` long polls are parked on the notifier (synchronisation, not a timing assertion)."""
     while services.notifier.waiting_users() < count:
         await asyncio.sleep(0.005)
+
+
+async def answered_behind_a_lock(db: Any, table: str, request: Awaitable[Response],
+                                 made: Callable[[], bool]) -> Response:
+    """Run ``request`` while ``table`` is locked against it, until ``made()`` says the reads
+    expected despite the lock were made (it fails after 3 s if they are not), and assert
+    the request still waits; then let the lock go and return its response."""
+    async with db.transaction() as blocker:
+        await blocker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        waiting = asyncio.ensure_future(request)
+        for _ in range(300):
+            if made():
+                break
+            await asyncio.sleep(0.01)
+        assert made()
+        assert not waiting.done()
+    return await asyncio.wait_for(waiting, 30)

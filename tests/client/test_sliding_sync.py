@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.client.sync_helpers import V3, send_event, send_state, until_waiting
+from tests.client.sync_helpers import V3, answered_behind_a_lock, send_event, send_state, until_waiting
 from tests.helpers import Response, User, count_queries, record_statements
 
 SS = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync"
@@ -33,6 +33,14 @@ def all_rooms(end: int = 19, timeline_limit: int = 1, required_state: Any = None
     if filters:
         body["filters"] = filters
     return body
+
+
+async def alice_and_bob_in_a_room(api: Any) -> tuple[User, User, str]:
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    room = await alice.create_room(preset="public_chat")
+    await bob.join(room)
+    return alice, bob, room
 
 
 def bodies(events: list[dict]) -> list[str]:
@@ -310,10 +318,7 @@ async def test_invite_then_join_is_sent_again_as_initial(api):
 
 
 async def test_long_poll_woken_by_a_message(api):
-    alice = await api.register("alice")
-    bob = await api.register("bob")
-    room = await alice.create_room(preset="public_chat")
-    await bob.join(room)
+    alice, bob, room = await alice_and_bob_in_a_room(api)
     body = {"lists": {"all": all_rooms(timeline_limit=5)}}
     first = await ss(alice, body)
     poll = asyncio.create_task(ss(alice, body, pos=first["pos"], timeout=30000))
@@ -327,10 +332,7 @@ async def test_long_poll_woken_by_a_message(api):
 
 
 async def test_extensions_typing_receipts_account_data(api):
-    alice = await api.register("alice")
-    bob = await api.register("bob")
-    room = await alice.create_room(preset="public_chat")
-    await bob.join(room)
+    alice, bob, room = await alice_and_bob_in_a_room(api)
     event_id = await bob.send_text(room, "read me")
     ext = {"typing": {"enabled": True}, "receipts": {"enabled": True},
            "account_data": {"enabled": True, "lists": ["*"], "rooms": ["*"]}}
@@ -396,27 +398,15 @@ async def test_a_room_entering_the_window_gets_its_account_data_read_alone(api):
 async def test_the_unread_counts_are_read_beside_the_timelines(api):
     """An incremental response reads its rooms' timelines while the read of their unread
     counts waits (here on a lock), and answers with both once it is free."""
-    alice = await api.register("alice")
-    bob = await api.register("bob")
-    room = await alice.create_room(preset="public_chat")
-    await bob.join(room)
+    alice, bob, room = await alice_and_bob_in_a_room(api)
     body = {"lists": {"all": all_rooms(timeline_limit=5)}}
     first = await ss(alice, body)
     said = await bob.send_text(room, "news")
     await api.services.notifications.settle_all()
     sent = record_statements(api.services.db)
-    async with api.services.db.transaction() as blocker:
-        await blocker.execute("LOCK TABLE push_actions_evaluated IN ACCESS EXCLUSIVE MODE")
-        syncing = asyncio.create_task(ss(alice, body, pos=first["pos"]))
-        def timelines_read() -> bool:
-            return any(s.startswith("SELECT w.room_id, ARRAY(SELECT event_id FROM events") for s in sent)
-        for _ in range(300):
-            if timelines_read():
-                break
-            await asyncio.sleep(0.01)
-        assert timelines_read(), sent
-        assert not syncing.done()
-    r = await asyncio.wait_for(syncing, 30)
+    r = await answered_behind_a_lock(
+        api.services.db, "push_actions_evaluated", ss(alice, body, pos=first["pos"]),
+        lambda: any(s.startswith("SELECT w.room_id, ARRAY(SELECT event_id FROM events") for s in sent))
     section = r["rooms"][room]
     assert [e["event_id"] for e in section["timeline"]] == [said]
     assert section["notification_count"] == 1
@@ -444,20 +434,10 @@ async def test_a_wake_reads_the_rooms_of_the_last_window_beside_the_memberships(
     said = await bob.send_text(rooms[1], "news")
     await api.services.notifications.settle_all()
     sent = record_statements(api.services.db)
-
-    def read_ahead() -> bool:
-        return all(any(s.startswith(read) for s in sent) for read in AHEAD_READS)
-    async with api.services.db.transaction() as blocker:
-        # The memberships read counts the device's fallback keys; nothing else here does.
-        await blocker.execute("LOCK TABLE e2e_fallback_keys IN ACCESS EXCLUSIVE MODE")
-        syncing = asyncio.create_task(ss(alice, body, pos=first["pos"]))
-        for _ in range(300):
-            if read_ahead():
-                break
-            await asyncio.sleep(0.01)
-        assert read_ahead(), sent
-        assert not syncing.done()
-    r = await asyncio.wait_for(syncing, 30)
+    # The memberships read counts the device's fallback keys; nothing else here does.
+    r = await answered_behind_a_lock(
+        api.services.db, "e2e_fallback_keys", ss(alice, body, pos=first["pos"]),
+        lambda: all(any(s.startswith(read) for s in sent) for read in AHEAD_READS))
     assert list(r["rooms"]) == [rooms[1]]
     assert [e["event_id"] for e in r["rooms"][rooms[1]]["timeline"]] == [said]
     assert r["rooms"][rooms[1]]["notification_count"] == 1
@@ -576,10 +556,7 @@ async def test_left_room_is_sent_once_then_dropped(api):
 
 
 async def test_ignored_senders_are_left_out(api):
-    alice = await api.register("alice")
-    bob = await api.register("bob")
-    room = await alice.create_room(preset="public_chat")
-    await bob.join(room)
+    alice, bob, room = await alice_and_bob_in_a_room(api)
     await send_event(bob, room, "m.room.message", {"msgtype": "m.text", "body": "spam"}, "spam1")
     r = await alice.put(f"/_matrix/client/v3/user/{alice.user_id}/account_data/m.ignored_user_list",
                         {"ignored_users": {bob.user_id: {}}})
@@ -734,10 +711,7 @@ async def test_a_new_request_does_not_wait_for_an_abandoned_long_poll(api):
 
 
 async def test_a_read_receipt_of_the_user_resends_the_room_with_new_counts(api):
-    alice = await api.register("alice")
-    bob = await api.register("bob")
-    room = await alice.create_room(preset="public_chat")
-    await bob.join(room)
+    alice, bob, room = await alice_and_bob_in_a_room(api)
     await bob.send_text(room, "one")
     last = await bob.send_text(room, "two")
     body = {"lists": {"all": all_rooms()}}

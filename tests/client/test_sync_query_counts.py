@@ -6,11 +6,10 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3sync
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
-from tests.client.sync_helpers import V3, ids, leave, send_state, state, timeline
+from tests.client.sync_helpers import V3, answered_behind_a_lock, ids, leave, send_state, state, timeline
 from tests.helpers import User, count_queries, record_statements
 
 LAZY = {"room": {"state": {"lazy_load_members": True}, "timeline": {"limit": 2}}}
@@ -269,17 +268,9 @@ async def test_a_wake_reads_the_rooms_of_the_last_sync_beside_the_memberships(ap
     since = (await me.sync())["next_batch"]
     said = await other.send_text(room_ids[1], "news")
     sent.clear()
-    async with services.db.transaction() as blocker:
-        # The memberships read counts the device's fallback keys; nothing else here does.
-        await blocker.execute("LOCK TABLE e2e_fallback_keys IN ACCESS EXCLUSIVE MODE")
-        syncing = asyncio.create_task(me.sync(since=since))
-        for _ in range(300):
-            if any(s.startswith("WITH windows AS") for s in sent):
-                break
-            await asyncio.sleep(0.01)
-        assert any(s.startswith("WITH windows AS") for s in sent), sent
-        assert not syncing.done()
-    r = await asyncio.wait_for(syncing, 30)
+    # The memberships read counts the device's fallback keys; nothing else here does.
+    r = await answered_behind_a_lock(services.db, "e2e_fallback_keys", me.sync(since=since),
+                                     lambda: any(s.startswith("WITH windows AS") for s in sent))
     assert list(r["rooms"]["join"]) == [room_ids[1]] and ids(timeline(r, room_ids[1])) == [said]
     assert r["rooms"]["join"][room_ids[1]]["unread_notifications"]["notification_count"] == 2
     assert sum(s.startswith("WITH windows AS") for s in sent) == 1
