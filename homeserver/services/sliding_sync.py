@@ -175,11 +175,14 @@ class SlidingSyncService:
         since = previous.token.capped_at(now) if previous is not None else None
         facts_ahead, state_ahead, rooms_ahead = self._ahead(request, previous, now)
         # The user's rooms, the window's membership events and the device's key counts, in
-        # one query (/sync v3's), for the lists and the e2ee extension alike.
+        # one query (/sync v3's), for the lists and the e2ee extension alike. Who sent the
+        # user's membership events and where is read with them on a connection's first
+        # request; then the rows of last time know it for the events unchanged since.
+        rows_before = previous.user_rooms if previous is not None else {}
         member_reads = await self.queries.memberships(
-            user_id, device_id, since.events if since is not None else None, now.events, with_senders=True)
-        all_rooms = await self.store.user_rooms(
-            member_reads, now.events, facts_ahead, previous.user_rooms if previous is not None else None)
+            user_id, device_id, since.events if since is not None else None, now.events,
+            with_senders=not rows_before)
+        all_rooms = await self.store.user_rooms(member_reads, now.events, facts_ahead, rows_before)
         # Only a room left is forgotten (an invite or a join since brings it back, as in /sync v3).
         forgotten = (await self.rooms.forgotten_rooms(user_id)
                      if any(r.membership in ("leave", "ban") for r in all_rooms) else frozenset())

@@ -67,28 +67,46 @@ class SlidingSyncStore:
         self, memberships: Memberships, up_to: int, ahead: Awaitable[dict[str, _RoomFacts]] | None = None,
         previous: dict[str, UserRoom] | None = None,
     ) -> list[UserRoom]:
-        """Every room of the user's memberships (read ``with_senders``), with its facts at
-        ``up_to``: those ``ahead`` (``facts_ahead``) found, and the others. A room of
-        ``previous`` (the rows handed out last time) with the same membership event and
-        facts is handed out again as it was."""
+        """Every room of the user's memberships, with its facts at ``up_to``: those
+        ``ahead`` (``facts_ahead``) found, and the others. A room of ``previous`` (the rows
+        handed out last time) with the same membership event and facts is handed out
+        again as it was. The sender and position of each membership event come from
+        the memberships (read ``with_senders``), else from ``previous`` for an event
+        unchanged since, else from a read of the events that changed (a room whose
+        event is not found is left out, as the join of ``with_senders`` leaves it)."""
         facts = dict(await ahead) if ahead is not None else {}
         unknown = [r for r in memberships.rooms if r not in facts]
         if unknown:
             facts.update(await self._facts_at(unknown, up_to))
         previous = previous or {}
+        senders = dict(memberships.membership_events)
+        new_events = [event_id for room_id, (_, event_id) in memberships.rooms.items()
+                      if room_id not in senders and (room_id not in previous
+                                                     or previous[room_id].membership_event_id != event_id)]
+        found = await self._senders(new_events) if new_events else {}
         out = []
         for room_id, (membership, event_id) in memberships.rooms.items():
             known = facts[room_id]
             before = previous.get(room_id)
-            if (before is not None and before.membership_event_id == event_id and before.membership == membership
-                    and (before.bump_stamp, before.room_type, before.encrypted) == (
-                        known.bump, known.room_type, known.encrypted)):
-                out.append(before)
+            if before is not None and before.membership_event_id == event_id:
+                if before.membership == membership and (before.bump_stamp, before.room_type, before.encrypted) == (
+                        known.bump, known.room_type, known.encrypted):
+                    out.append(before)
+                    continue
+                senders.setdefault(room_id, (before.membership_sender, before.membership_position))
+            sender_position = senders.get(room_id) or found.get(event_id)
+            if sender_position is None:
                 continue
-            sender, position = memberships.membership_events[room_id]
+            sender, position = sender_position
             out.append(UserRoom(
                 room_id, membership, event_id, sender, position, known.bump, known.room_type, known.encrypted))
         return out
+
+    async def _senders(self, event_ids: list[str]) -> dict[str, tuple[str, int]]:
+        """event id -> (sender, stream position), of these events."""
+        rows = await self.db.fetch(
+            "SELECT event_id, sender, stream_ordering FROM events WHERE event_id = ANY($1::text[])", event_ids)
+        return {r["event_id"]: (r["sender"], r["stream_ordering"]) for r in rows}
 
     def facts_ahead(self, room_ids: Sequence[str], up_to: int) -> asyncio.Future[dict[str, _RoomFacts]]:
         """Start the reading of these rooms' facts at ``up_to`` (those not remembered as they

@@ -507,6 +507,30 @@ async def test_a_room_joined_again_is_sorted_by_its_new_join(api):
     assert list(r["rooms"]) == [older]
 
 
+async def test_who_ended_a_membership_is_known_after_the_first_request(api):
+    """After a connection's first request, the memberships are read without their
+    events' senders, which the rows of last time know: a room the user was kicked from
+    stays listed, one they left themselves only in the response that first has the leave."""
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    kicked, left = [await alice.create_room(preset="public_chat", name=n) for n in ("kicked", "left")]
+    for room in (kicked, left):
+        await bob.join(room)
+    sent = record_statements(api.services.db)
+    body = {"lists": {"all": all_rooms()}}
+    first = await ss(bob, body)
+    with_senders = "JOIN events m ON m.event_id = c.event_id"
+    assert sum(with_senders in s for s in sent) == 1
+    r = await alice.post(f"{V3}/rooms/{kicked}/kick", {"user_id": bob.user_id})
+    assert r.status == 200, r
+    await bob.post(f"{V3}/rooms/{left}/leave", {})
+    second = await ss(bob, body, pos=first["pos"])
+    assert second["lists"]["all"]["count"] == 2 and set(second["rooms"]) == {kicked, left}
+    third = await ss(bob, body, pos=second["pos"])
+    assert third["lists"]["all"]["count"] == 1
+    assert sum(with_senders in s for s in sent) == 1
+
+
 async def test_extensions_to_device_and_e2ee(api):
     alice = await api.register("alice")
     bob = await api.register("bob")
