@@ -18,7 +18,7 @@ import itertools
 import re
 import secrets
 import time
-from typing import Any, Awaitable, Callable
+from typing import Any, Callable
 
 from homeserver.errors import MatrixError
 from homeserver.services.auth import Requester
@@ -27,9 +27,10 @@ from homeserver.services.notifier import Notifier
 from homeserver.services.receipts import ReceiptsService
 from homeserver.services.sliding_sync_extensions import ExtensionsRequest, SlidingSyncExtensions, WindowRooms
 from homeserver.services.sliding_sync_rooms import (
-    MAX_TIMELINE_LIMIT, ReadsAhead, RoomBuilder, RoomConfig, RoomJob, SentRoom,
+    MAX_TIMELINE_LIMIT, ReadsAhead, RoomBuilder, RoomConfig, RoomJob, SentRoom, known_or_read,
 )
 from homeserver.services.sync import SyncService
+from homeserver.services.sync_rooms import guessed
 from homeserver.services.tokens import SyncToken
 from homeserver.storage.account_data import GLOBAL, AccountDataStore
 from homeserver.storage.cache import LruCache
@@ -293,17 +294,17 @@ class SlidingSyncService:
         missed is read after."""
         if previous is None:
             return None, None, None
-        facts = self.store.facts_ahead(list(previous.user_rooms), now.events)
-        guessed = [r for r in previous.window if r in previous.rooms and previous.rooms[r].membership == "join"
-                   and self.room_changes.maybe_changed_since(r, previous.rooms[r].token.events)]
-        if not guessed:
+        facts = guessed(self.store.facts_at(list(previous.user_rooms), now.events))
+        moved = [r for r in previous.window if r in previous.rooms and previous.rooms[r].membership == "join"
+                 and self.room_changes.maybe_changed_since(r, previous.rooms[r].token.events)]
+        if not moved:
             return facts, None, None
-        state = asyncio.ensure_future(_or_none(self.store.current_state_of(guessed)))
+        state = guessed(self.store.current_state_of(moved))
         # Each room's timeline limit as build_many will ask it if the room is where it was:
         # the lists' (a room is in one list mostly) or its subscription's, whichever is more.
         in_lists = max((w.config.timeline_limit for w in request.lists.values()), default=0)
         windows = []
-        for room_id in guessed:
+        for room_id in moved:
             subscribed = request.room_subscriptions.get(room_id)
             limit = max(in_lists, subscribed.timeline_limit if subscribed is not None else 0)
             windows.append((room_id, previous.rooms[room_id].token.events, now.events,
@@ -316,24 +317,11 @@ class SlidingSyncService:
         self, room_ids: list[str], ahead: asyncio.Future[Any] | None,
     ) -> dict[str, dict[tuple[str, str], tuple[str, str | None]]]:
         """The current state of these rooms: what ``_ahead`` read of them, and the rest."""
-        early = (await ahead if ahead is not None else None) or {}
-        out = {r: early[r] for r in room_ids if r in early}
-        missing = [r for r in room_ids if r not in early]
-        if missing:
-            out.update(await self.store.current_state_of(missing))
-        return out
+        return await known_or_read(room_ids, await ahead if ahead is not None else None, self.store.current_state_of)
 
 
 def _without_rows(position: _Position) -> _Position:
     return dataclasses.replace(position, user_rooms={}) if position.user_rooms else position
-
-
-async def _or_none(read: Awaitable[Any]) -> Any:
-    """A read ahead's result, or None if it failed (the guess is then read again, as if missed)."""
-    try:
-        return await read
-    except Exception:
-        return None
 
 
 def _needs_build(

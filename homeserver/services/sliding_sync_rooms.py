@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any, Awaitable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
 
 from homeserver.protocol.client_format import stripped_state_event
 from homeserver.protocol.events import Event, StateKey
 from homeserver.services.event_views import EventViews
 from homeserver.services.notifications import NotificationCounter, UnreadCounts
+from homeserver.services.sync_rooms import guessed
 from homeserver.services.tokens import SyncToken, pagination_token
 from homeserver.storage.events import EventFilterSql, EventStore
 from homeserver.storage.push_actions import UnreadInputs
@@ -109,6 +110,9 @@ class RoomJob:
     sent: SentRoom | None
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
 # A timeline read: (room id, after, up to, limit), as EventStore.room_event_ids_many takes it.
 TimelineWindow = tuple[str, int, int, int]
 
@@ -122,6 +126,20 @@ class ReadsAhead:
     # -> the unread inputs of the rooms at ``up_to``, None if it failed.
     inputs: asyncio.Future[dict[str, UnreadInputs] | None]
     up_to: int
+
+
+async def known_or_read(
+    wanted: Iterable[K], early: Mapping[K, V] | None, read: Callable[[list[K]], Awaitable[Mapping[K, V]]],
+) -> dict[K, V]:
+    """What a read ahead (``early``, None if it failed) found of the keys wanted, and
+    ``read`` of the others, only if there are any."""
+    early = early or {}
+    wanted = list(wanted)
+    out = {k: early[k] for k in wanted if k in early}
+    missing = [k for k in wanted if k not in early]
+    if missing:
+        out.update(await read(missing))
+    return out
 
 
 @dataclasses.dataclass
@@ -304,43 +322,41 @@ class RoomBuilder:
         be built (joined ones, ``windows`` of timelines ending at ``up_to``), before the
         rooms are known: build_many takes what was guessed right and reads the rest."""
 
-        async def timelines() -> tuple[tuple[str, ...], dict[TimelineWindow, list[str]]] | None:
-            try:
-                senders = tuple(await ignored)
-                ids = await self.events.room_event_ids_many(windows, EventFilterSql(ignored_senders=senders))
-            except Exception:  # only ahead: build_many reads them again, and tells of a failure
-                return None
-            return senders, {w: ids.get(w[0], []) for w in windows}
+        async def timelines() -> tuple[tuple[str, ...], dict[TimelineWindow, list[str]]]:
+            senders = tuple(await ignored)
+            return senders, await self._timeline_ids(windows, senders)
 
-        async def inputs() -> dict[str, UnreadInputs] | None:
-            try:
-                return await self.notifications.read_inputs(user_id, {w[0]: up_to for w in windows})
-            except Exception:  # (as above)
-                return None
+        return ReadsAhead(guessed(timelines()),
+                          guessed(self.notifications.read_inputs(user_id, {w[0]: up_to for w in windows})), up_to)
 
-        return ReadsAhead(asyncio.ensure_future(timelines()), asyncio.ensure_future(inputs()), up_to)
+    async def _timeline_ids(self, windows: list[TimelineWindow], ignored: tuple[str, ...]
+                            ) -> dict[TimelineWindow, list[str]]:
+        """Each window's event ids, newest first."""
+        ids = await self.events.room_event_ids_many(windows, EventFilterSql(ignored_senders=ignored))
+        return {w: ids.get(w[0], []) for w in windows}
 
     async def _unread_counts(
         self, user_id: str, up_to: dict[str, int], ahead: ReadsAhead | None,
     ) -> dict[str, UnreadCounts]:
-        early = (await ahead.inputs if ahead is not None else None) or {}
-        inputs = {r: early[r] for r, u in up_to.items() if r in early and u == ahead.up_to}
-        missing = {r: u for r, u in up_to.items() if r not in inputs}
-        if missing:
-            inputs.update(await self.notifications.read_inputs(user_id, missing))
+        early = None
+        if ahead is not None:
+            # Read at ahead.up_to: of use only for the rooms wanted up to there.
+            early = {r: v for r, v in (await ahead.inputs or {}).items() if up_to.get(r) == ahead.up_to}
+        inputs = await known_or_read(
+            up_to, early, lambda rooms: self.notifications.read_inputs(user_id, {r: up_to[r] for r in rooms}))
         return await self.notifications.unread_counts_many(user_id, up_to, inputs)
 
     async def _timelines(
         self, user_id: str, rooms: list[_Room], ignored: frozenset[str], ahead: ReadsAhead | None,
     ) -> None:
         """Each room's timeline: its newest events up to its limit, those the user may see."""
-        windows = [(r.room_id, r.lower, r.up_to, r.limit + 1) for r in rooms]
+        senders = tuple(ignored)
         early = await ahead.timelines if ahead is not None else None
-        known = early[1] if early is not None and early[0] == tuple(ignored) else {}
-        ids = {w[0]: known[w] for w in windows if w in known}
-        missing = [w for w in windows if w not in known]
-        if missing:
-            ids.update(await self.events.room_event_ids_many(missing, EventFilterSql(ignored_senders=tuple(ignored))))
+        by_window = await known_or_read(
+            [(r.room_id, r.lower, r.up_to, r.limit + 1) for r in rooms],
+            early[1] if early is not None and early[0] == senders else None,
+            lambda missing: self._timeline_ids(missing, senders))
+        ids = {w[0]: v for w, v in by_window.items()}
         shown: list[list[str]] = []  # each room's, oldest first
         for room in rooms:
             newest_first = ids.get(room.room_id, [])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import Any, Awaitable, Sequence
+from typing import Any, Awaitable, Sequence, TypeVar
 
 from homeserver.protocol.events import Event, StateKey
 from homeserver.protocol.filters import SyncFilter
@@ -22,6 +22,8 @@ from homeserver.storage.cache import LruCache
 from homeserver.storage.events import EventFilterSql, EventStore
 from homeserver.storage.state import StateStore
 from homeserver.storage.sync_queries import RoomReads, RoomWindow, SyncQueries, UnreadRequest
+
+T = TypeVar("T")
 
 DEFAULT_TIMELINE_LIMIT = 10
 MAX_TIMELINE_LIMIT = 1000
@@ -86,6 +88,19 @@ class LazyMembers:
         else:
             tokens = (tokens + (next_batch,))[-self.MAX_TOKENS:]
         self._devices.set(device, (tokens, entries))
+
+
+def guessed(read: Awaitable[T]) -> asyncio.Future[T | None]:
+    """``read`` started now, for a caller that reads ahead on a guess: its result, or None
+    if it failed (the caller then reads again what it needs, and that read tells of the
+    failure)."""
+
+    async def run() -> T | None:
+        try:
+            return await read
+        except Exception:
+            return None
+    return asyncio.ensure_future(run())
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,16 +302,13 @@ class SyncRooms:
         beside the memberships read instead of after it."""
         windows = {r: RoomWindow(r, since, up_to, state_at_after=True) for r in room_ids}
 
-        async def read() -> _ReadAheadResult | None:
-            try:
-                limit, sql_filter = _timeline_read(sync_filter, await ignored)
-                request = await self.notifications.unread_request(user_id, dict.fromkeys(windows, up_to))
-                reads = await self.queries.room_reads(list(windows.values()), limit + 1, sql_filter, request)
-            except Exception:  # only a guess: build then reads it all, and its read tells of a failure
-                return None
+        async def read() -> _ReadAheadResult:
+            limit, sql_filter = _timeline_read(sync_filter, await ignored)
+            request = await self.notifications.unread_request(user_id, dict.fromkeys(windows, up_to))
+            reads = await self.queries.room_reads(list(windows.values()), limit + 1, sql_filter, request)
             return _ReadAheadResult(windows, limit + 1, sql_filter, request, reads)
 
-        return ReadAhead(asyncio.ensure_future(read()))
+        return ReadAhead(guessed(read()))
 
     async def _room_reads(
         self, windows: list[RoomWindow], limit: int, sql_filter: EventFilterSql, request: UnreadRequest,

@@ -12,7 +12,6 @@ otherwise read every room's latest event and create event each time: 11 ms for
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 from typing import Awaitable, Sequence
@@ -64,20 +63,20 @@ class SlidingSyncStore:
         self._facts: LruCache[str, _RoomFacts] = LruCache(cache_size)
 
     async def user_rooms(
-        self, memberships: Memberships, up_to: int, ahead: Awaitable[dict[str, _RoomFacts]] | None = None,
+        self, memberships: Memberships, up_to: int, ahead: Awaitable[dict[str, _RoomFacts] | None] | None = None,
         previous: dict[str, UserRoom] | None = None,
     ) -> list[UserRoom]:
         """Every room of the user's memberships, with its facts at ``up_to``: those
-        ``ahead`` (``facts_ahead``) found, and the others. A room of ``previous`` (the rows
+        ``ahead`` found (``facts_at`` started earlier; None if it failed), and the others. A room of ``previous`` (the rows
         handed out last time) with the same membership event and facts is handed out
         again as it was. The sender and position of each membership event come from
         the memberships (read ``with_senders``), else from ``previous`` for an event
         unchanged since, else from a read of the events that changed (a room whose
         event is not found is left out, as the join of ``with_senders`` leaves it)."""
-        facts = dict(await ahead) if ahead is not None else {}
+        facts = dict((await ahead if ahead is not None else None) or {})
         unknown = [r for r in memberships.rooms if r not in facts]
         if unknown:
-            facts.update(await self._facts_at(unknown, up_to))
+            facts.update(await self.facts_at(unknown, up_to))
         previous = previous or {}
         senders = dict(memberships.membership_events)
         new_events = [event_id for room_id, (_, event_id) in memberships.rooms.items()
@@ -108,30 +107,16 @@ class SlidingSyncStore:
             "SELECT event_id, sender, stream_ordering FROM events WHERE event_id = ANY($1::text[])", event_ids)
         return {r["event_id"]: (r["sender"], r["stream_ordering"]) for r in rows}
 
-    def facts_ahead(self, room_ids: Sequence[str], up_to: int) -> asyncio.Future[dict[str, _RoomFacts]]:
-        """Start the reading of these rooms' facts at ``up_to`` (those not remembered as they
-        are there), for ``user_rooms`` to take (as ``ahead``) beside another read."""
-
-        async def read() -> dict[str, _RoomFacts]:
-            try:
-                return await self._facts_at(list(room_ids), up_to)
-            except Exception:  # only ahead: user_rooms reads them again, and tells of a failure
-                return {}
-        return asyncio.ensure_future(read())
-
-    def _knows(self, room_id: str, up_to: int) -> bool:
-        known = self._facts.get(room_id)
-        return (known is not None and known.position <= up_to
-                and not self.room_changes.maybe_changed_since(room_id, known.position))
-
-    async def _facts_at(self, room_ids: list[str], up_to: int) -> dict[str, _RoomFacts]:
+    async def facts_at(self, room_ids: Sequence[str], up_to: int) -> dict[str, _RoomFacts]:
         """Each room's facts at ``up_to``: remembered unless the room's stream moved since
         (an event bumps it, a state event sets its encryption); read for the others at once."""
         out: dict[str, _RoomFacts] = {}
         stale = []
         for room_id in room_ids:
-            if self._knows(room_id, up_to):
-                out[room_id] = self._facts.get(room_id)
+            known = self._facts.get(room_id)
+            if (known is not None and known.position <= up_to
+                    and not self.room_changes.maybe_changed_since(room_id, known.position)):
+                out[room_id] = known
             else:
                 stale.append(room_id)
         if not stale:
