@@ -508,7 +508,7 @@ class EventPipeline:
                         )
                         await self.state.update_current_state(
                             conn, room_id, event.state_tuple, event.event_id,
-                            event.membership if event.type == "m.room.member" else None,
+                            event.membership if event.type == "m.room.member" else None, position,
                         )
                     if self.cluster is not None and not self.cluster.solo:
                         # Delivered at the commit, with the event (none if it rolls back).
@@ -649,7 +649,7 @@ class EventPipeline:
                         becomes_extremity=False, outlier=True,
                     )
                     await self.state.update_current_state(
-                        conn, room_id, event.state_tuple, event.event_id, event.membership)
+                        conn, room_id, event.state_tuple, event.event_id, event.membership, position)
                 event.internal.update(internal)
                 event.internal.update(stream_ordering=position, state_group_before=None, state_group_after=None,
                                       rejected=None, redacted_by=None, outlier=True)
@@ -794,7 +794,7 @@ class EventPipeline:
                 # tip, but the events it follows are not either any more.
                 await self.events.remove_forward_extremities(conn, room_id, event.prev_event_ids)
             if placement.live:
-                await self._update_current_state(conn, event, group_after, tip_groups_before)
+                await self._update_current_state(conn, event, group_after, tip_groups_before, position)
         event.internal.update(internal)
         event.internal.update(
             stream_ordering=position, state_group_before=group_before, state_group_after=group_after,
@@ -811,8 +811,10 @@ class EventPipeline:
 
     async def _update_current_state(
         self, conn: Any, event: Event, group_after: int | None, tip_groups_before: list[int] | None,
+        position: int,
     ) -> None:
-        """The current state is the resolved state of the room's forward extremities."""
+        """The current state is the resolved state of the room's forward extremities
+        (``position``: the event's, that of the write)."""
         room_id = event.room_id
         groups = await self._tip_groups(conn, room_id)
         if not groups:
@@ -840,7 +842,7 @@ class EventPipeline:
                 membership = member.membership if member is not None else None
             delta[key] = (event_id, membership)
         if delta:
-            await self.state.apply_current_state_delta(conn, room_id, delta)
+            await self.state.apply_current_state_delta(conn, room_id, delta, position)
             joined = [k[1] for k, v in delta.items() if k[0] == "m.room.member" and v and v[1] == "join"]
             for user_id in joined:
                 await self.rooms.unforget(conn, user_id, room_id)

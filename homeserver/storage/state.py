@@ -20,6 +20,15 @@ StateMap = Mapping[StateKey, str]
 
 MAX_CHAIN_LENGTH = 50
 
+# One row of a room's current state, set; ``changed_at`` (migration 0025) is the event
+# stream position of the write, which SyncQueries.memberships reads the changes by.
+_UPSERT_CURRENT_STATE = (
+    "INSERT INTO current_state (room_id, type, state_key, event_id, membership, changed_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6)"
+    " ON CONFLICT (room_id, type, state_key) DO UPDATE"
+    " SET event_id = EXCLUDED.event_id, membership = EXCLUDED.membership, changed_at = EXCLUDED.changed_at"
+)
+
 
 class StateStore:
     def __init__(self, db: Database, cache_size: int = 500):
@@ -185,34 +194,26 @@ class StateStore:
         )
 
     async def update_current_state(
-        self, conn: asyncpg.Connection, room_id: str, key: StateKey, event_id: str, membership: str | None
+        self, conn: asyncpg.Connection, room_id: str, key: StateKey, event_id: str, membership: str | None,
+        position: int,
     ) -> None:
-        await conn.execute(
-            "INSERT INTO current_state (room_id, type, state_key, event_id, membership)"
-            " VALUES ($1, $2, $3, $4, $5)"
-            " ON CONFLICT (room_id, type, state_key) DO UPDATE"
-            " SET event_id = EXCLUDED.event_id, membership = EXCLUDED.membership",
-            room_id, key[0], key[1], event_id, membership,
-        )
+        """``position``: the event stream position of the write (the event's), in its
+        transaction: what a read of the memberships changed since a position goes by."""
+        await conn.execute(_UPSERT_CURRENT_STATE, room_id, key[0], key[1], event_id, membership, position)
 
     async def apply_current_state_delta(
         self, conn: asyncpg.Connection, room_id: str,
-        changes: Mapping[StateKey, tuple[str, str | None] | None],
+        changes: Mapping[StateKey, tuple[str, str | None] | None], position: int,
     ) -> None:
         """Change several entries of a room's current state: key -> (event id, membership), or None to remove.
 
         State resolution after a federated event may change or remove any entry, not just one.
+        ``position``: as for update_current_state.
         """
         upserts = [(k[0], k[1], v[0], v[1]) for k, v in changes.items() if v is not None]
         removals = [k for k, v in changes.items() if v is None]
         if upserts:
-            await conn.executemany(
-                "INSERT INTO current_state (room_id, type, state_key, event_id, membership)"
-                " VALUES ($1, $2, $3, $4, $5)"
-                " ON CONFLICT (room_id, type, state_key) DO UPDATE"
-                " SET event_id = EXCLUDED.event_id, membership = EXCLUDED.membership",
-                [(room_id, *row) for row in upserts],
-            )
+            await conn.executemany(_UPSERT_CURRENT_STATE, [(room_id, *row, position) for row in upserts])
         if removals:
             await conn.execute(
                 "DELETE FROM current_state c USING unnest($2::text[], $3::text[]) AS k (type, state_key)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
+from homeserver.storage.cache import LruCache
 from homeserver.storage.db import Database
 from homeserver.storage.events import _FILTER_5_TO_9, EventFilterSql, _filter_args
 from homeserver.storage.push_actions import (
@@ -104,9 +105,54 @@ class Memberships:
         return {(e.room_id, e.state_key) for e in self.changes if not e.outlier and not e.rejected}
 
 
+# Users whose rooms are remembered between two of their syncs (as many as SyncService
+# remembers devices for): a user beyond them has all their rooms read, as at first.
+KNOWN_USERS = 1000
+
+
+# A window of at most this many positions (or four per room of the user) is read from
+# the events' side: the events in it, then whether their room is one of the user's.
+SMALL_WINDOW = 100
+
+
+def _window_members(first: int, events_first: bool) -> str:
+    """The rows of kind 'member' of ``memberships``: the membership events in (${first},
+    ${first + 1}] of the rooms of the user ($1). A long poll's wake has a window of a
+    few positions: its events are read, not a probe of each of the user's rooms (500
+    index probes for a user in 500 rooms); a wide window (a device back after a while)
+    is read room by room. MATERIALIZED keeps the planner to that order."""
+    after, up_to = f"${first}", f"${first + 1}"
+    if events_first:
+        return (
+            " UNION ALL (WITH window_members AS MATERIALIZED (SELECT e.room_id, e.event_id, e.state_key,"
+            "  e.stream_ordering, e.outlier, e.rejected_reason FROM events e"
+            f"  WHERE e.stream_ordering > {after} AND e.stream_ordering <= {up_to} AND e.type = 'm.room.member')"
+            " SELECT 'member', e.room_id, NULL, e.event_id, e.state_key, e.stream_ordering, e.outlier,"
+            "  e.rejected_reason IS NOT NULL FROM window_members e"
+            " WHERE EXISTS (SELECT 1 FROM current_state c"
+            "  WHERE c.type = 'm.room.member' AND c.state_key = $1 AND c.room_id = e.room_id))")
+    return (
+        " UNION ALL"
+        " SELECT 'member', e.room_id, NULL, e.event_id, e.state_key, e.stream_ordering, e.outlier,"
+        "  e.rejected_reason IS NOT NULL FROM events e"
+        " WHERE e.type = 'm.room.member' AND e.room_id IN (SELECT room_id FROM current_state"
+        "   WHERE type = 'm.room.member' AND state_key = $1)"
+        f"  AND e.stream_ordering > {after} AND e.stream_ordering <= {up_to}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _KnownRooms:
+    """A user's rooms (room id -> (membership, event id)) as read with every change of
+    current_state at or before ``position`` in them (some later ones, maybe, too)."""
+
+    position: int
+    rooms: dict[str, tuple[str, str]]
+
+
 class SyncQueries:
-    def __init__(self, db: Database):
+    def __init__(self, db: Database, known_users: int = KNOWN_USERS):
         self.db = db
+        self._known: LruCache[str, _KnownRooms] = LruCache(known_users)
 
     async def memberships(self, user_id: str, device_id: str | None, after: int | None, up_to: int,
                           with_senders: bool = False) -> Memberships:
@@ -114,40 +160,69 @@ class SyncQueries:
         events of those rooms in (after, up_to]: what the user's own, the device lists and
         presence of a /sync ask of the window, in one round trip (rows told apart by kind).
         ``with_senders``: also the sender and position of the user's membership event in
-        each room (what sliding sync's lists need)."""
+        each room (what sliding sync's lists need).
+
+        ``up_to`` is the event stream's position, below which every write has committed.
+        The rooms read last time for the user stand for all of them but those whose rows
+        of current_state changed since (``changed_at``, the position of each row's write):
+        only these are read again, and the count of the user's rows tells whether one
+        was removed meanwhile (a purged room, a state reset), which reads them all. So a
+        long poll of a user in 500 rooms reads no row of them when nothing changed."""
+        known = None if with_senders else self._known.get(user_id)
+        result = await self._read(user_id, device_id, after, up_to, with_senders, known)
+        if result is None:  # a row is gone since
+            result = await self._read(user_id, device_id, after, up_to, with_senders, None)
+            assert result is not None
+        before = self._known.get(user_id)
+        if before is None or before.position <= up_to:
+            self._known.set(user_id, _KnownRooms(up_to, result.rooms))
+        return result
+
+    async def _read(self, user_id: str, device_id: str | None, after: int | None, up_to: int,
+                    with_senders: bool, known: _KnownRooms | None) -> Memberships | None:
+        """The reads of ``memberships``: with ``known``, only the rooms changed since
+        (None if one of them was removed)."""
         window = after is not None and after < up_to
+        args: list[object] = [user_id, device_id]
         if with_senders:  # a join with the membership events, which /sync v3 goes without
             mine_from = ", m.sender, m.stream_ordering FROM current_state c JOIN events m ON m.event_id = c.event_id"
             sender, position = "sender", "stream_ordering"
         else:
             mine_from, sender, position = " FROM current_state c", "NULL", "NULL::bigint"
+        changed_since = ""
+        if known is not None:
+            args.append(known.position)
+            changed_since = f" AND c.changed_at > ${len(args)}"
+        if window:
+            args += [after, up_to]
         rows = await self.db.fetch(
             f"WITH mine AS (SELECT c.room_id, c.membership, c.event_id{mine_from}"
-            "  WHERE c.type = 'm.room.member' AND c.state_key = $1)"
+            f"  WHERE c.type = 'm.room.member' AND c.state_key = $1{changed_since})"
             f" SELECT 'room' AS kind, room_id, membership AS name, event_id, {sender} AS state_key, {position} AS n,"
             "  NULL::boolean AS outlier, NULL::boolean AS rejected FROM mine"
+            + (" UNION ALL"
+               " SELECT 'count', NULL, NULL, NULL, NULL, count(*), NULL, NULL FROM current_state"
+               "  WHERE type = 'm.room.member' AND state_key = $1" if known is not None else "") +
             " UNION ALL"
             " SELECT 'key', NULL, algorithm, NULL, NULL, count(*), NULL, NULL FROM e2e_one_time_keys"
             "  WHERE user_id = $1 AND device_id = $2 GROUP BY algorithm"
             " UNION ALL"
             " SELECT 'fallback', NULL, algorithm, NULL, NULL, NULL, NULL, NULL FROM e2e_fallback_keys"
             "  WHERE user_id = $1 AND device_id = $2 AND NOT used"
-            + (" UNION ALL"
-               " SELECT 'member', e.room_id, NULL, e.event_id, e.state_key, e.stream_ordering, e.outlier,"
-               "  e.rejected_reason IS NOT NULL FROM events e"
-               " WHERE e.type = 'm.room.member' AND e.room_id IN (SELECT room_id FROM mine)"
-               "  AND e.stream_ordering > $3 AND e.stream_ordering <= $4" if window else ""),
-            *((user_id, device_id, after, up_to) if window else (user_id, device_id)),
+            + (_window_members(len(args) - 1, events_first=known is not None and (
+                up_to - after <= max(SMALL_WINDOW, 4 * len(known.rooms)))) if window else ""),
+            *args,
         )
-        rooms: dict[str, tuple[str, str]] = {}
+        changed: dict[str, tuple[str, str]] = {}
         membership_events: dict[str, tuple[str, int]] = {}
         changes = []
         keys: dict[str, int] = {}
         fallback = []
+        count = None
         for r in rows:
             kind = r["kind"]
             if kind == "room":
-                rooms[r["room_id"]] = (r["name"], r["event_id"])
+                changed[r["room_id"]] = (r["name"], r["event_id"])
                 if with_senders:
                     membership_events[r["room_id"]] = (r["state_key"], r["n"])
             elif kind == "member":
@@ -155,8 +230,16 @@ class SyncQueries:
                     r["room_id"], r["state_key"], r["event_id"], r["n"], r["outlier"], r["rejected"]))
             elif kind == "key":
                 keys[r["name"]] = r["n"]
+            elif kind == "count":
+                count = r["n"]
             else:
                 fallback.append(r["name"])
+        rooms = changed
+        if known is not None:
+            # Unchanged, the same dict as last time (its readers never change it).
+            rooms = {**known.rooms, **changed} if changed else known.rooms
+            if len(rooms) != count:
+                return None
         changes.sort(key=lambda e: e.stream_ordering)
         return Memberships(rooms, changes, keys, sorted(fallback), membership_events)
 

@@ -99,14 +99,14 @@ async def test_rooms_shared_with_a_destination(api):
     # A remote member's join in the current state (as a federated join leaves it); one left again.
     for room_id, membership in [(rooms[0], "join"), (rooms[1], "join"), (rooms[2], "leave")]:
         await api.services.db.execute(
-            "INSERT INTO current_state (room_id, type, state_key, event_id, membership)"
-            " VALUES ($1, 'm.room.member', '@bob:remote.example', $2, $3)",
+            "INSERT INTO current_state (room_id, type, state_key, event_id, membership, changed_at)"
+            " VALUES ($1, 'm.room.member', '@bob:remote.example', $2, $3, 0)",
             room_id, f"$fake-{membership}-{room_id}", membership,
         )
     # Another server's member is not remote.example's.
     await api.services.db.execute(
-        "INSERT INTO current_state (room_id, type, state_key, event_id, membership)"
-        " VALUES ($1, 'm.room.member', '@carol:other.remote.example', '$fake-carol', 'join')",
+        "INSERT INTO current_state (room_id, type, state_key, event_id, membership, changed_at)"
+        " VALUES ($1, 'm.room.member', '@carol:other.remote.example', '$fake-carol', 'join', 0)",
         rooms[2],
     )
     latest = await api.services.db.fetchval("SELECT max(stream_ordering) FROM events WHERE room_id = $1", rooms[0])
