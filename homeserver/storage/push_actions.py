@@ -69,10 +69,13 @@ def unread_inputs_ctes(first: int) -> str:
                 COALESCE((SELECT r.position FROM unread_reads r WHERE r.room_id = w.room_id AND r.thread_id = ''), 0)
                     AS unthreaded
             FROM unread_rooms w
+            -- LIMIT (one row at most, by the key): looked up room by room. Else the generic
+            -- plan, taking a user's memberships for one row, reads them all for each room.
             LEFT JOIN LATERAL (
                 SELECT c.event_id, e.stream_ordering AS position FROM current_state c
                 JOIN events e ON e.event_id = c.event_id
                 WHERE c.room_id = w.room_id AND c.type = 'm.room.member' AND c.state_key = {user}
+                LIMIT 1
             ) m ON true
         ), unread_pending AS MATERIALIZED (  -- (its array is read more than once below)
             SELECT r.*, ARRAY(
@@ -87,14 +90,20 @@ def unread_inputs_ctes(first: int) -> str:
             -- the join, and after the receipt of their thread. They are all at or before
             -- the evaluated position, and the events to evaluate after it, so in this
             -- snapshot no event is in both.
-            SELECT a.room_id, a.thread_id, count(*) AS notifications,
+            -- Room by room, on the primary key (OFFSET 0 keeps the planner from joining
+            -- all the user's actions, of every room, to the rooms instead).
+            SELECT p.room_id, a.thread_id, count(*) AS notifications,
                 count(*) FILTER (WHERE a.highlight) AS highlights
             FROM unread_positions p
-            JOIN event_push_actions a ON a.user_id = {user} AND a.room_id = p.room_id
+            CROSS JOIN LATERAL (
+                SELECT a.thread_id, a.highlight, a.stream_ordering FROM event_push_actions a
+                WHERE a.user_id = {user} AND a.room_id = p.room_id
                 AND a.stream_ordering <= p.up_to AND a.stream_ordering > GREATEST(p.unthreaded, p.joined_at)
+                OFFSET 0
+            ) a
             WHERE a.stream_ordering > COALESCE((SELECT r.position FROM unread_reads r
-                WHERE r.room_id = a.room_id AND r.thread_id = a.thread_id), 0)
-            GROUP BY a.room_id, a.thread_id
+                WHERE r.room_id = p.room_id AND r.thread_id = a.thread_id), 0)
+            GROUP BY p.room_id, a.thread_id
         ), unread_inputs AS (
             SELECT p.room_id, p.member_event, p.joined_at, p.evaluated, p.event_ids,
                 (SELECT array_agg(s.thread_id ORDER BY s.thread_id) FROM unread_stored s
