@@ -50,6 +50,10 @@ class EventFilter:
                 return False
         return True
 
+    @property
+    def allows_all_rooms(self) -> bool:
+        return self.rooms is None and not self.not_rooms
+
     def allows_room(self, room_id: str) -> bool:
         if self.rooms is not None and room_id not in self.rooms:
             return False
@@ -70,6 +74,10 @@ class RoomFilter:
     state: EventFilter = EventFilter()
     ephemeral: EventFilter = EventFilter()
     account_data: EventFilter = EventFilter()
+
+    @property
+    def allows_all_rooms(self) -> bool:
+        return self.rooms is None and not self.not_rooms
 
     def allows_room(self, room_id: str) -> bool:
         if self.rooms is not None and room_id not in self.rooms:

@@ -131,8 +131,7 @@ class SyncService:
         # the rooms to send, whose reads can start now (a wrong guess costs a read).
         ahead = None
         if since is not None and not request.full_state:
-            guessed = [r for r in self._last_joined.get(device) or ()
-                       if self.room_changes.maybe_changed_since(r, since.events)]
+            guessed = self.room_changes.changed_among(self._last_joined.get(device) or (), since.events)
             if guessed:
                 ahead = self.room_builder.read_ahead(
                     user_id, request.filter, since.events, now.events, guessed,
@@ -152,7 +151,9 @@ class SyncService:
         changed_membership = member_reads.own_changes(user_id)
         # A changed ignore list may have hidden invites now to be shown: they are all sent again.
         ignore_list_changed = IGNORED_USER_LIST in account_data.get(GLOBAL, {})
-        joined = [r for r, (m, _) in memberships.items() if m == "join" and room_filter.allows_room(r)]
+        allowed = memberships if room_filter.allows_all_rooms else {
+            r: m for r, m in memberships.items() if room_filter.allows_room(r)}
+        joined = [r for r, (m, _) in allowed.items() if m == "join"]
         self._last_joined.set(device, tuple(joined))
         receipts = await self.receipts.for_sync(user_id, joined, since.receipts if since else 0, now.receipts)
         typing = self.typing.for_sync(joined, since.typing if since else None)
@@ -161,24 +162,29 @@ class SyncService:
         invite: dict[str, Any] = {}
         leave: dict[str, Any] = {}
         knock: dict[str, Any] = {}
-        allowed = {r: m for r, m in memberships.items() if room_filter.allows_room(r)}
+        # The rooms whose membership may matter to this response: all of them at first (and
+        # when a changed ignore list may show invites hidden until now), else those where
+        # the user's membership changed since the token (few: not a loop over 500 rooms).
+        if since is None or ignore_list_changed:
+            candidates = allowed
+        else:
+            candidates = {r: allowed[r] for r in changed_membership if r in allowed}
 
         # Joined rooms: those whose streams moved since the token (the stream change cache
         # answers without a query), and those the user joined since (all of it then).
         newly: set[str] = set()
         if since is not None:
-            joins_since = [r for r, (m, _) in allowed.items() if m == "join" and r in changed_membership]
+            joins_since = [r for r, (m, _) in candidates.items() if m == "join"]
             newly = set(joins_since) - await self.room_builder.was_joined_at(user_id, joins_since, since.events)
         if newly:
             # The room is new to the client: all its receipts, and typing if any.
             receipts.update(await self.receipts.for_sync(user_id, list(newly), 0, now.receipts))
             typing.update(self.typing.for_sync(list(newly), None))
         jobs: list[RoomJob] = []
-        for room_id, (membership, _) in allowed.items():
-            if membership != "join":
-                continue
-            if since is None or request.full_state or room_id in newly or self.room_changes.maybe_changed_since(
-                    room_id, since.events) or room_id in account_data or room_id in receipts or room_id in typing:
+        moved = set(self.room_changes.changed_among(joined, since.events)) if since is not None else set()
+        for room_id in joined:
+            if since is None or request.full_state or room_id in newly or room_id in moved \
+                    or room_id in account_data or room_id in receipts or room_id in typing:
                 jobs.append(RoomJob(
                     room_id, since if room_id not in newly else None, now.events, account_data.get(room_id, {}),
                     currently_joined=True,
@@ -190,10 +196,10 @@ class SyncService:
         forgotten: set[str] | frozenset[str] = frozenset()
         if any(m in ("leave", "ban") and ((since is None and room_filter.include_leave)
                                           or (since is not None and r in changed_membership))
-               for r, (m, _) in allowed.items()):
+               for r, (m, _) in candidates.items()):
             forgotten = await self.rooms.forgotten_rooms(user_id)
         wanted: dict[str, str] = {}
-        for room_id, (membership, event_id) in allowed.items():
+        for room_id, (membership, event_id) in candidates.items():
             if membership in ("invite", "knock"):
                 if since is None or room_id in changed_membership or ignore_list_changed:
                     wanted[room_id] = event_id
