@@ -202,7 +202,9 @@ async def build_services(config: Config, db: Database, signing_key: Any) -> Serv
     push_rules = PushRulesService(db, PushRuleStore(db), account_data_store, account_data_stream, notifier)
     membership = MembershipService(server_name, pipeline, events, state, rooms, users)
     ignored_users = IgnoredUsers(account_data_store)
-    notifications = NotificationCounter(events, state, push_rules, PushActionStore(db), ignored_users)
+    notifications = NotificationCounter(
+        events, state, push_rules, PushActionStore(db), ignored_users,
+        known_member_count=lambda room_id: len(m) if (m := pipeline.cached_joined_members(room_id)) is not None else None)
     room_events = RoomEventsService(
         pipeline, events, state, rooms, views, membership, event_stream,
         relation_checks=RelationChecks(events, relation_store), ignored_users=ignored_users,

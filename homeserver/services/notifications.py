@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from homeserver.protocol import power_levels, push_rules
 from homeserver.protocol.events import Event
@@ -54,9 +54,12 @@ def _counts(notifications: int = 0, highlights: int = 0) -> dict[str, int]:
 class NotificationCounter:
     def __init__(
         self, events: EventStore, state: StateStore, push_rules_: PushRulesService, store: PushActionStore,
-        ignored_users: IgnoredUsers | None = None,
+        ignored_users: IgnoredUsers | None = None, known_member_count: Callable[[str], int | None] | None = None,
     ):
+        """``known_member_count``: a room's joined members where they are in memory (the
+        pipeline keeps them to wake its users), which the read need not count then."""
         self.ignored_users = ignored_users
+        self.known_member_count = known_member_count
         self.events = events
         self.state = state
         self.push_rules = push_rules_
@@ -72,13 +75,19 @@ class NotificationCounter:
         # Nothing an ignored user sends notifies (spec: "Ignoring Users"), and homeservers
         # MUST NOT notify users of their own events: those are left out in SQL, not loaded.
         ignored = await self.ignored_users.ignored_by(user_id) if self.ignored_users is not None else frozenset()
-        return UnreadRequest(user_id, up_to, (user_id, *ignored), MAX_EVALUATED)
+        counts = {}
+        if self.known_member_count is not None:
+            for room_id in up_to:
+                count = self.known_member_count(room_id)
+                if count is not None:
+                    counts[room_id] = count
+        return UnreadRequest(user_id, up_to, (user_id, *ignored), MAX_EVALUATED, counts)
 
     async def read_inputs(self, user_id: str, up_to: dict[str, int]) -> dict[str, UnreadInputs]:
         """What ``unread_counts_many`` reads of these rooms (room id -> position), read
         for it (a caller that reads it beside other reads hands it over as ``inputs``)."""
         request = await self.unread_request(user_id, up_to)
-        return await self.store.unread_inputs(user_id, up_to, request.not_senders, request.limit)
+        return await self.store.unread_inputs(user_id, up_to, request.not_senders, request.limit, request.member_counts)
 
     async def unread_counts_many(
         self, user_id: str, up_to: dict[str, int], inputs: dict[str, UnreadInputs] | None = None,

@@ -53,9 +53,10 @@ def unread_inputs_ctes(first: int) -> str:
     """The common table expressions ending in ``unread_inputs``: one row per room of a
     ``unread_rooms (room_id, up_to)`` the statement defines before them, with what
     ``PushActionStore.unread_inputs`` returns (``unread_inputs_of`` reads a row). Their
-    parameters are ``unread_inputs_args``, from $first on. A /sync reads them in the
-    statement of its timelines (sync_queries.py)."""
-    user, types, not_senders, limit = (f"${first + i}" for i in range(4))
+    parameters are ``unread_inputs_args``, from $first on (UNREAD_INPUTS_PARAMETERS of
+    them). A /sync reads them in the statement of its timelines (sync_queries.py)."""
+    user, types, not_senders, limit, known_rooms, known_counts = (
+        f"${first + i}" for i in range(UNREAD_INPUTS_PARAMETERS))
     return f"""
         unread_reads AS (
             SELECT room_id, thread_id, max(event_stream_ordering) AS position FROM receipts
@@ -116,11 +117,14 @@ def unread_inputs_ctes(first: int) -> str:
                     AS read_threads,
                 (SELECT array_agg(r.position ORDER BY r.thread_id) FROM unread_reads r WHERE r.room_id = p.room_id)
                     AS read_positions,
-                -- Only a room with events to evaluate needs its state (a large room's
-                -- member count is not free).
-                CASE WHEN cardinality(p.event_ids) > 0 THEN (
-                    SELECT count(*) FROM current_state c WHERE c.room_id = p.room_id
-                    AND c.type = 'm.room.member' AND c.membership = 'join') END AS member_count,
+                -- Only a room with events to evaluate needs its state. A large room's
+                -- member count is not free (3 ms for 20,000 members): the caller's, known
+                -- from the members it keeps in memory, is taken when it has one.
+                CASE WHEN cardinality(p.event_ids) > 0 THEN COALESCE(
+                    (SELECT k.n FROM unnest({known_rooms}::text[], {known_counts}::bigint[]) AS k (room_id, n)
+                     WHERE k.room_id = p.room_id),
+                    (SELECT count(*) FROM current_state c WHERE c.room_id = p.room_id
+                     AND c.type = 'm.room.member' AND c.membership = 'join')) END AS member_count,
                 CASE WHEN cardinality(p.event_ids) > 0 THEN (
                     SELECT c.event_id FROM current_state c WHERE c.room_id = p.room_id
                     AND c.type = 'm.room.create' AND c.state_key = '') END AS create_event,
@@ -131,8 +135,15 @@ def unread_inputs_ctes(first: int) -> str:
         )"""
 
 
-def unread_inputs_args(user_id: str, not_senders: Sequence[str], limit: int) -> list:
-    return [user_id, list(READ_RECEIPT_TYPES), list(not_senders), limit]
+UNREAD_INPUTS_PARAMETERS = 6
+
+
+def unread_inputs_args(user_id: str, not_senders: Sequence[str], limit: int,
+                       member_counts: Mapping[str, int] | None = None) -> list:
+    """``member_counts``: room id -> its joined members, where the caller knows it."""
+    member_counts = member_counts or {}
+    return [user_id, list(READ_RECEIPT_TYPES), list(not_senders), limit,
+            list(member_counts), list(member_counts.values())]
 
 
 def unread_inputs_of(row: Mapping[str, Any]) -> UnreadInputs:
@@ -171,6 +182,7 @@ class PushActionStore:
 
     async def unread_inputs(
         self, user_id: str, up_to: dict[str, int], not_senders: Sequence[str], limit: int,
+        member_counts: Mapping[str, int] | None = None,
     ) -> dict[str, UnreadInputs]:
         """room id -> what counting its unread notifications up to ``up_to[room]`` needs,
         in one statement: the user's read positions, where their membership and the
@@ -183,7 +195,7 @@ class PushActionStore:
         rows = await self.db.fetch(
             "WITH unread_rooms AS (SELECT * FROM unnest($1::text[], $2::bigint[]) AS w (room_id, up_to)), "
             + unread_inputs_ctes(3) + " SELECT * FROM unread_inputs",
-            room_ids, [up_to[r] for r in room_ids], *unread_inputs_args(user_id, not_senders, limit),
+            room_ids, [up_to[r] for r in room_ids], *unread_inputs_args(user_id, not_senders, limit, member_counts),
         )
         return {r["room_id"]: unread_inputs_of(r) for r in rows}
 

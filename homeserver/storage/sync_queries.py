@@ -12,8 +12,11 @@ from homeserver.storage.cache import LruCache
 from homeserver.storage.db import Database
 from homeserver.storage.events import _FILTER_5_TO_9, EventFilterSql, _filter_args
 from homeserver.storage.push_actions import (
-    UnreadInputs, unread_inputs_args, unread_inputs_ctes, unread_inputs_of,
+    UNREAD_INPUTS_PARAMETERS, UnreadInputs, unread_inputs_args, unread_inputs_ctes, unread_inputs_of,
 )
+
+# room_reads: the parameter after the unread counts' (from $13 on).
+FILTERED = 13 + UNREAD_INPUTS_PARAMETERS
 
 
 # The state group after the last event at or before a position of the room of a row ``w``
@@ -46,6 +49,8 @@ class UnreadRequest:
     up_to: dict[str, int]
     not_senders: tuple[str, ...]
     limit: int
+    # room id -> its joined members, for the rooms whose count is known in memory.
+    member_counts: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,7 +277,7 @@ class SyncQueries:
             "  AS u (room_id, up_to)),"
             + unread_inputs_ctes(13) +
             " SELECT w.room_id, w.after, w.up_to, t.timeline, t.groups_before,"
-            " CASE WHEN cardinality(t.timeline) = 0 OR $17::boolean"
+            f" CASE WHEN cardinality(t.timeline) = 0 OR ${FILTERED}::boolean"
             f"  THEN ({_STATE_GROUP_AT.format(position='w.up_to')}) END AS group_at_end,"
             f" CASE WHEN w.state_at_after THEN ({_STATE_GROUP_AT.format(position='w.after')}) END"
             "  AS group_at_after,"
@@ -292,7 +297,7 @@ class SyncQueries:
             unread_rooms, [unread.up_to[r] for r in unread_rooms] if unread is not None else [],
             *unread_inputs_args(
                 unread.user_id if unread is not None else "", unread.not_senders if unread is not None else (),
-                unread.limit if unread is not None else 0),
+                unread.limit if unread is not None else 0, unread.member_counts if unread is not None else None),
             filtered,
         )
         out = RoomReads({}, {}, {}, {})

@@ -216,3 +216,32 @@ async def test_the_counts_do_not_wait_for_recording_what_evaluation_found(api, s
         services.sync.current_token().events
     await alice.send_text(room_id, "two")
     assert await counts(bob, room_id, r["next_batch"]) == {"notification_count": 2, "highlight_count": 0}
+
+
+async def test_a_rule_on_the_member_count_sees_the_room_as_it_is(api, services):
+    """A push rule on room_member_count: the count is that of the room's joined members
+    when the event is evaluated, whether the pipeline has the members in memory (they
+    are, after a send woke them) or the read counts them."""
+    alice, (bob,), room_id = await group_room(api, "bob")
+    r = await alice.put("/_matrix/client/v3/pushrules/global/override/quiet.pairs", {
+        "conditions": [{"kind": "room_member_count", "is": "2"}], "actions": []})
+    assert r.status == 200, r
+    await bob.send_text(room_id, "just us two")
+    assert services.pipeline.cached_joined_members(room_id) == {alice.user_id, bob.user_id}
+    assert await counts(alice, room_id) == {"notification_count": 0, "highlight_count": 0}
+    carol = await api.register("carol")
+    await carol.join(room_id)
+    await bob.send_text(room_id, "three of us now")
+    assert len(services.pipeline.cached_joined_members(room_id)) == 3
+    # What the read is handed: the count, so it need not count.
+    assert (await services.notifications.unread_request(alice.user_id, {room_id: 0})).member_counts == {room_id: 3}
+    assert await counts(alice, room_id) == {"notification_count": 1, "highlight_count": 0}
+    # Carol leaves, and both messages are evaluated again with nothing in memory: the read
+    # counts two members, and neither notifies now.
+    r = await carol.post(f"{V3}/rooms/{room_id}/leave", {})
+    assert r.status == 200, r
+    await services.db.execute("DELETE FROM event_push_actions WHERE user_id = $1", alice.user_id)
+    await services.db.execute("DELETE FROM push_actions_evaluated WHERE user_id = $1", alice.user_id)
+    services.pipeline.forget_rooms()
+    assert services.pipeline.cached_joined_members(room_id) is None
+    assert await counts(alice, room_id) == {"notification_count": 0, "highlight_count": 0}
