@@ -6,6 +6,7 @@ Spec: https://spec.matrix.org/v1.19/client-server-api/#get_matrixclientv3sync
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -318,3 +319,26 @@ async def test_a_cold_initial_sync_reads_the_state_beside_the_timelines(api, ser
         for room in room_ids:
             assert {e["type"] for e in state(r, room)} >= {"m.room.create", "m.room.topic"}
             assert members(r, room) <= {me.user_id, other.user_id}
+
+
+async def test_a_long_poll_with_nothing_new_reads_nothing_until_woken(api, services):
+    """A token at which every stream still is (the client just had a response): the long
+    poll waits before it reads anything, then reads once, for the news that woke it."""
+    alice = await api.register("alice")
+    bob = await api.register("bob")
+    room_id = await alice.create_room(preset="public_chat")
+    await bob.join(room_id)
+    since = (await bob.sync())["next_batch"]
+    counted = count_queries(services.db)
+    poll = asyncio.ensure_future(bob.sync(since=since, timeout=10000))
+    for _ in range(20):  # the poll reaches the server and waits
+        await asyncio.sleep(0.01)
+    assert counted["n"] == 0 and not poll.done()
+    said = await alice.send_text(room_id, "news")
+    r = await poll
+    assert ids(timeline(r, room_id)) == [said]
+    # At the timeout with nothing new, the response is read then: empty, the same token.
+    counted["n"] = 0
+    quiet = await bob.sync(since=r["next_batch"], timeout=200)
+    assert quiet["next_batch"] == r["next_batch"] and quiet["rooms"]["join"] == {}
+    assert counted["n"] > 0
