@@ -88,6 +88,9 @@ class _Position:
     # reads beside the memberships (SlidingSyncService._ahead).
     user_rooms: dict[str, UserRoom] = dataclasses.field(default_factory=dict)
     window: tuple[str, ...] = ()
+    # What the request asked (lists, subscriptions, extensions): asked again with nothing
+    # moved since, the answer would be empty.
+    asked: Any = None
 
 
 class _Connection:
@@ -151,8 +154,19 @@ class SlidingSyncService:
         # No lock across the long poll: a client drops a poll and asks again with the same
         # pos when its window changes, and must not wait for the poll it abandoned.
         deadline = time.monotonic() + request.timeout_ms / 1000
+        asked = (request.lists, request.room_subscriptions, request.extensions)
+        first = previous is not None
         while True:
             wake = self.notifier.token_for(who.user_id)
+            if first:
+                first = False
+                # The same request at a position where every stream still is (Element X's
+                # next long poll): nothing to send, so it waits before it reads anything,
+                # as /sync v3's does. Compared after ``wake`` is taken.
+                remaining = deadline - time.monotonic()
+                if remaining > 0 and previous.asked == asked and previous.token == self.current_token():
+                    await self.notifier.wait(wake, remaining)
+                    continue
             result, rooms_sent, has_news = await self._once(request, previous)
             remaining = deadline - time.monotonic()
             if has_news or previous is None or remaining <= 0 or not await self.notifier.wait(wake, remaining):
@@ -164,7 +178,8 @@ class SlidingSyncService:
         # Only the newest keeps the rows of the user's rooms (a retry merely does without them).
         connection.positions = {s: _without_rows(connection.positions[s]) for s in kept[-(KEPT_POSITIONS - 1):]}
         connection.positions[serial] = _Position(
-            result.pop("_token"), rooms_sent, result.pop("_m_direct"), result.pop("_user_rooms"), result.pop("_window"))
+            result.pop("_token"), rooms_sent, result.pop("_m_direct"), result.pop("_user_rooms"), result.pop("_window"),
+            asked)
         result["pos"] = f"{self._instance}_{serial}"
         return result
 

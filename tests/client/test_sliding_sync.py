@@ -779,3 +779,25 @@ async def test_the_bump_stamp_is_read_from_the_partial_index(api):
             " ORDER BY b.stream_ordering DESC LIMIT 1")
         plan = "\n".join(r[0] for r in await statement.fetch("!room:test", 10))
     assert "events_room_bump" in plan, plan
+
+
+async def test_the_same_request_with_nothing_new_reads_nothing_until_woken(api):
+    """Element X asks again with the pos it was just given: where every stream still is,
+    the long poll waits before it reads anything. A request that asks something else
+    (a wider range) is answered from the same pos at once."""
+    alice, bob, room = await alice_and_bob_in_a_room(api)
+    other = await alice.create_room(preset="public_chat")
+    await bob.send_text(room, "the newer room")
+    narrow = {"lists": {"all": all_rooms(end=0)}}
+    first = await ss(alice, narrow)
+    assert list(first["rooms"]) == [room]
+    counted = count_queries(api.services.db)
+    poll = asyncio.create_task(ss(alice, narrow, pos=first["pos"], timeout=30000))
+    await asyncio.wait_for(until_waiting(api.services), 10)
+    assert counted["n"] == 0
+    wider = await asyncio.wait_for(ss(alice, {"lists": {"all": all_rooms(end=1)}}, pos=first["pos"], timeout=30000), 10)
+    assert list(wider["rooms"]) == [other]
+    assert not poll.done()
+    await bob.send_text(room, "wake up")
+    r = await asyncio.wait_for(poll, 10)
+    assert bodies(r["rooms"][room]["timeline"]) == ["wake up"]
