@@ -134,7 +134,10 @@ class EventStore:
             "  WHERE room_id = w.room_id AND stream_ordering > w.after AND stream_ordering <= w.up_to"
             "  AND NOT outlier AND rejected_reason IS NULL" + _FILTER_5_TO_9 +
             "  ORDER BY stream_ordering DESC LIMIT w.lim) AS ids"
-            " FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::int[]) AS w (room_id, after, up_to, lim)",
+            # The arrays through scalar subqueries, as in SyncQueries.room_reads: the plan
+            # then keeps to the generic one instead of being made afresh at every call.
+            " FROM unnest((SELECT $1::text[]), (SELECT $2::bigint[]), (SELECT $3::bigint[]), (SELECT $4::int[]))"
+            "  AS w (room_id, after, up_to, lim)",
             [w[0] for w in windows], [w[1] for w in windows], [w[2] for w in windows], [w[3] for w in windows],
             *_filter_args(event_filter),
         )

@@ -193,7 +193,9 @@ class PushActionStore:
         if not room_ids:
             return {}
         rows = await self.db.fetch(
-            "WITH unread_rooms AS (SELECT * FROM unnest($1::text[], $2::bigint[]) AS w (room_id, up_to)), "
+            # (The arrays through scalar subqueries: a generic plan, see SyncQueries.room_reads.)
+            "WITH unread_rooms AS (SELECT * FROM unnest((SELECT $1::text[]), (SELECT $2::bigint[]))"
+            " AS w (room_id, up_to)), "
             + unread_inputs_ctes(3) + " SELECT * FROM unread_inputs",
             room_ids, [up_to[r] for r in room_ids], *unread_inputs_args(user_id, not_senders, limit, member_counts),
         )

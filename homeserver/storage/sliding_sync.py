@@ -132,7 +132,7 @@ class SlidingSyncStore:
                   WHERE cc.room_id = r.room_id AND cc.type = 'm.room.create' AND cc.state_key = '') AS create_json,
                 EXISTS (SELECT 1 FROM current_state ec WHERE ec.room_id = r.room_id
                   AND ec.type = 'm.room.encryption' AND ec.state_key = '') AS encrypted
-            FROM unnest($1::text[]) AS r (room_id)
+            FROM unnest((SELECT $1::text[])) AS r (room_id)  -- (a generic plan: see room_reads)
             """,
             stale, up_to,
         )
@@ -164,7 +164,8 @@ class SlidingSyncStore:
     async def current_state_of(self, room_ids: list[str]) -> dict[str, dict[tuple[str, str], tuple[str, str | None]]]:
         """room id -> (type, state key) -> (event id, membership), the current state of many rooms at once."""
         rows = await self.db.fetch(
-            "SELECT room_id, type, state_key, event_id, membership FROM current_state WHERE room_id = ANY($1::text[])",
+            "SELECT c.room_id, c.type, c.state_key, c.event_id, c.membership"
+            " FROM unnest((SELECT $1::text[])) AS r (room_id) JOIN current_state c ON c.room_id = r.room_id",
             room_ids,
         )
         out: dict[str, dict[tuple[str, str], tuple[str, str | None]]] = {r: {} for r in room_ids}
