@@ -383,3 +383,30 @@ async def test_an_ignore_list_written_on_one_process_hides_on_the_other(two):
         await bob.send(room_id, "you should not see this")
         data = await alice.sync(since)
         assert [e for e in timeline(data, room_id)["events"] if e["sender"] == bob.user_id] == []
+
+
+async def test_memberships_changed_on_one_process_are_seen_by_long_polls_on_the_other(two):
+    """A's /sync remembers alice's rooms between her syncs and reads only the memberships
+    changed since (by their positions: nothing tells it). Invited, joined and left on B,
+    each shows in her long polls on A."""
+    a, b = two
+    async with aiohttp.ClientSession() as session:
+        alice = await Client(session, a).register("alice")
+        bob = await Client(session, b).register("bob")
+        mine = await _room_with(alice, [])
+        since = (await alice.sync())["next_batch"]  # her rooms are known to A from here
+        room_id = (await bob.call("POST", "/createRoom", {"preset": "private_chat"}))["room_id"]
+        await bob.call("POST", f"/rooms/{room_id}/invite", {"user_id": alice.user_id})
+        _, since = await _sync_until(alice, since, lambda d: room_id in d["rooms"]["invite"])
+        await alice.on(b).call("POST", f"/join/{room_id}", {})
+        data, since = await _sync_until(alice, since, lambda d: room_id in d["rooms"]["join"])
+        assert any(e["type"] == "m.room.member" and e["state_key"] == alice.user_id
+                   for e in timeline(data, room_id)["events"])
+        said = await bob.send(room_id, "hello from B")
+        data, since = await _sync_until(alice, since, lambda d: room_id in d["rooms"]["join"])
+        assert said in [e["event_id"] for e in timeline(data, room_id)["events"]]
+        await alice.on(b).call("POST", f"/rooms/{room_id}/leave", {})
+        _, since = await _sync_until(alice, since, lambda d: room_id in d["rooms"]["leave"])
+        await bob.send(room_id, "after she left")
+        data = await alice.sync()
+        assert set(data["rooms"]["join"]) == {mine}
