@@ -32,12 +32,18 @@ async def rooms_of(queries: SyncQueries, services: Any, user_id: str) -> dict[st
     return read.rooms
 
 
-async def test_a_read_after_the_first_brings_back_only_the_rooms_changed(api, services):
+async def bob_joined(api: Any, made: int, joined: int) -> tuple[Any, Any, list[str]]:
+    """Alice makes ``made`` public rooms, Bob joins the first ``joined``."""
     alice = await api.register("alice")
     bob = await api.register("bob")
-    rooms = [await alice.create_room(preset="public_chat") for _ in range(6)]
-    for room in rooms[:5]:
+    rooms = [await alice.create_room(preset="public_chat") for _ in range(made)]
+    for room in rooms[:joined]:
         await bob.join(room)
+    return alice, bob, rooms
+
+
+async def test_a_read_after_the_first_brings_back_only_the_rooms_changed(api, services):
+    alice, bob, rooms = await bob_joined(api, 6, 5)
     queries = SyncQueries(services.db)
     counts = watch_rooms_read(services.db)
 
@@ -90,11 +96,7 @@ async def test_a_state_reset_of_a_membership_is_read(api, services):
 async def test_a_removed_row_is_noticed(api, services):
     """A purge, or a state reset that drops the key, deletes the row: the count of the
     user's rows tells, even when another room was joined in the same while."""
-    alice = await api.register("alice")
-    bob = await api.register("bob")
-    rooms = [await alice.create_room(preset="public_chat") for _ in range(3)]
-    for room in rooms[:2]:
-        await bob.join(room)
+    _alice, bob, rooms = await bob_joined(api, 3, 2)
     queries = SyncQueries(services.db)
     counts = watch_rooms_read(services.db)
     assert set(await rooms_of(queries, services, bob.user_id)) == set(rooms[:2])
