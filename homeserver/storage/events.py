@@ -317,13 +317,24 @@ class EventStore:
         self._room_versions.pop(room_id, None)
 
 
+def _opaque(n: int) -> str:
+    """Text array parameter ``$n`` as the planner sees it whatever its value: through a
+    scalar subquery, then made an array again."""
+    return f"ARRAY(SELECT unnest((SELECT ${n}::text[])))"
+
+
 # What an EventFilterSql keeps of a room's events, in parameters $5 to $9 (_filter_args).
+# The filter's arrays are read through subqueries (evaluated once per statement), so that
+# a plan made with their values neither folds them away (``$5 IS NULL`` for no type
+# filter) nor costs them by their lengths: such a plan then costs what the generic one
+# does, and PostgreSQL keeps the generic plan after its first runs instead of planning
+# every run afresh (as with the window arrays of SyncQueries.room_reads).
 _FILTER_5_TO_9 = (
-    " AND ($5::text[] IS NULL OR type LIKE ANY($5::text[]))"
-    " AND NOT (type LIKE ANY($6::text[]))"
-    " AND ($7::text[] IS NULL OR sender = ANY($7::text[]))"
-    " AND NOT (sender = ANY($8::text[]))"
-    " AND NOT (state_key IS NULL AND sender = ANY($9::text[]))"
+    f" AND ((SELECT $5::text[]) IS NULL OR type LIKE ANY({_opaque(5)}))"
+    f" AND NOT (type LIKE ANY({_opaque(6)}))"
+    f" AND ((SELECT $7::text[]) IS NULL OR sender = ANY({_opaque(7)}))"
+    f" AND NOT (sender = ANY({_opaque(8)}))"
+    f" AND NOT (state_key IS NULL AND sender = ANY({_opaque(9)}))"
 )
 
 

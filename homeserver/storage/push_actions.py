@@ -57,11 +57,15 @@ def unread_inputs_ctes(first: int) -> str:
     them). A /sync reads them in the statement of its timelines (sync_queries.py)."""
     user, types, not_senders, limit, known_rooms, known_counts = (
         f"${first + i}" for i in range(UNREAD_INPUTS_PARAMETERS))
+    # Every parameter is read through a scalar subquery: a plan made with their values
+    # then costs what the generic plan does, which PostgreSQL keeps after its first runs
+    # instead of planning each run afresh.
+    user = f"(SELECT {user}::text)"
     return f"""
         unread_reads AS (
             SELECT room_id, thread_id, max(event_stream_ordering) AS position FROM receipts
             WHERE room_id IN (SELECT room_id FROM unread_rooms) AND user_id = {user}
-            AND receipt_type = ANY({types}::text[])
+            AND receipt_type = ANY(ARRAY(SELECT unnest((SELECT {types}::text[]))))
             GROUP BY room_id, thread_id
         ), unread_positions AS (
             SELECT w.room_id, w.up_to, m.event_id AS member_event, COALESCE(m.position, 0) AS joined_at,
@@ -83,8 +87,8 @@ def unread_inputs_ctes(first: int) -> str:
                 SELECT e.event_id FROM events e
                 WHERE e.room_id = r.room_id AND e.stream_ordering <= r.up_to
                 AND e.stream_ordering > GREATEST(r.evaluated, r.unthreaded, r.joined_at)
-                AND NOT e.outlier AND e.rejected_reason IS NULL AND NOT (e.sender = ANY({not_senders}::text[]))
-                ORDER BY e.stream_ordering DESC LIMIT {limit}
+                AND NOT e.outlier AND e.rejected_reason IS NULL AND NOT (e.sender = ANY(ARRAY(SELECT unnest((SELECT {not_senders}::text[])))))
+                ORDER BY e.stream_ordering DESC LIMIT (SELECT {limit}::int)
             ) AS event_ids FROM unread_positions r
         ), unread_stored AS (
             -- The stored actions the counts take: those after the unthreaded receipt and
@@ -121,7 +125,7 @@ def unread_inputs_ctes(first: int) -> str:
                 -- member count is not free (3 ms for 20,000 members): the caller's, known
                 -- from the members it keeps in memory, is taken when it has one.
                 CASE WHEN cardinality(p.event_ids) > 0 THEN COALESCE(
-                    (SELECT k.n FROM unnest({known_rooms}::text[], {known_counts}::bigint[]) AS k (room_id, n)
+                    (SELECT k.n FROM unnest((SELECT {known_rooms}::text[]), (SELECT {known_counts}::bigint[])) AS k (room_id, n)
                      WHERE k.room_id = p.room_id),
                     (SELECT count(*) FROM current_state c WHERE c.room_id = p.room_id
                      AND c.type = 'm.room.member' AND c.membership = 'join')) END AS member_count,

@@ -126,7 +126,7 @@ class SlidingSyncStore:
             SELECT r.room_id,
                 (SELECT b.stream_ordering FROM events b
                   WHERE b.room_id = r.room_id AND b.type IN (""" + _BUMP_TYPES_SQL + """)
-                    AND NOT b.outlier AND b.rejected_reason IS NULL AND b.stream_ordering <= $2
+                    AND NOT b.outlier AND b.rejected_reason IS NULL AND b.stream_ordering <= (SELECT $2::bigint)
                   ORDER BY b.stream_ordering DESC LIMIT 1) AS bump,
                 (SELECT ce.json FROM current_state cc JOIN events ce ON ce.event_id = cc.event_id
                   WHERE cc.room_id = r.room_id AND cc.type = 'm.room.create' AND cc.state_key = '') AS create_json,
