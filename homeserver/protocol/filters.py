@@ -50,10 +50,6 @@ class EventFilter:
                 return False
         return True
 
-    @property
-    def allows_all_rooms(self) -> bool:
-        return self.rooms is None and not self.not_rooms
-
     def allows_room(self, room_id: str) -> bool:
         if self.rooms is not None and room_id not in self.rooms:
             return False

@@ -36,6 +36,14 @@ _MIGRATION_LOCK_ID = 0x6D617472
 MIN_CONNECTIONS = 4
 
 
+def opaque_text_array(parameter: str) -> str:
+    """A text array parameter (``$5``) as the planner sees it whatever its value: through
+    a scalar subquery, made an array again. A plan made with the value then costs what
+    the generic plan does (neither folds the array away nor costs it by its length), so
+    PostgreSQL keeps the generic plan after its first runs instead of planning each run."""
+    return f"ARRAY(SELECT unnest((SELECT {parameter}::text[])))"
+
+
 class Database:
     """An asyncpg pool with helpers for one-statement calls and transactions."""
 

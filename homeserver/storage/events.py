@@ -14,7 +14,7 @@ from homeserver.protocol.events import Event
 from homeserver.protocol.relations import relation_of
 from homeserver.protocol.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 from homeserver.storage.cache import LruCache
-from homeserver.storage.db import Database
+from homeserver.storage.db import Database, opaque_text_array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -317,24 +317,15 @@ class EventStore:
         self._room_versions.pop(room_id, None)
 
 
-def _opaque(n: int) -> str:
-    """Text array parameter ``$n`` as the planner sees it whatever its value: through a
-    scalar subquery, then made an array again."""
-    return f"ARRAY(SELECT unnest((SELECT ${n}::text[])))"
-
-
 # What an EventFilterSql keeps of a room's events, in parameters $5 to $9 (_filter_args).
-# The filter's arrays are read through subqueries (evaluated once per statement), so that
-# a plan made with their values neither folds them away (``$5 IS NULL`` for no type
-# filter) nor costs them by their lengths: such a plan then costs what the generic one
-# does, and PostgreSQL keeps the generic plan after its first runs instead of planning
-# every run afresh (as with the window arrays of SyncQueries.room_reads).
+# Its arrays go through opaque_text_array, and are tested for NULL through a subquery
+# too, so that no plan folds ``$5 IS NULL`` away: the generic plan is kept (db.py).
 _FILTER_5_TO_9 = (
-    f" AND ((SELECT $5::text[]) IS NULL OR type LIKE ANY({_opaque(5)}))"
-    f" AND NOT (type LIKE ANY({_opaque(6)}))"
-    f" AND ((SELECT $7::text[]) IS NULL OR sender = ANY({_opaque(7)}))"
-    f" AND NOT (sender = ANY({_opaque(8)}))"
-    f" AND NOT (state_key IS NULL AND sender = ANY({_opaque(9)}))"
+    f" AND ((SELECT $5::text[]) IS NULL OR type LIKE ANY({opaque_text_array('$5')}))"
+    f" AND NOT (type LIKE ANY({opaque_text_array('$6')}))"
+    f" AND ((SELECT $7::text[]) IS NULL OR sender = ANY({opaque_text_array('$7')}))"
+    f" AND NOT (sender = ANY({opaque_text_array('$8')}))"
+    f" AND NOT (state_key IS NULL AND sender = ANY({opaque_text_array('$9')}))"
 )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping, Sequence
 
-from homeserver.storage.db import Database
+from homeserver.storage.db import Database, opaque_text_array
 
 # The receipts that mark notifications as read (spec: both m.read and m.read.private).
 READ_RECEIPT_TYPES = ("m.read", "m.read.private")
@@ -65,7 +65,7 @@ def unread_inputs_ctes(first: int) -> str:
         unread_reads AS (
             SELECT room_id, thread_id, max(event_stream_ordering) AS position FROM receipts
             WHERE room_id IN (SELECT room_id FROM unread_rooms) AND user_id = {user}
-            AND receipt_type = ANY(ARRAY(SELECT unnest((SELECT {types}::text[]))))
+            AND receipt_type = ANY({opaque_text_array(types)})
             GROUP BY room_id, thread_id
         ), unread_positions AS (
             SELECT w.room_id, w.up_to, m.event_id AS member_event, COALESCE(m.position, 0) AS joined_at,
@@ -87,7 +87,7 @@ def unread_inputs_ctes(first: int) -> str:
                 SELECT e.event_id FROM events e
                 WHERE e.room_id = r.room_id AND e.stream_ordering <= r.up_to
                 AND e.stream_ordering > GREATEST(r.evaluated, r.unthreaded, r.joined_at)
-                AND NOT e.outlier AND e.rejected_reason IS NULL AND NOT (e.sender = ANY(ARRAY(SELECT unnest((SELECT {not_senders}::text[])))))
+                AND NOT e.outlier AND e.rejected_reason IS NULL AND NOT (e.sender = ANY({opaque_text_array(not_senders)}))
                 ORDER BY e.stream_ordering DESC LIMIT (SELECT {limit}::int)
             ) AS event_ids FROM unread_positions r
         ), unread_stored AS (

@@ -15,8 +15,9 @@ from homeserver.storage.push_actions import (
     UNREAD_INPUTS_PARAMETERS, UnreadInputs, unread_inputs_args, unread_inputs_ctes, unread_inputs_of,
 )
 
-# room_reads: the parameter after the unread counts' (from $13 on).
-FILTERED = 13 + UNREAD_INPUTS_PARAMETERS
+# room_reads: where the unread counts' parameters begin, and the one after them.
+UNREAD_FIRST = 13
+FILTERED = UNREAD_FIRST + UNREAD_INPUTS_PARAMETERS
 
 
 # The state group after the last event at or before a position of the room of a row ``w``
@@ -279,7 +280,7 @@ class SyncQueries:
             "  (SELECT $3::bigint[]), (SELECT $10::bool[])) AS w (room_id, after, up_to, state_at_after)),"
             " unread_rooms AS (SELECT * FROM unnest((SELECT $11::text[]), (SELECT $12::bigint[]))"
             "  AS u (room_id, up_to)),"
-            + unread_inputs_ctes(13) +
+            + unread_inputs_ctes(UNREAD_FIRST) +
             " SELECT w.room_id, w.after, w.up_to, t.timeline, t.groups_before,"
             f" CASE WHEN cardinality(t.timeline) = 0 OR ${FILTERED}::boolean"
             f"  THEN ({_STATE_GROUP_AT.format(position='w.up_to')}) END AS group_at_end,"
