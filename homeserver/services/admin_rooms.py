@@ -81,8 +81,8 @@ class AdminRoomService:
         prev event instead of many (a room with hundreds of them is slow to write to)."""
         await self.details(room_id)
         # Under the room's lock no local write is between reading the tip and replacing it;
-        # a write of another process finds its tip changed (storage/events.py insert_on_tip)
-        # and reads it again.
+        # a message of another process may still cite the deleted ones (its cached tip), which
+        # only leaves its event beside the newest (a fork, joined by the next event).
         async with self.pipeline.room_lock(room_id):
             deleted = await self.store.delete_forward_extremities(room_id)
             self.pipeline.room_written_elsewhere(room_id, membership=False)

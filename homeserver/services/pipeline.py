@@ -28,7 +28,7 @@ from homeserver.protocol.room_versions import EventFormat, RoomVersion
 from homeserver.services.clock import now_ms
 from homeserver.storage.cache import LoadingCache, LruCache
 from homeserver.storage.db import Database
-from homeserver.storage.events import EventStore, TipEntry
+from homeserver.storage.events import EventStore, RoomTip
 from homeserver.storage.rooms import RoomStore
 from homeserver.storage.state import StateStore
 from homeserver.services.state_resolution import StateResolver
@@ -40,14 +40,12 @@ from homeserver.storage.streams import OutlierPositions, StreamChangeCache, Stre
 log = logging.getLogger(__name__)
 
 MAX_PREV_EVENTS = 10
-# A send whose tip another process moved meanwhile is built again on the new tip, under the
-# room's advisory lock; after this many tries in all it is refused (503).
+# A send refused because the room's state changed meanwhile on another process is built
+# again on the new tip, under the room's advisory lock; after this many tries in all it is
+# refused (503).
 MAX_TIP_ATTEMPTS = 10
 # Event ids per "gone" notification (about 50 bytes each, under NOTIFY's 8000).
 PURGED_PER_NOTIFICATION = 100
-# How long a room whose tip moved under one of our writes has its messages written under
-# the lock (services/room_writer.py).
-CONTENDED_SECONDS = 2.0
 MAX_EVENT_BYTES = 65_536
 
 
@@ -165,17 +163,17 @@ class EventPipeline:
         self.writer_slots = asyncio.Semaphore(max(1, db.pool.get_max_size() // 2))
         # A room's lock lives while someone holds or awaits it, so the map stays small.
         self._room_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-        # The tip of each room and who is joined. The tip is trusted only while this process
-        # is the only writer (docs/scaling.md); joined members are dropped when another
-        # process writes a membership of the room (room_written_elsewhere).
-        self._extremities: LruCache[str, list[TipEntry]] = LruCache(10_000)
+        # The tip of each room and who is joined. The tip is the truth while this process
+        # is the only writer; with others, what it was when they last told us of a write
+        # (docs/scaling.md). Joined members are dropped when another process writes a
+        # membership of the room (room_written_elsewhere).
+        self._extremities: LruCache[str, RoomTip] = LruCache(10_000)
+        # Rooms whose tip is being read: whether another process wrote in them meanwhile.
+        self._tip_reads: dict[str, bool] = {}
         # A LoadingCache: a read of the members that raced with a membership write is
         # not kept (it may be from before the write; the federation sender's
         # destinations come from here).
         self._joined_members: LoadingCache[str, _Joined] = LoadingCache(10_000)
-        # Rooms whose tip another process moved under one of our writes: room -> until when
-        # (time.monotonic) their messages are written under the room's lock.
-        self._contended: dict[str, float] = {}
 
     def room_lock(self, room_id: str) -> asyncio.Lock:
         lock = self._room_locks.get(room_id)
@@ -228,13 +226,11 @@ class EventPipeline:
         version = await self.events.get_room_version(room_id)
         if version is None:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
-        # With other processes, a message is written on the tip as cached here (checked by
-        # the write). A state event, a countersigned invite, and a message of a room whose
-        # tip another process moved under one of ours lately, go under the room's advisory
-        # lock: where processes take turns in a room, building on a cached tip mostly
-        # loses, and each loss is a signed event thrown away.
-        optimistic = (draft.state_key is None and countersign is None
-                      and self._contended.get(room_id, 0.0) < time.monotonic())
+        # With other processes, a message is written on the tip as cached here, if the
+        # room's state is still the one it was built on (checked by the write): a message
+        # of another process written meanwhile only makes a fork. A state event, a
+        # countersigned invite, and a message refused once go under the room's advisory lock.
+        optimistic = draft.state_key is None and countersign is None
         async with self.room_lock(room_id):
             for attempt in range(MAX_TIP_ATTEMPTS):
                 try:
@@ -246,14 +242,7 @@ class EventPipeline:
                         if existing is not None:
                             return existing
                     self._extremities.pop(room_id)
-                    self._note_contended(room_id)
         raise MatrixError(503, "M_UNKNOWN", "The room is too busy; try again")
-
-    def _note_contended(self, room_id: str) -> None:
-        now = time.monotonic()
-        if len(self._contended) > 1000:
-            self._contended = {r: until for r, until in self._contended.items() if until > now}
-        self._contended[room_id] = now + CONTENDED_SECONDS
 
     async def _send_on_tip(
         self, version: RoomVersion, room_id: str, draft: EventDraft,
@@ -261,7 +250,8 @@ class EventPipeline:
     ) -> Event:
         # A countersigned invite waits on another server: no position in flight meanwhile.
         txn = (draft.sender, *draft.txn) if draft.txn is not None else None
-        tip = (await writer.tip(with_position=countersign is None, txn=txn))[:MAX_PREV_EVENTS]
+        room_tip = await writer.tip(with_position=countersign is None, txn=txn)
+        tip = room_tip.entries[:MAX_PREV_EVENTS]
         if writer.txn_read and writer.txn_event_id is not None:
             # Under the room's lock: a retry that reached another process waits for the first.
             raise TipMoved(writer.txn_event_id)
@@ -286,8 +276,26 @@ class EventPipeline:
             raise
         if countersign is not None:
             event = await countersign(event)
-        await self._persist(event, draft, prev_ids, state_group, state_before, writer=writer)
+        try:
+            await self._persist(event, draft, prev_ids, state_group, state_before, writer=writer, tip=room_tip)
+        except BaseException:
+            # Refused, or failed with its outcome unknown: the tip is read again at the next send.
+            self._extremities.pop(room_id)
+            raise
         return event
+
+    def _remember_tip(self, room_id: str, event: Event, prev_events: list[str], group_after: int | None,
+                      state_epoch: int | None, read_under_lock: RoomTip | None) -> None:
+        """The room's tip once our event is written on it. ``read_under_lock``: the tip as
+        read under the room's lock (or a new room's), the truth then. Otherwise the tip as
+        cached now: what the other processes told us while our write was on its way is in
+        it (their events beside ours, when they wrote on the same tip); when it was dropped
+        meanwhile (news of a write we cannot place), it is read again at the next send.
+        Extremities beyond the MAX_PREV_EVENTS cited stay (only after federation)."""
+        base = read_under_lock if read_under_lock is not None else self._extremities.get(room_id)
+        if base is not None:
+            self._extremities.set(room_id, base.after(
+                event.event_id, event.depth, group_after, prev_events, state_epoch))
 
     async def _event_of_txn(self, draft: EventDraft) -> Event | None:
         if draft.txn is None:
@@ -295,13 +303,20 @@ class EventPipeline:
         event_id = await self.events.get_txn_event_id(draft.sender, *draft.txn)
         return await self.events.get_event(event_id) if event_id is not None else None
 
-    async def cached_tip(self, room_id: str) -> list[TipEntry]:
+    async def cached_tip(self, room_id: str) -> RoomTip:
         """The room's forward extremities as this process knows them (the truth while it is
-        the only writer; otherwise what an optimistic write checks)."""
+        the only writer; otherwise what an optimistic write is built on)."""
         cached = self._extremities.get(room_id)
         if cached is None:
-            cached = await self.events.tip_with_facts(room_id)
-            self._extremities.set(room_id, cached)
+            # Kept unless another process told us of a write of the room while we read: our
+            # read may be from before it.
+            self._tip_reads[room_id] = False
+            try:
+                cached = await self.events.tip_with_facts(room_id)
+            finally:
+                told_meanwhile = self._tip_reads.pop(room_id)
+            if not told_meanwhile:
+                self._extremities.set(room_id, cached)
         return cached
 
     async def _auth_state(self, event: Event, state_before: dict[StateKey, str]) -> dict[StateKey, Event]:
@@ -381,7 +396,7 @@ class EventPipeline:
             raise MatrixError(404, "M_NOT_FOUND", "Unknown room")
         async with self.room_lock(room_id):
             if self.cluster is None or self.cluster.solo:
-                prev_ids = [entry.event_id for entry in await self.cached_tip(room_id)]
+                prev_ids = [entry.event_id for entry in (await self.cached_tip(room_id)).entries]
             else:
                 prev_ids = await self.events.get_forward_extremities(room_id)
             prevs = await self.events.get_events(prev_ids[:MAX_PREV_EVENTS])
@@ -436,7 +451,9 @@ class EventPipeline:
         state_before: dict[StateKey, str],
         new_room: tuple[RoomVersion, bool] | None = None,
         writer: RoomWriter | None = None,
+        tip: RoomTip | None = None,
     ) -> None:
+        """``tip``: the room's tip the event was built on (None: a new room's first event)."""
         # Step 3: the event, its edges, state and position, atomically.
         writer = writer or RoomWriter(self, event.room_id)
         started = time.perf_counter()
@@ -455,21 +472,25 @@ class EventPipeline:
         text = event_json_text(event.json)
         now = now_ms()
         txn = (draft.sender, draft.txn[0], draft.txn[1], now) if draft.txn is not None else None
-        # Our cached view of the room's tip is only trusted again once the write succeeds.
-        old_tip = self._extremities.get(room_id) or []
-        self._extremities.pop(room_id)
+        tip = tip if tip is not None else RoomTip((), None)
         single = not (event.is_state() or new_room is not None or state_before_group is None
                       or writer.conn is not None)
         group_after = state_before_group
+        # The room's state epoch after the write: a state event's moves it.
+        state_epoch = tip.state_epoch
+        # What the write compares the room's epoch with: the tip's, but when the tip was read
+        # under the room's lock (the truth then), or alone for a state event (which moves
+        # the epoch before it writes the event, in its transaction).
+        expected_epoch = tip.state_epoch if single or writer.optimistic else None
 
         async def write_on_tip(conn: Any, position: int | None,
                                notification: tuple[str, str, str] | None = None) -> int | None:
             try:
                 written = await self.events.insert_on_tip(
                     conn, event, text, position, state_before_group, group_after, internal, txn,
-                    room_lock_key(room_id), notification)
+                    room_lock_key(room_id), expected_epoch, notification)
             except asyncpg.DeadlockDetectedError:
-                # Two writers locking several extremities in turn: tried again, as a moved tip.
+                # Writers of the room locking rows in turn: tried again, as a refused write.
                 raise TipMoved(None)
             if written.position is None:
                 raise TipMoved(written.txn_event_id)
@@ -481,7 +502,7 @@ class EventPipeline:
             # it writes), which also tells the other processes as it commits: one round
             # trip, no lock held between statements.
             notification = self._write_notification(
-                event, POSITION_MARK, prev_events, state_before_group, group_after, internal)
+                event, POSITION_MARK, prev_events, state_before_group, group_after, internal, state_epoch)
             allocation = self.stream.allocate(
                 fetch=lambda: self._write_optimistic(write_on_tip, notification),
                 announced=notification is not None)
@@ -506,14 +527,15 @@ class EventPipeline:
                         group_after = await self.state.store_group(
                             conn, room_id, state_before_group, {event.state_tuple: event.event_id}, state_after
                         )
-                        await self.state.update_current_state(
+                        state_epoch = await self.state.update_current_state(
                             conn, room_id, event.state_tuple, event.event_id,
                             event.membership if event.type == "m.room.member" else None, position,
                         )
                     if self.cluster is not None and not self.cluster.solo:
                         # Delivered at the commit, with the event (none if it rolls back).
                         notification = self._write_notification(
-                            event, position, prev_events, state_before_group, group_after, internal)
+                            event, position, prev_events, state_before_group, group_after, internal,
+                            state_epoch)
                     # Refused (the tip moved, the txn id is taken): the transaction rolls back.
                     await write_on_tip(conn, position, notification)
                     if event.type == "m.room.member" and event.membership == "join":
@@ -522,21 +544,15 @@ class EventPipeline:
                     allocation.announced_by_write()
             elif not writer.optimistic:
                 # Alone, a message is one statement: atomic and committed in a single round trip.
-                try:
-                    await write_on_tip(self.db.pool, position)
-                except TipMoved:
-                    if old_tip:
-                        self._extremities.set(room_id, old_tip)  # a retried txn id: the tip stands
-                    raise
+                await write_on_tip(self.db.pool, position)
             event.internal.update(internal)
             event.internal.update(
                 stream_ordering=position, state_group_before=state_before_group,
                 state_group_after=group_after, rejected=None, redacted_by=None,
             )
             self.events.remember(event)
-            # Extremities beyond the MAX_PREV_EVENTS cited stay (only after federation).
-            self._extremities.set(room_id, [e for e in old_tip if e.event_id not in prev_events]
-                                  + [TipEntry(event.event_id, event.depth, group_after)])
+            self._remember_tip(room_id, event, prev_events, group_after, state_epoch,
+                               tip if writer.conn is not None or new_room is not None else None)
             if new_room is not None:
                 self.events.remember_room_version(room_id, new_room[0])
             if event.redacts is not None:
@@ -545,7 +561,7 @@ class EventPipeline:
                 self._joined_members.forget([room_id])
             self.room_changes.record(room_id, position)
             if notification is None:
-                self._tell_others(event, prev_events)
+                self._tell_others(event, prev_events, state_epoch)
         if self.persist_timer is not None:
             self.persist_timer(time.perf_counter() - started)
         # Step 4: wake the local users who should see it.
@@ -853,18 +869,18 @@ class EventPipeline:
             return Solo()
         return self.cluster.solo_write()
 
-    def _tell_others(self, event: Event, on_tip: list[str] | None = None) -> None:
+    def _tell_others(self, event: Event, on_tip: list[str] | None = None, state_epoch: int | None = None) -> None:
         """Before the position is announced finished (still inside its allocation): the other
         processes record the room as changed before their streams move past the event."""
         cluster = self.cluster
         if cluster is None or cluster.solo:
             return
         cluster.send(self._event_item(event, event.internal["stream_ordering"], on_tip,
-                                      event.internal.get("state_group_after")))
+                                      event.internal.get("state_group_after"), state_epoch))
 
     def _write_notification(
         self, event: Event, position: Any, prev_events: list[str], group_before: int | None,
-        group_after: int | None, internal: dict[str, Any],
+        group_after: int | None, internal: dict[str, Any], state_epoch: int | None,
     ) -> tuple[str, str, str] | None:
         """What a write on the tip NOTIFYs as it commits (``Cluster.write_notification``):
         the event item with the event itself when it fits, else without. The event goes
@@ -874,22 +890,22 @@ class EventPipeline:
         for with_body in (body, None):
             notification = self.cluster.write_notification(
                 self.stream.name, self.stream.own_bound(),
-                self._event_item(event, position, prev_events, group_after, with_body))
+                self._event_item(event, position, prev_events, group_after, state_epoch, with_body))
             if notification is not None:
                 return notification
         return None
 
     @staticmethod
     def _event_item(event: Event, position: Any, on_tip: list[str] | None, group_after: int | None,
-                    body: dict[str, Any] | None = None) -> list[Any]:
+                    state_epoch: int | None = None, body: dict[str, Any] | None = None) -> list[Any]:
         """The cluster's "ev" item (services/cluster_hooks.py). ``on_tip``: the prev events
         of a local event written on the tip, which it replaced there; the others then
-        update their cached tip (with the event's depth and state group) instead of
-        reading it again. ``body``: the event as stored (its JSON, internal facts,
-        room version and state groups), which the others keep in their event cache, so
-        that the /sync it wakes there does not read it back."""
+        update their cached tip (with the event's depth and state group, and the room's
+        state epoch after the write) instead of reading it again. ``body``: the event as
+        stored (its JSON, internal facts, room version and state groups), which the others
+        keep in their event cache, so that the /sync it wakes there does not read it back."""
         membership = event.membership if event.type == "m.room.member" else None
-        tip = [on_tip, event.depth, group_after] if on_tip is not None else None
+        tip = [on_tip, event.depth, group_after, state_epoch] if on_tip is not None else None
         item = ["ev", event.room_id, position, event.event_id,
                 event.state_key if membership is not None else None, membership, event.redacts, tip]
         if body is not None:
@@ -910,12 +926,14 @@ class EventPipeline:
                                tip: list[Any] | None = None) -> None:
         """Another process wrote an event of the room: what we know of its tip (and of
         who is joined, for a membership) may be old. ``tip`` ([replaced prev events,
-        depth, state group after]): the event was written on the tip, which it replaced."""
+        depth, state group after, the room's state epoch after]): the event was written
+        on the tip, which it replaced (those of them still there)."""
+        if room_id in self._tip_reads:
+            self._tip_reads[room_id] = True
         cached = self._extremities.get(room_id)
-        if cached is not None and tip is not None and event_id is not None:
-            replaced, depth, group = tip
-            self._extremities.set(room_id, [e for e in cached if e.event_id not in replaced]
-                                  + [TipEntry(event_id, depth, group)])
+        if cached is not None and tip is not None and event_id is not None and len(tip) == 4:
+            replaced, depth, group, state_epoch = tip
+            self._extremities.set(room_id, cached.after(event_id, depth, group, replaced, state_epoch))
         else:
             self._extremities.pop(room_id)
         if membership:

@@ -6,7 +6,7 @@ import contextlib
 import zlib
 from typing import Any
 
-from homeserver.storage.events import TipEntry
+from homeserver.storage.events import RoomTip
 from homeserver.storage.stream_positions import begin_locked, end_transaction, tip_and_position
 
 
@@ -28,11 +28,12 @@ class RoomWriter:
 
     Alone on the database (``conn`` None, ``optimistic`` false) the in-process room
     lock is enough and the cached tip is the truth. With other processes, either
-    ``optimistic``: the tip as cached here, checked and replaced by the write itself
-    (``EventStore.insert_on_tip``), tried again on a fresh tip if another process
-    moved it; or ``locked``: a transaction holds the room's advisory lock from the
-    reading of the tip to the commit of the event (state events, which write more
-    than one statement, and an optimistic write that lost too often).
+    ``optimistic``: the tip as cached here, written on by the write itself
+    (``EventStore.insert_on_tip``) if the room's state is still the one it was built on,
+    and tried again on a fresh tip if another process changed the state meanwhile; or
+    ``locked``: a transaction holds the room's advisory lock from the reading of the tip
+    to the commit of the event (state events, which write more than one statement, and
+    an optimistic write refused).
     """
 
     def __init__(self, pipeline: Any, room_id: str, *, locked: bool = True):
@@ -67,7 +68,7 @@ class RoomWriter:
             raise
         return self
 
-    async def tip(self, with_position: bool = True, txn: tuple[str, str, str] | None = None) -> list[TipEntry]:
+    async def tip(self, with_position: bool = True, txn: tuple[str, str, str] | None = None) -> RoomTip:
         """The room's forward extremities; locked, also the event's position and (``txn``:
         sender, device, txn id) the event already sent under it (``txn_event_id``)."""
         if self.conn is None:
@@ -80,9 +81,9 @@ class RoomWriter:
         self.allocation = stream.allocate(
             fetch=lambda: tip_and_position(self.conn, self.room_id, stream.sequence, txn))
         await self.allocation.__aenter__()
-        tip, self.txn_event_id = self.allocation.extra
+        tip, state_epoch, self.txn_event_id = self.allocation.extra
         self.txn_read = txn is not None
-        return [TipEntry(*entry) for entry in tip]
+        return RoomTip.of(tip, state_epoch)
 
     async def commit(self) -> None:
         if self._open:

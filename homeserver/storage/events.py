@@ -200,18 +200,22 @@ class EventStore:
         internal: dict[str, Any],
         txn: tuple[str, str, str, int] | None,
         room_lock_key: int,
+        state_epoch: int | None,
         notification: tuple[str, str, str] | None = None,
     ) -> TipWrite:
-        """Write a local event on the room's tip, if its prev events still are the tip and
-        its txn id is unused: a compare-and-set, so that writers on several processes need
-        no lock (docs/scaling.md).
+        """Write a local event on the room's tip, if the room's state is still the one the
+        event was checked against, and its txn id is unused: a compare-and-set, so that
+        writers on several processes need no lock between statements (docs/scaling.md).
 
-        One statement, as ``insert_event``. The prev events' rows in forward_extremities
-        are locked first (FOR UPDATE): a concurrent writer of the room that replaced them
-        is waited for, and they are found gone once it commits. Only when every prev
-        event is still an extremity is anything written, then with
-        ``stream_ordering``, or (None) the next value of the events sequence, taken
-        only then, so that a refused write takes no position. Returns what was written.
+        One statement, as ``insert_event``. The room's row is share-locked first (a state
+        write of the room in progress is waited for) and its state epoch compared with
+        ``state_epoch``, the one of the tip the event was built on (None: not compared,
+        the caller holds the room's advisory lock and read the tip under it). Only then
+        is anything written, with ``stream_ordering``, or (None) the next value of the
+        events sequence, taken only then, so that a refused write takes no position.
+        The event's prev events leave the tip, those still there: a concurrent message
+        of another process, written on the same tip, makes a fork, which the next event
+        of the room joins again (as Synapse's concurrent event creators do).
         ``room_lock_key``: the room's advisory lock, taken shared by the statement.
         ``notification``: (channel, payload, placeholder) to NOTIFY if the event is
         written, with the placeholder replaced by its position: the other processes
@@ -219,16 +223,18 @@ class EventStore:
         """
         row = await conn.fetchrow(_INSERT_ON_TIP_SQL, *_insert_event_args(
             event, canonical_json, stream_ordering, state_group_before, state_group_after, internal,
-            event.prev_event_ids, txn, True, False, None), room_lock_key, *(notification or (None, None, None)))
+            event.prev_event_ids, txn, True, False, None), room_lock_key, *(notification or (None, None, None)),
+            state_epoch)
         return TipWrite(row["position"], row["txn_event_id"])
 
-    async def tip_with_facts(self, room_id: str, conn: asyncpg.Connection | None = None) -> list[TipEntry]:
-        """The room's forward extremities with the depth and state group after each
-        (``conn``: read in that connection's transaction)."""
-        rows = await (conn or self.db).fetch(
-            "SELECT e.event_id, e.depth, e.state_group_after FROM forward_extremities f"
-            " JOIN events e ON e.event_id = f.event_id WHERE f.room_id = $1", room_id)
-        return [TipEntry(r["event_id"], r["depth"], r["state_group_after"]) for r in rows]
+    async def tip_with_facts(self, room_id: str, conn: asyncpg.Connection | None = None) -> RoomTip:
+        """The room's forward extremities with the depth and state group after each, and
+        the room's state epoch, read together (``conn``: in that connection's transaction)."""
+        row = await (conn or self.db).fetchrow(
+            "SELECT ARRAY(SELECT ROW(f.event_id, e.depth, e.state_group_after) FROM forward_extremities f"
+            "  JOIN events e ON e.event_id = f.event_id WHERE f.room_id = $1) AS tip,"
+            " (SELECT state_epoch FROM rooms WHERE room_id = $1) AS state_epoch", room_id)
+        return RoomTip.of(row["tip"], row["state_epoch"])
 
     async def insert_outliers(
         self, conn: asyncpg.Connection, rows: Sequence[tuple[Event, str, int, str | None]]
@@ -380,18 +386,46 @@ class TipEntry:
     state_group_after: int | None
 
 
+@dataclasses.dataclass(frozen=True)
+class RoomTip:
+    """A room's forward extremities, and the room's state epoch (rooms.state_epoch, moved
+    by every write of its current state) as of the same moment: a message built on these
+    entries may be written while the room's epoch is still this one (``insert_on_tip``).
+    ``state_epoch`` None: the room has no row (known only by an invite)."""
+
+    entries: tuple[TipEntry, ...]
+    state_epoch: int | None
+
+    @classmethod
+    def of(cls, rows: Iterable[Sequence[Any]], state_epoch: int | None) -> "RoomTip":
+        """From (event id, depth, state group after) rows."""
+        return cls(tuple(TipEntry(*row) for row in rows), state_epoch)
+
+    def after(self, event_id: str, depth: int, state_group_after: int | None, replaced: Iterable[str],
+              state_epoch: int | None) -> "RoomTip":
+        """The tip once the event is written on it, replacing ``replaced`` (those still
+        here), with the room's state epoch after that write."""
+        gone = set(replaced)
+        entries = tuple(e for e in self.entries if e.event_id not in gone and e.event_id != event_id)
+        epoch = max((e for e in (self.state_epoch, state_epoch) if e is not None), default=None)
+        return RoomTip(entries + (TipEntry(event_id, depth, state_group_after),), epoch)
+
+
 # A local event on the tip, compare-and-set (insert_on_tip): the same writes as
 # _INSERT_EVENT_SQL, each only if "go" has its row.
 _INSERT_ON_TIP_SQL = """
 WITH
-tip AS (
+room AS (
     -- The room's advisory lock, shared, first (a one-time filter): a writer holding it
     -- alone (a state event, services/room_writer.py) is not overtaken between its
-    -- reading of the tip and its commit.
-    SELECT event_id FROM forward_extremities
+    -- reading of the tip and its commit. Then the room's row, share-locked: a row changed
+    -- by a writer that committed while this statement waited is seen as it is now (not
+    -- as in the statement's snapshot), so a state epoch moved meanwhile refuses the
+    -- write. Shared: messages of the room written at once do not wait for each other.
+    SELECT 1 FROM rooms
     WHERE (SELECT pg_advisory_xact_lock_shared($27::bigint)::text) IS NOT NULL
-      AND room_id = $2 AND event_id = ANY($15::text[])
-    FOR UPDATE
+      AND room_id = $2 AND ($31::bigint IS NULL OR state_epoch = $31::bigint)
+    FOR SHARE
 ),
 -- The txn id first (a send of the same txn id committing meanwhile is waited for, and
 -- then this one writes nothing), so that the position is taken only by a write that
@@ -399,18 +433,23 @@ tip AS (
 txn AS (
     INSERT INTO event_txn_ids (user_id, device_id, txn_id, event_id, created_ts)
     SELECT $16::text, $17::text, $18::text, $1, $19::bigint
-    WHERE $18::text IS NOT NULL AND (SELECT count(*) FROM tip) = cardinality($15::text[])
+    WHERE $18::text IS NOT NULL AND EXISTS (SELECT 1 FROM room)
     ON CONFLICT DO NOTHING
     RETURNING 1
 ),
 go AS (
     SELECT COALESCE($3::bigint, nextval('events_stream_seq')) AS position
-    FROM (SELECT count(*) AS n FROM tip) AS still
-    WHERE still.n = cardinality($15::text[]) AND ($18::text IS NULL OR EXISTS (SELECT 1 FROM txn))
+    WHERE EXISTS (SELECT 1 FROM room) AND ($18::text IS NULL OR EXISTS (SELECT 1 FROM txn))
+),
+-- The prev events leave the tip, but those another writer is replacing at this moment:
+-- it is not waited for (it holds them until it commits, an fsync), and it removes them.
+replaced AS (
+    SELECT event_id FROM forward_extremities
+    WHERE room_id = $2 AND event_id = ANY($15::text[]) AND EXISTS (SELECT 1 FROM go)
+    FOR UPDATE SKIP LOCKED
 ),
 old_extremities AS (
-    DELETE FROM forward_extremities
-    WHERE room_id = $2 AND event_id = ANY($15::text[]) AND EXISTS (SELECT 1 FROM go)
+    DELETE FROM forward_extremities WHERE room_id = $2 AND event_id IN (SELECT event_id FROM replaced)
 ),
 ev AS (
     INSERT INTO events (event_id, room_id, stream_ordering, depth, type, state_key, sender,

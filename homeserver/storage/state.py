@@ -29,6 +29,16 @@ _UPSERT_CURRENT_STATE = (
     " SET event_id = EXCLUDED.event_id, membership = EXCLUDED.membership, changed_at = EXCLUDED.changed_at"
 )
 
+# Every write of a room's current state moves the room's state epoch (migration 0026), in
+# its transaction: a message written on a tip read before the write is refused (the state
+# it was checked against is no longer the room's; storage/events.py insert_on_tip).
+_MOVE_STATE_EPOCH = "UPDATE rooms SET state_epoch = state_epoch + 1 WHERE room_id = $1 RETURNING state_epoch"
+# One row set, and the epoch moved, in one statement (a local state event's).
+_SET_ONE_AND_MOVE_STATE_EPOCH = (
+    f"WITH epoch AS ({_MOVE_STATE_EPOCH}), entry AS ({_UPSERT_CURRENT_STATE})"
+    " SELECT state_epoch FROM epoch"
+)
+
 
 class StateStore:
     def __init__(self, db: Database, cache_size: int = 500):
@@ -196,19 +206,22 @@ class StateStore:
     async def update_current_state(
         self, conn: asyncpg.Connection, room_id: str, key: StateKey, event_id: str, membership: str | None,
         position: int,
-    ) -> None:
+    ) -> int | None:
         """``position``: the event stream position of the write (the event's), in its
-        transaction: what a read of the memberships changed since a position goes by."""
-        await conn.execute(_UPSERT_CURRENT_STATE, room_id, key[0], key[1], event_id, membership, position)
+        transaction: what a read of the memberships changed since a position goes by.
+        Returns the room's new state epoch (None: the room has no row, known only by an
+        invite)."""
+        return await conn.fetchval(
+            _SET_ONE_AND_MOVE_STATE_EPOCH, room_id, key[0], key[1], event_id, membership, position)
 
     async def apply_current_state_delta(
         self, conn: asyncpg.Connection, room_id: str,
         changes: Mapping[StateKey, tuple[str, str | None] | None], position: int,
-    ) -> None:
+    ) -> int | None:
         """Change several entries of a room's current state: key -> (event id, membership), or None to remove.
 
         State resolution after a federated event may change or remove any entry, not just one.
-        ``position``: as for update_current_state.
+        ``position`` and what is returned: as for update_current_state.
         """
         upserts = [(k[0], k[1], v[0], v[1]) for k, v in changes.items() if v is not None]
         removals = [k for k, v in changes.items() if v is None]
@@ -220,6 +233,9 @@ class StateStore:
                 " WHERE c.room_id = $1 AND c.type = k.type AND c.state_key = k.state_key",
                 room_id, [k[0] for k in removals], [k[1] for k in removals],
             )
+        if not changes:
+            return None
+        return await conn.fetchval(_MOVE_STATE_EPOCH, room_id)
 
     async def get_membership(self, room_id: str, user_id: str) -> tuple[str, str] | None:
         """(membership, event id) of a user's current membership in a room."""

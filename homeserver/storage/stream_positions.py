@@ -97,20 +97,21 @@ async def lock_room(conn: asyncpg.Connection, room_key: int) -> None:
 
 async def tip_and_position(
     conn: asyncpg.Connection, room_id: str, sequence: str, txn: tuple[str, str, str] | None = None,
-) -> tuple[int, tuple[list[tuple[str, int, int | None]], str | None]]:
+) -> tuple[int, tuple[list[tuple[str, int, int | None]], int | None, str | None]]:
     """The next position of the events stream, the room's forward extremities (as
-    ``EventStore.tip_with_facts``: event id, depth, state group after) and the event
-    already sent under ``txn`` (user, device, txn id) if any, in one statement (under the
-    room's lock, see ``begin_locked``)."""
+    ``EventStore.tip_with_facts``: event id, depth, state group after) with the room's state
+    epoch, and the event already sent under ``txn`` (user, device, txn id) if any, in one
+    statement (under the room's lock, see ``begin_locked``)."""
     user_id, device_id, txn_id = txn if txn is not None else (None, None, None)
     row = await conn.fetchrow(
         f"SELECT nextval('{_checked(sequence)}') AS position,"
         " ARRAY(SELECT ROW(f.event_id, e.depth, e.state_group_after) FROM forward_extremities f"
         "  JOIN events e ON e.event_id = f.event_id WHERE f.room_id = $1) AS tip,"
+        " (SELECT state_epoch FROM rooms WHERE room_id = $1) AS state_epoch,"
         " (SELECT event_id FROM event_txn_ids WHERE $4::text IS NOT NULL"
         "  AND user_id = $2 AND device_id = $3 AND txn_id = $4) AS txn_event_id",
         room_id, user_id, device_id, txn_id)
-    return row["position"], ([tuple(entry) for entry in row["tip"]], row["txn_event_id"])
+    return row["position"], ([tuple(entry) for entry in row["tip"]], row["state_epoch"], row["txn_event_id"])
 
 
 async def begin_locked(conn: asyncpg.Connection, room_key: int) -> None:

@@ -1,7 +1,9 @@
 """Events written on a room's tip by two processes sharing one database, without a lock
-between statements (services/pipeline.py, EventStore.insert_on_tip): the room stays one
-chain, a send built on a tip another process moved is built again on the new one, and a
-state event under the room's advisory lock is not overtaken by the others' messages."""
+between statements (services/pipeline.py, EventStore.insert_on_tip): messages written at
+once on both make forks, which the next event joins, and never wait for the room's lock;
+a message built before a state change on the other process is built again on the new
+state; a state event under the room's advisory lock follows every event before it and is
+followed by every event after it."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from pathlib import Path
 import asyncpg
 
 from homeserver.server import open_services
-from homeserver.storage.events import EventStore
+from homeserver.services.room_writer import room_lock_key
+from homeserver.storage.events import EventStore, RoomTip
 from tests.conftest import make_config
 from tests.helpers import Api, User, served
 
@@ -54,30 +57,74 @@ async def _messages_in(dsn: str, room_id: str) -> int:
 
 async def _room_graph(dsn: str, room_id: str) -> tuple[list[str], dict[str, list[str]]]:
     """The room's forward extremities, and each live event's prev events."""
+    tip, prevs, _ = await _room_graph_in_order(dsn, room_id)
+    return tip, prevs
+
+
+async def _room_graph_in_order(dsn: str, room_id: str) -> tuple[list[str], dict[str, list[str]], list[tuple[str, bool]]]:
+    """As _room_graph, and the live events in stream order, each with whether it is state."""
     conn = await asyncpg.connect(dsn)
     try:
         tip = [r["event_id"] for r in await conn.fetch(
             "SELECT event_id FROM forward_extremities WHERE room_id = $1", room_id)]
         prevs: dict[str, list[str]] = {}
+        order: list[tuple[str, bool]] = []
         for row in await conn.fetch(
-                "SELECT e.event_id, array_remove(array_agg(g.prev_event_id), NULL) AS prevs FROM events e"
+                "SELECT e.event_id, e.state_key IS NOT NULL AS is_state,"
+                " array_remove(array_agg(g.prev_event_id), NULL) AS prevs FROM events e"
                 " LEFT JOIN event_edges g ON g.event_id = e.event_id"
-                " WHERE e.room_id = $1 AND NOT e.outlier GROUP BY e.event_id", room_id):
+                " WHERE e.room_id = $1 AND NOT e.outlier GROUP BY e.event_id ORDER BY min(e.stream_ordering)",
+                room_id):
             prevs[row["event_id"]] = list(row["prevs"])
+            order.append((row["event_id"], row["is_state"]))
     finally:
         await conn.close()
-    return tip, prevs
+    return tip, prevs, order
+
+
+def _ancestors(prevs: dict[str, list[str]], event_id: str) -> set[str]:
+    seen: set[str] = set()
+    stack = list(prevs[event_id])
+    while stack:
+        current = stack.pop()
+        if current not in seen:
+            seen.add(current)
+            stack.extend(prevs[current])
+    return seen
+
+
+def _assert_sound_graph(tip: list[str], prevs: dict[str, list[str]]) -> None:
+    """The tip is exactly the events no event cites, and every event is reached from it."""
+    cited = {p for ps in prevs.values() for p in ps}
+    assert cited <= set(prevs), cited - set(prevs)
+    assert sorted(tip) == sorted(set(prevs) - cited)
+    reached = set(tip).union(*(_ancestors(prevs, e) for e in tip))
+    assert reached == set(prevs)
+
+
+def _cached_ids(api: Api, room_id: str) -> list[str]:
+    cached = api.services.pipeline._extremities.get(room_id)
+    return [e.event_id for e in cached.entries] if cached is not None else []
 
 
 async def _heard(api: Api, room_id: str, event_id: str) -> None:
     """Wait until the process has been told of the event: its cached tip shows it (the
     notification updates the tip it had cached, it does not drop it)."""
     for _ in range(250):
-        cached = api.services.pipeline._extremities.get(room_id) or []
-        if event_id in [e.event_id for e in cached]:
+        if event_id in _cached_ids(api, room_id):
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"never told of {event_id}")
+
+
+async def _knows_the_tip(api: Api, dsn: str, room_id: str) -> None:
+    """Wait until the process's cached tip is the room's tip in the database."""
+    for _ in range(250):
+        tip, _ = await _room_graph(dsn, room_id)
+        if sorted(_cached_ids(api, room_id)) == sorted(tip):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"cached {_cached_ids(api, room_id)}, stored {tip}")
 
 
 def _assert_one_chain(tip: list[str], prevs: dict[str, list[str]]) -> None:
@@ -93,35 +140,92 @@ def _assert_one_chain(tip: list[str], prevs: dict[str, list[str]]) -> None:
     assert sorted(seen) == sorted(prevs)
 
 
-async def test_concurrent_messages_from_two_processes_make_one_chain(tmp_path, database_dsn):
+async def test_concurrent_messages_from_two_processes_fork_without_the_lock_and_join_again(
+        tmp_path, database_dsn):
     async with _two_processes(tmp_path, database_dsn) as (a, b):
         alice, bob, room = await _shared_room(a, b)
+        await alice.send_text(room, "warm")
+        await _knows_the_tip(b, database_dsn, room)
 
         async def send_many(user, label):
             return [await user.send_text(room, f"{label} {n}") for n in range(25)]
 
-        sent = await asyncio.gather(send_many(alice, "a1"), send_many(alice, "a2"),
-                                    send_many(bob, "b1"), send_many(bob, "b2"))
+        with _statements_of(a) as sent_a, _statements_of(b) as sent_b:
+            sent = await asyncio.gather(send_many(alice, "a1"), send_many(alice, "a2"),
+                                        send_many(bob, "b1"), send_many(bob, "b2"))
+        # Not one message went the locked way: each was one statement, on the tip as cached.
+        locked = [q for q in sent_a + sent_b if "pg_advisory_xact_lock(" in q]
+        assert not locked, locked
         tip, prevs = await _room_graph(database_dsn, room)
-        _assert_one_chain(tip, prevs)
+        _assert_sound_graph(tip, prevs)
         assert {e for batch in sent for e in batch} <= set(prevs)
+        # Once told of the other's events, the next message of either process joins every fork.
+        await _knows_the_tip(a, database_dsn, room)
+        joined = await alice.send_text(room, "joins them")
+        event = await a.services.events.get_event(joined)
+        assert sorted(event.prev_event_ids) == sorted(tip)
+        assert (await _room_graph(database_dsn, room))[0] == [joined]
 
 
-async def test_a_send_on_a_tip_moved_elsewhere_is_built_on_the_new_tip(tmp_path, database_dsn):
+async def test_a_send_on_a_tip_moved_elsewhere_forks_and_the_next_send_joins(tmp_path, database_dsn):
     async with _two_processes(tmp_path, database_dsn) as (a, b):
         alice, bob, room = await _shared_room(a, b)
         await bob.send_text(room, "b sees the tip")
         stale = await b.services.pipeline.cached_tip(room)
         moved = await alice.send_text(room, "a moves it")
         await _heard(b, room, moved)
-        # Process B still believes its old tip (as before A's notification arrives).
+        # Process B still believes its old tip (as before A's notification arrives), and hears
+        # of A's event while its own write is on its way.
         b.services.pipeline._extremities.set(room, stale)
-        event_id = await bob.send_text(room, "built again")
+        event_id = await bob.send_text(room, "on the old tip")
         event = await b.services.events.get_event(event_id)
-        assert event.prev_event_ids == [moved]
+        assert event.prev_event_ids == [e.event_id for e in stale.entries]
+        tip, prevs = await _room_graph(database_dsn, room)
+        assert sorted(tip) == sorted([moved, event_id])
+        _assert_sound_graph(tip, prevs)
+        await _knows_the_tip(a, database_dsn, room)
+        joined = await alice.send_text(room, "joins the fork")
+        assert sorted((await a.services.events.get_event(joined)).prev_event_ids) == sorted(tip)
+        tip, prevs = await _room_graph(database_dsn, room)
+        assert tip == [joined]
+        _assert_sound_graph(tip, prevs)
+
+
+async def test_a_message_built_before_a_ban_on_the_other_process_is_refused(tmp_path, database_dsn):
+    async with _two_processes(tmp_path, database_dsn) as (a, b):
+        alice, bob, room = await _shared_room(a, b)
+        await bob.send_text(room, "before")
+        stale = await b.services.pipeline.cached_tip(room)
+        r = await alice.post(f"/_matrix/client/v3/rooms/{room}/ban", {"user_id": bob.user_id})
+        assert r.status == 200, r
+        [ban] = (await _room_graph(database_dsn, room))[0]
+        await _heard(b, room, ban)
+        # B's tip as cached before the ban (its notification on the way): the write finds the
+        # room's state moved, and the message, built again on the room as it is, is refused.
+        b.services.pipeline._extremities.set(room, stale)
+        r = await bob.put(f"/_matrix/client/v3/rooms/{room}/send/m.room.message/after",
+                          {"msgtype": "m.text", "body": "after the ban"})
+        assert r.status == 403, r
+        assert await _messages_in(database_dsn, room) == 1
+        assert (await _room_graph(database_dsn, room))[0] == [ban]
+
+
+async def test_a_message_built_before_a_state_change_elsewhere_is_built_again_after_it(
+        tmp_path, database_dsn):
+    async with _two_processes(tmp_path, database_dsn) as (a, b):
+        alice, bob, room = await _shared_room(a, b)
+        await bob.send_text(room, "before")
+        stale = await b.services.pipeline.cached_tip(room)
+        r = await alice.put(f"/_matrix/client/v3/rooms/{room}/state/m.room.topic", {"topic": "new"})
+        assert r.status == 200, r
+        topic = r["event_id"]
+        await _heard(b, room, topic)
+        b.services.pipeline._extremities.set(room, stale)
+        event_id = await bob.send_text(room, "after the topic")
+        assert (await b.services.events.get_event(event_id)).prev_event_ids == [topic]
         tip, prevs = await _room_graph(database_dsn, room)
         assert tip == [event_id]
-        _assert_one_chain(tip, prevs)
+        _assert_sound_graph(tip, prevs)
 
 
 async def test_a_retried_txn_on_a_stale_tip_answers_the_first_event(tmp_path, database_dsn):
@@ -138,6 +242,60 @@ async def test_a_retried_txn_on_a_stale_tip_answers_the_first_event(tmp_path, da
         _assert_one_chain(tip, prevs)
 
 
+async def test_a_message_on_a_stale_tip_of_several_states_is_checked_too(tmp_path, database_dsn):
+    """A tip whose extremities differ in state is resolved and written in a transaction:
+    the epoch is compared there as well."""
+    async with _two_processes(tmp_path, database_dsn) as (a, b):
+        alice, bob, room = await _shared_room(a, b)
+        await bob.send_text(room, "before")
+        stale = await b.services.pipeline.cached_tip(room)
+        r = await alice.put(f"/_matrix/client/v3/rooms/{room}/state/m.room.topic", {"topic": "new"})
+        assert r.status == 200, r
+        topic = r["event_id"]
+        await _heard(b, room, topic)
+        told = b.services.pipeline._extremities.get(room)
+        [topic_entry] = [e for e in told.entries if e.event_id == topic]
+        # The old tip beside the topic, as of the epoch before it: two states to resolve.
+        b.services.pipeline._extremities.set(room, RoomTip(stale.entries + (topic_entry,), stale.state_epoch))
+        event_id = await bob.send_text(room, "after the topic")
+        assert (await b.services.events.get_event(event_id)).prev_event_ids == [topic]
+        tip, prevs = await _room_graph(database_dsn, room)
+        assert tip == [event_id]
+        _assert_sound_graph(tip, prevs)
+
+
+async def test_a_message_waiting_on_a_state_write_sees_its_epoch_once_it_commits(tmp_path, database_dsn):
+    """The write's statement takes its snapshot before it waits for the room's lock: the
+    epoch is read from the room's row as locked (as committed since), not from the snapshot."""
+    async with _two_processes(tmp_path, database_dsn) as (_a, b):
+        bob = await b.register("bob")
+        room = await bob.create_room(preset="public_chat")
+        await bob.send_text(room, "warm")
+        writer = await asyncpg.connect(database_dsn)
+        try:
+            # A state write of another process, between its lock and its commit.
+            tr = writer.transaction()
+            await tr.start()
+            await writer.execute("SELECT pg_advisory_xact_lock($1)", room_lock_key(room))
+            await writer.execute("UPDATE rooms SET state_epoch = state_epoch + 1 WHERE room_id = $1", room)
+            with _statements_of(b) as sent:
+                send = asyncio.ensure_future(bob.send_text(room, "waits"))
+                for _ in range(250):
+                    if await writer.fetchval("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                             " AND NOT granted"):
+                        break
+                    await asyncio.sleep(0.02)
+                else:
+                    raise AssertionError("the send never waited for the room's lock")
+                await tr.commit()
+                event_id = await send
+        finally:
+            await writer.close()
+        # Refused once (the epoch moved), then written under the room's lock.
+        assert any("pg_advisory_xact_lock(" in q for q in sent), sent
+        assert (await _room_graph(database_dsn, room))[0] == [event_id]
+
+
 async def test_state_events_and_messages_from_two_processes_all_land(tmp_path, database_dsn):
     async with _two_processes(tmp_path, database_dsn) as (a, b):
         alice, bob, room = await _shared_room(a, b, power_level_content_override={"users_default": 100})
@@ -152,8 +310,15 @@ async def test_state_events_and_messages_from_two_processes_all_land(tmp_path, d
                 await user.send_text(room, f"{label} {n}")
 
         await asyncio.gather(topics(alice, "a"), messages(bob, "b"), topics(bob, "b"), messages(alice, "a"))
-        tip, prevs = await _room_graph(database_dsn, room)
-        _assert_one_chain(tip, prevs)
+        tip, prevs, order = await _room_graph_in_order(database_dsn, room)
+        _assert_sound_graph(tip, prevs)
+        # A state event follows every event written before it, and every event written after
+        # it follows it: messages fork only among themselves, never across a state change.
+        for index, (event_id, is_state) in enumerate(order):
+            if is_state:
+                assert {e for e, _ in order[:index]} <= _ancestors(prevs, event_id), event_id
+                for later, _ in order[index + 1:]:
+                    assert event_id in _ancestors(prevs, later), (event_id, later)
         # The current topic is the one written last in the chain.
         r = await alice.get(f"/_matrix/client/v3/rooms/{room}/state/m.room.topic")
         conn = await asyncpg.connect(database_dsn)
@@ -216,7 +381,7 @@ async def test_a_message_costs_one_statement_even_after_the_other_process_wrote(
                 await asyncio.sleep(0.1)
             # One statement: the write, which also notifies the other process as it commits.
             assert len(sent) == 1, (label, sent)
-            assert "FOR UPDATE" in sent[0] and "pg_notify" in sent[0], (label, sent)
+            assert "FOR SHARE" in sent[0] and "pg_notify" in sent[0], (label, sent)
         tip, prevs = await _room_graph(database_dsn, room)
         _assert_one_chain(tip, prevs)
 
@@ -231,7 +396,7 @@ async def test_a_state_event_with_another_process_running_notifies_it_in_its_tra
             assert r.status == 200, r
             await asyncio.sleep(0.1)
         assert any("pg_advisory_xact_lock" in q for q in sent), sent
-        writes = [q for q in sent if "FOR UPDATE" in q]
+        writes = [q for q in sent if "FOR SHARE" in q]
         assert len(writes) == 1 and "pg_notify" in writes[0], sent
         assert not [q for q in sent if q.lstrip().startswith("SELECT pg_notify")], sent
         # Process B heard of it: a long poll there returns the topic.
