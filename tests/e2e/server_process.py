@@ -72,6 +72,7 @@ class ServerProcess:
         }
         if database_dsn is not None:
             raw["database"] = database_dsn
+        self.database_dsn = database_dsn
         self.config_path.write_text(yaml.safe_dump(raw))
         self.process: subprocess.Popen | None = None
         self.log_path = directory / "server.log"
@@ -80,10 +81,16 @@ class ServerProcess:
 
     def sibling(self, directory: Path) -> "ServerProcess":
         """Another process of the same server: this one's config file and database, its own port
-        (`homeserver run --port`, docs/scaling.md)."""
+        (`homeserver run --port`, docs/scaling.md). Of a tls=True server, a copy of the config
+        without the HTTPS listener: the first process's serves federation (one port, one owner)."""
         other = object.__new__(ServerProcess)
         other.__dict__.update(self.__dict__)
         directory.mkdir(parents=True, exist_ok=True)
+        if self.tls_port is not None:
+            raw = yaml.safe_load(self.config_path.read_text())
+            raw.pop("tls_listen", None)
+            other.config_path = directory / "homeserver.yaml"
+            other.config_path.write_text(yaml.safe_dump(raw))
         other.directory = directory
         other.port = free_port()
         other.tls_port = None
