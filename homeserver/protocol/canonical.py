@@ -42,6 +42,31 @@ def event_json_text(event_json: Any) -> str:
 
 def check_canonical_values(value: Any, path: str = "") -> None:
     """Reject floats, out-of-range integers and non-string keys (room version 6+ rule)."""
+    # Every event goes through here, and is almost always fine: walked first without
+    # naming where each value is, then, only if something is wrong, again to say where.
+    if not _canonical_values(value):
+        _explain_canonical_values(value, path)
+
+
+def _canonical_values(value: Any) -> bool:
+    if value is None or value is True or value is False or type(value) is str:
+        return True
+    if type(value) is int:
+        return MIN_INT <= value <= MAX_INT
+    if type(value) is dict:
+        for key, item in value.items():
+            if type(key) is not str or not _canonical_values(item):
+                return False
+        return True
+    if type(value) is list:
+        for item in value:
+            if not _canonical_values(item):
+                return False
+        return True
+    return False  # subclasses, tuples, floats...: the careful walk decides
+
+
+def _explain_canonical_values(value: Any, path: str = "") -> None:
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return
     if isinstance(value, int):
@@ -54,11 +79,11 @@ def check_canonical_values(value: Any, path: str = "") -> None:
         for key, item in value.items():
             if not isinstance(key, str):
                 raise CanonicalJsonError(f"non-string key at {path or 'top level'}")
-            check_canonical_values(item, f"{path}.{key}" if path else key)
+            _explain_canonical_values(item, f"{path}.{key}" if path else key)
         return
     if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
-            check_canonical_values(item, f"{path}[{index}]")
+            _explain_canonical_values(item, f"{path}[{index}]")
         return
     raise CanonicalJsonError(f"unsupported value of type {type(value).__name__} at {path}")
 

@@ -38,14 +38,16 @@ def _require(event_json: dict[str, Any], key: str, kind: type, kind_name: str) -
     return value
 
 
-def check_pdu_format(event_json: dict[str, Any], room_version: RoomVersion) -> None:
-    """Raise PduFormatError unless the event has the shape and sizes its room version requires."""
+def check_pdu_format(event_json: dict[str, Any], room_version: RoomVersion, encoded: bytes | None = None) -> None:
+    """Raise PduFormatError unless the event has the shape and sizes its room version requires.
+
+    ``encoded``: the event's canonical JSON, when the caller has it (the size is its length)."""
     if not isinstance(event_json, dict):
         raise PduFormatError("an event must be a JSON object")
 
     # Size limits: the whole event, then the identifying keys.
     try:
-        size = len(canonicaljson.encode_canonical_json(event_json))
+        size = len(encoded if encoded is not None else canonicaljson.encode_canonical_json(event_json))
     except (TypeError, ValueError) as exc:
         raise PduFormatError(f"event cannot be encoded as canonical JSON: {exc}") from exc
     if size > MAX_PDU_BYTES:

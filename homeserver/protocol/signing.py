@@ -20,7 +20,7 @@ import signedjson.sign
 
 from homeserver.protocol.canonical import decode_base64, encode_base64
 from homeserver.protocol.events import Event
-from homeserver.protocol.redaction import redact_event
+from homeserver.protocol.redaction import redacted_view
 from homeserver.protocol.room_versions import EventFormat, RoomVersion
 
 ED25519 = signedjson.key.NACL_ED25519
@@ -124,7 +124,7 @@ def check_content_hash(event_json: dict[str, Any]) -> bool:
 
 def compute_reference_hash(event_json: dict[str, Any], room_version: RoomVersion) -> bytes:
     """SHA-256 of the redacted event without ``signatures``, ``unsigned`` and ``age_ts``."""
-    redacted = redact_event(event_json, room_version)
+    redacted = redacted_view(event_json, room_version)
     for key in ("signatures", "unsigned", "age_ts"):
         redacted.pop(key, None)
     return hashlib.sha256(_canonical(redacted)).digest()
@@ -177,7 +177,7 @@ def _sign_redacted(
     are also what the reference hash covers."""
     if not isinstance(event_json.get("hashes"), dict):
         raise ValueError("add the content hash before signing the event")
-    redacted = redact_event(event_json, room_version)
+    redacted = redacted_view(event_json, room_version)
     for key in ("signatures", "unsigned", "age_ts"):
         redacted.pop(key, None)
     message = _canonical(redacted)
@@ -212,7 +212,7 @@ def verify_event_signature(
     verify_key: nacl.signing.VerifyKey,
 ) -> None:
     """Check one server's signature over the redacted event; raise SignatureError."""
-    verify_json(redact_event(event_json, room_version), server_name, key_id, verify_key)
+    verify_json(redacted_view(event_json, room_version), server_name, key_id, verify_key)
 
 
 def event_from_pdu(pdu: dict[str, Any], room_version: RoomVersion) -> Event:

@@ -17,6 +17,7 @@ import weakref
 from typing import Any, Awaitable, Callable, Mapping
 
 import asyncpg
+import canonicaljson
 
 from homeserver.errors import MatrixError, bad_json, forbidden, too_large
 from homeserver.protocol import ids, signing
@@ -265,7 +266,7 @@ class EventPipeline:
         event = self._build(version, room_id, draft, prev_ids, state_before, depth)
         try:
             auth_state = await self._auth_state(event, state_before)
-            self._check(event, auth_state)
+            text = self._check(event, auth_state)
         except MatrixError:
             # A retried send is answered with its first event, even where the room
             # would now refuse it (the sender left since, say); the write would tell,
@@ -276,8 +277,10 @@ class EventPipeline:
             raise
         if countersign is not None:
             event = await countersign(event)
+            text = None  # the invitee's server signed it too
         try:
-            await self._persist(event, draft, prev_ids, state_group, state_before, writer=writer, tip=room_tip)
+            await self._persist(event, draft, prev_ids, state_group, state_before, writer=writer, tip=room_tip,
+                                text=text)
         except BaseException:
             # Refused, or failed with its outcome unknown: the tip is read again at the next send.
             self._extremities.pop(room_id)
@@ -425,22 +428,24 @@ class EventPipeline:
         except TipMoved as moved:
             return None, moved.txn_event_id
 
-    def _check(self, event: Event, auth_state: dict[StateKey, Event]) -> None:
-        # Step 2: format and size limits, then the authorization rules.
+    def _check(self, event: Event, auth_state: dict[StateKey, Event]) -> str:
+        """Step 2: format and size limits, then the authorization rules. Returns the
+        event's canonical text (what is stored), encoded once for the size and the write."""
         try:
-            check_pdu_format(event.json, event.room_version)
+            encoded = canonicaljson.encode_canonical_json(event.json)
+        except (TypeError, ValueError) as e:  # a value canonical JSON refuses (e.g. a huge integer)
+            raise bad_json(f"event cannot be encoded as canonical JSON: {e}")
+        try:
+            check_pdu_format(event.json, event.room_version, encoded)
         except PduFormatError as e:
-            try:
-                size = len(event_json_text(event.json).encode())
-            except (TypeError, ValueError):  # a value canonical JSON refuses (e.g. a huge integer): e names it
-                raise bad_json(str(e))
-            if size > MAX_EVENT_BYTES:
+            if len(encoded) > MAX_EVENT_BYTES:
                 raise too_large(f"Event is too large (over {MAX_EVENT_BYTES} bytes)")
             raise bad_json(str(e))
         try:
             check_auth_rules(event, auth_state)
         except AuthError as e:
             raise forbidden(str(e))
+        return encoded.decode()
 
     async def _persist(
         self,
@@ -452,8 +457,10 @@ class EventPipeline:
         new_room: tuple[RoomVersion, bool] | None = None,
         writer: RoomWriter | None = None,
         tip: RoomTip | None = None,
+        text: str | None = None,
     ) -> None:
-        """``tip``: the room's tip the event was built on (None: a new room's first event)."""
+        """``tip``: the room's tip the event was built on (None: a new room's first event).
+        ``text``: the event's canonical text, if already made (``_check``)."""
         # Step 3: the event, its edges, state and position, atomically.
         writer = writer or RoomWriter(self, event.room_id)
         started = time.perf_counter()
@@ -469,7 +476,7 @@ class EventPipeline:
                     internal["replaces_state"] = replaced
                     internal["prev_content"] = dict(prev.content)
                     internal["prev_sender"] = prev.sender
-        text = event_json_text(event.json)
+        text = text if text is not None else event_json_text(event.json)
         now = now_ms()
         txn = (draft.sender, draft.txn[0], draft.txn[1], now) if draft.txn is not None else None
         tip = tip if tip is not None else RoomTip((), None)
