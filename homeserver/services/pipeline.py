@@ -543,7 +543,7 @@ class EventPipeline:
                         notification = self._write_notification(
                             event, position, prev_events, state_before_group, group_after, internal,
                             state_epoch)
-                    # Refused (the tip moved, the txn id is taken): the transaction rolls back.
+                    # Refused (the state moved, the txn id is taken): the transaction rolls back.
                     await write_on_tip(conn, position, notification)
                     if event.type == "m.room.member" and event.membership == "join":
                         await self.rooms.unforget(conn, event.state_key, room_id)

@@ -5,8 +5,8 @@
 For one and for two processes (same config, `run --port`), measures:
   - sequential send throughput (one client);
   - concurrent send throughput: 20 clients into 5 rooms (with two processes, the
-    clients spread over both: each room's four on both processes, where the
-    processes take turns at every room's tip, and each room's on one process);
+    clients spread over both: each room's four on both processes, which write forks
+    of the room that their next events join, and each room's on one process);
   - send -> long-poll wake latency p50/p99 (with two processes, the sender on one
     process and the syncer on the other);
   - the CPU per message of the concurrent runs: each server process, every PostgreSQL
