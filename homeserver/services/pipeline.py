@@ -317,7 +317,8 @@ class EventPipeline:
             try:
                 cached = await self.events.tip_with_facts(room_id)
             finally:
-                told_meanwhile = self._tip_reads.pop(room_id)
+                # (Reads of one room are serialised by its lock; another's pop would count as news.)
+                told_meanwhile = self._tip_reads.pop(room_id, True)
             if not told_meanwhile:
                 self._extremities.set(room_id, cached)
         return cached
