@@ -12,6 +12,7 @@ import contextlib
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 from homeserver.server import open_services
 from homeserver.services.room_writer import room_lock_key
@@ -210,22 +211,16 @@ async def test_a_message_built_before_a_ban_on_the_other_process_is_refused(tmp_
         assert (await _room_graph(database_dsn, room))[0] == [ban]
 
 
-async def test_a_message_built_before_a_state_change_elsewhere_is_built_again_after_it(
-        tmp_path, database_dsn):
-    async with _two_processes(tmp_path, database_dsn) as (a, b):
-        alice, bob, room = await _shared_room(a, b)
-        await bob.send_text(room, "before")
-        stale = await b.services.pipeline.cached_tip(room)
-        r = await alice.put(f"/_matrix/client/v3/rooms/{room}/state/m.room.topic", {"topic": "new"})
-        assert r.status == 200, r
-        topic = r["event_id"]
-        await _heard(b, room, topic)
-        b.services.pipeline._extremities.set(room, stale)
-        event_id = await bob.send_text(room, "after the topic")
-        assert (await b.services.events.get_event(event_id)).prev_event_ids == [topic]
-        tip, prevs = await _room_graph(database_dsn, room)
-        assert tip == [event_id]
-        _assert_sound_graph(tip, prevs)
+async def _topic_set_elsewhere(a: Api, b: Api) -> tuple[User, str, object, str]:
+    """bob on B sends, B's tip is kept as it was (stale), then alice on A sets the topic and
+    B hears of it: (bob, room, the stale tip, the topic event)."""
+    alice, bob, room = await _shared_room(a, b)
+    await bob.send_text(room, "before")
+    stale = await b.services.pipeline.cached_tip(room)
+    r = await alice.put(f"/_matrix/client/v3/rooms/{room}/state/m.room.topic", {"topic": "new"})
+    assert r.status == 200, r
+    await _heard(b, room, r["event_id"])
+    return bob, room, stale, r["event_id"]
 
 
 async def test_a_retried_txn_on_a_stale_tip_answers_the_first_event(tmp_path, database_dsn):
@@ -242,21 +237,19 @@ async def test_a_retried_txn_on_a_stale_tip_answers_the_first_event(tmp_path, da
         _assert_one_chain(tip, prevs)
 
 
-async def test_a_message_on_a_stale_tip_of_several_states_is_checked_too(tmp_path, database_dsn):
-    """A tip whose extremities differ in state is resolved and written in a transaction:
-    the epoch is compared there as well."""
+@pytest.mark.parametrize("cached", ["the old tip", "the old tip beside the topic"])
+async def test_a_message_built_before_a_state_change_elsewhere_is_built_again_after_it(
+        tmp_path, database_dsn, cached):
+    """B's tip as cached before the topic (its notification on the way), or the old tip
+    beside the topic as of the epoch before it: two states to resolve, in a transaction,
+    where the epoch is compared as well."""
     async with _two_processes(tmp_path, database_dsn) as (a, b):
-        alice, bob, room = await _shared_room(a, b)
-        await bob.send_text(room, "before")
-        stale = await b.services.pipeline.cached_tip(room)
-        r = await alice.put(f"/_matrix/client/v3/rooms/{room}/state/m.room.topic", {"topic": "new"})
-        assert r.status == 200, r
-        topic = r["event_id"]
-        await _heard(b, room, topic)
-        told = b.services.pipeline._extremities.get(room)
-        [topic_entry] = [e for e in told.entries if e.event_id == topic]
-        # The old tip beside the topic, as of the epoch before it: two states to resolve.
-        b.services.pipeline._extremities.set(room, RoomTip(stale.entries + (topic_entry,), stale.state_epoch))
+        bob, room, stale, topic = await _topic_set_elsewhere(a, b)
+        if cached == "the old tip":
+            b.services.pipeline._extremities.set(room, stale)
+        else:
+            [topic_entry] = [e for e in b.services.pipeline._extremities.get(room).entries if e.event_id == topic]
+            b.services.pipeline._extremities.set(room, RoomTip(stale.entries + (topic_entry,), stale.state_epoch))
         event_id = await bob.send_text(room, "after the topic")
         assert (await b.services.events.get_event(event_id)).prev_event_ids == [topic]
         tip, prevs = await _room_graph(database_dsn, room)
