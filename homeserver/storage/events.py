@@ -230,10 +230,7 @@ class EventStore:
     async def tip_with_facts(self, room_id: str, conn: asyncpg.Connection | None = None) -> RoomTip:
         """The room's forward extremities with the depth and state group after each, and
         the room's state epoch, read together (``conn``: in that connection's transaction)."""
-        row = await (conn or self.db).fetchrow(
-            "SELECT ARRAY(SELECT ROW(f.event_id, e.depth, e.state_group_after) FROM forward_extremities f"
-            "  JOIN events e ON e.event_id = f.event_id WHERE f.room_id = $1) AS tip,"
-            " (SELECT state_epoch FROM rooms WHERE room_id = $1) AS state_epoch", room_id)
+        row = await (conn or self.db).fetchrow(f"SELECT {ROOM_TIP_COLUMNS}", room_id)
         return RoomTip.of(row["tip"], row["state_epoch"])
 
     async def insert_outliers(
@@ -384,6 +381,15 @@ class TipEntry:
     event_id: str
     depth: int
     state_group_after: int | None
+
+
+# A room's tip ($1: its id) as two columns read in one snapshot, so that the epoch is the one
+# of these entries: ``tip`` (event id, depth, state group after) rows, and ``state_epoch``.
+ROOM_TIP_COLUMNS = (
+    "ARRAY(SELECT ROW(f.event_id, e.depth, e.state_group_after) FROM forward_extremities f"
+    "  JOIN events e ON e.event_id = f.event_id WHERE f.room_id = $1) AS tip,"
+    " (SELECT state_epoch FROM rooms WHERE room_id = $1) AS state_epoch"
+)
 
 
 @dataclasses.dataclass(frozen=True)

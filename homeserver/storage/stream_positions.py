@@ -13,6 +13,7 @@ from typing import Any, Callable
 import asyncpg
 
 from homeserver.storage.db import Database
+from homeserver.storage.events import ROOM_TIP_COLUMNS
 
 CHANNEL = "homeserver_cluster"
 # Every connection of a process carries this prefix and its instance id.
@@ -104,10 +105,7 @@ async def tip_and_position(
     statement (under the room's lock, see ``begin_locked``)."""
     user_id, device_id, txn_id = txn if txn is not None else (None, None, None)
     row = await conn.fetchrow(
-        f"SELECT nextval('{_checked(sequence)}') AS position,"
-        " ARRAY(SELECT ROW(f.event_id, e.depth, e.state_group_after) FROM forward_extremities f"
-        "  JOIN events e ON e.event_id = f.event_id WHERE f.room_id = $1) AS tip,"
-        " (SELECT state_epoch FROM rooms WHERE room_id = $1) AS state_epoch,"
+        f"SELECT nextval('{_checked(sequence)}') AS position, {ROOM_TIP_COLUMNS},"
         " (SELECT event_id FROM event_txn_ids WHERE $4::text IS NOT NULL"
         "  AND user_id = $2 AND device_id = $3 AND txn_id = $4) AS txn_event_id",
         room_id, user_id, device_id, txn_id)
